@@ -1,0 +1,88 @@
+"""Job payloads and the pure decisions about them: parse a payload, decide what a failed attempt
+leads to, read a duration. No I/O here: everything a decision needs comes in as an argument."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from enum import Enum
+
+ENTRYPOINT = "resync_course_unit"
+MAX_UNIT_ID = 2**63 - 1
+
+
+class InvalidJob(ValueError):
+    """The job cannot be run at all (bad payload): it fails at once, no retry."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ResyncPayload:
+    course_unit_id: int
+    reason: str
+
+
+def parse_payload(raw: bytes | None) -> ResyncPayload:
+    """The payload of a `resync_course_unit` job, or InvalidJob saying what is wrong with it."""
+    if raw is None:
+        raise InvalidJob("payload is empty: expected JSON with course_unit_id")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        preview = raw[:40].decode("utf-8", "backslashreplace")
+        raise InvalidJob(f"payload is not JSON: {preview!r}") from None
+    if not isinstance(data, dict):
+        raise InvalidJob(f"payload is JSON {type(data).__name__}, expected an object")
+    unit = data.get("course_unit_id")
+    if isinstance(unit, str) and re.fullmatch(r"[0-9]{1,19}", unit):
+        unit = int(unit)
+    if isinstance(unit, bool) or not isinstance(unit, int):
+        raise InvalidJob(f"course_unit_id must be an integer, got {unit!r}")
+    if not 0 < unit <= MAX_UNIT_ID:
+        raise InvalidJob(f"course_unit_id out of range: {unit}")
+    reason = data.get("reason")
+    return ResyncPayload(unit, reason if isinstance(reason, str) and reason else "unknown")
+
+
+class Outcome(str, Enum):
+    RETRY = "retrying"
+    FAIL = "failed"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RetryDecision:
+    outcome: Outcome
+    delay: float = 0.0  # seconds until the next attempt, when outcome is RETRY
+
+
+def retry_decision(attempt: int, tries: int, backoff: tuple[float, ...]) -> RetryDecision:
+    """What a failed `attempt` (1 = first) leads to, Laravel's way: `tries` counts attempts, and
+    the delay after attempt n is backoff[n-1], the last one repeating. With tries 3 and backoff
+    30,60,120 a failing job runs at 0, +30 s, +60 s, then fails."""
+    if attempt >= tries:
+        return RetryDecision(Outcome.FAIL)
+    return RetryDecision(Outcome.RETRY, backoff[min(attempt, len(backoff)) - 1])
+
+
+_UNITS = {"": 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in '90', '30s', '2m', '1.5h', '250ms', '1d'. ValueError says what is accepted."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|min|m|h|d)?\s*", str(text))
+    if not match:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90, 30s, 2m, 1h)")
+    return float(match.group(1)) * _UNITS[match.group(2) or ""]
+
+
+def human_duration(seconds: float | None) -> str:
+    """'850 ms', '12.4 s', '3 min 5 s', '2 h 10 min' — for people, not scripts."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"

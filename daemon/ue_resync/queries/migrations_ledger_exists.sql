@@ -1,0 +1,1 @@
+SELECT to_regclass('resync.schema_migrations') IS NOT NULL AS present

@@ -1,0 +1,93 @@
+-- 0005: what an operator types in psql to ask for a resync.
+--
+--   INSERT INTO resync.requests (course_unit_id, reason, run_at)
+--   VALUES (42, 'manual_trigger', now() + interval '1 hour');
+--   SELECT resync.request(42, 'reason', interval '2 minutes');   -- returns the job id
+--   SELECT resync.sync_now(42);                                   -- resync right here
+
+-- Every manual request is kept: who asked, what for, and the job it went into.
+CREATE TABLE IF NOT EXISTS resync.requests (
+    id              bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    course_unit_id  bigint,     -- NOT NULL is checked by the trigger, with a clearer message
+    reason          text        NOT NULL DEFAULT 'manual_trigger',
+    run_at          timestamptz NOT NULL DEFAULT now(),
+    requested_at    timestamptz NOT NULL DEFAULT now(),
+    requested_by    text        NOT NULL DEFAULT current_user,
+    job_id          bigint,     -- set by the trigger; the job may have absorbed other events
+    CONSTRAINT requests_reason_sane CHECK (reason ~ '^[[:alnum:]_.:/ -]{1,100}$')
+);
+CREATE INDEX IF NOT EXISTS requests_unit_idx ON resync.requests (course_unit_id);
+
+-- resync.on_request: BEFORE INSERT row trigger on resync.requests.
+-- Rejects a NULL or unknown course_unit_id with one clear error (nothing is queued: the
+-- whole INSERT fails), otherwise queues the resync (coalesced) due at run_at and stores
+-- the job id on the request row. run_at in the past means now.
+CREATE OR REPLACE FUNCTION resync.on_request() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NEW.course_unit_id IS NULL THEN
+        RAISE EXCEPTION 'resync.requests: course_unit_id is required'
+            USING ERRCODE = 'not_null_violation',
+                  HINT = 'INSERT INTO resync.requests (course_unit_id) VALUES (<id of a course_units row>)';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM public.course_units WHERE id = NEW.course_unit_id) THEN
+        RAISE EXCEPTION 'resync.requests: course unit % does not exist', NEW.course_unit_id
+            USING ERRCODE = 'foreign_key_violation',
+                  HINT = 'SELECT id, code FROM course_units lists the units.';
+    END IF;
+    IF NEW.reason IS NULL OR NEW.reason !~ '^[[:alnum:]_.:/ -]{1,100}$' THEN
+        RAISE EXCEPTION 'resync.requests: reason must be 1 to 100 letters, digits, spaces or _.:/-'
+            USING ERRCODE = 'check_violation';
+    END IF;
+
+    SELECT e.job_id INTO NEW.job_id
+    FROM resync.enqueue(array[NEW.course_unit_id], array[NEW.reason],
+                        greatest(coalesce(NEW.run_at, now()) - now(), interval '0')) e;
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER requests_enqueue
+    BEFORE INSERT ON resync.requests
+    FOR EACH ROW EXECUTE FUNCTION resync.on_request();
+
+-- resync.request: the function form of a request (the old ->delay()); returns the job id.
+CREATE OR REPLACE FUNCTION resync.request(
+    p_course_unit_id bigint,
+    p_reason text DEFAULT 'manual_trigger',
+    p_delay interval DEFAULT interval '0'
+) RETURNS bigint
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO resync.requests (course_unit_id, reason, run_at)
+    VALUES (p_course_unit_id, coalesce(p_reason, 'manual_trigger'),
+            now() + coalesce(p_delay, interval '0'))
+    RETURNING job_id
+$$;
+
+-- resync.sync_now: resync one UE in the caller's transaction (the old dispatchSync).
+-- Sets last_job_sync; returns {"course_unit_id", "code", "changes": {"col": [from, to]}}.
+CREATE OR REPLACE FUNCTION resync.sync_now(p_course_unit_id bigint) RETURNS jsonb
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_result jsonb;
+BEGIN
+    SELECT jsonb_build_object('course_unit_id', s.course_unit_id, 'code', s.code,
+                              'changes', s.changes)
+    INTO v_result
+    FROM resync.sync_units(array[p_course_unit_id], true, false) s;
+    IF v_result IS NULL THEN
+        RAISE EXCEPTION 'resync.sync_now: course unit % does not exist', p_course_unit_id
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN v_result;
+END
+$$;
