@@ -34,6 +34,7 @@ CREATE TABLE IF NOT EXISTS resync.run_history (
         'failed',         -- failed on the last attempt; the job is kept with status failed
         'invalid',        -- the job itself is unusable (payload, entrypoint): failed at once
         'crashed',        -- the worker died while running it
+        'interrupted',    -- the worker lost its database connection; not counted as an attempt
         'superseded')),   -- failed, but a newer queued job for the UE takes over
     error           text,
     sqlstate        text,
@@ -104,6 +105,46 @@ BEGIN
     FROM unnest(p_job_ids, p_units, p_reasons) AS j(id, unit, reason)
     LEFT JOIN resync.pgqueuer q ON q.id = j.id
     RETURNING r.job_id, r.id, r.attempt;
+END
+$$;
+
+-- resync.release_jobs: a daemon that lost its database connection, once reconnected, hands
+-- back the jobs it held: their open runs become 'interrupted' (not an attempt), and each job
+-- is queued again now, or dropped when its UE already has a queued job. Returns how many.
+CREATE OR REPLACE FUNCTION resync.release_jobs(p_worker uuid) RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_job record;
+    v_count integer := 0;
+BEGIN
+    UPDATE resync.run_history r
+    SET outcome = 'interrupted', finished_at = clock_timestamp(),
+        error = 'the worker lost its database connection'
+    WHERE r.worker_id = p_worker AND r.outcome = 'running';
+
+    FOR v_job IN
+        SELECT q.id, q.headers ->> 'course_unit_id' AS unit
+        FROM resync.pgqueuer q
+        WHERE q.status = 'picked' AND q.queue_manager_id = p_worker
+        ORDER BY q.id
+        FOR UPDATE SKIP LOCKED
+    LOOP
+        IF v_job.unit IS NOT NULL AND EXISTS (
+            SELECT 1 FROM resync.pgqueuer s
+            WHERE s.entrypoint = 'resync_course_unit' AND s.status = 'queued'
+              AND s.headers ->> 'course_unit_id' = v_job.unit
+        ) THEN
+            DELETE FROM resync.pgqueuer WHERE id = v_job.id;
+        ELSE
+            UPDATE resync.pgqueuer
+            SET status = 'queued', queue_manager_id = NULL, updated = now()
+            WHERE id = v_job.id;
+        END IF;
+        v_count := v_count + 1;
+    END LOOP;
+    RETURN v_count;
 END
 $$;
 
@@ -225,8 +266,8 @@ AS $$
         FROM failed f
     ), runs AS (
         INSERT INTO resync.run_history
-            (job_id, attempt, worker_id, outcome, finished_at, error)
-        SELECT f.id, f.attempts + 1, p_worker, 'invalid', clock_timestamp(),
+            (job_id, attempt, worker_id, outcome, started_at, finished_at, error)
+        SELECT f.id, f.attempts + 1, p_worker, 'invalid', statement_timestamp(), statement_timestamp(),
                format('unknown entrypoint %L: this queue only runs resync_course_unit', f.entrypoint)
         FROM failed f
     )

@@ -12,6 +12,11 @@ from psycopg import sql
 
 
 @functools.cache
+def text(name: str) -> str:
+    """The raw text of `queries/name.sql`, for drivers that take `$1` placeholders."""
+    return resources.files("ue_resync").joinpath("queries", f"{name}.sql").read_text("utf-8")
+
+
 def query(name: str) -> sql.SQL:
-    text = resources.files("ue_resync").joinpath("queries", f"{name}.sql").read_text("utf-8")
-    return sql.SQL(text)  # type: ignore[arg-type]
+    """`queries/name.sql` as a psycopg query (`%(name)s` parameters)."""
+    return sql.SQL(text(name))  # type: ignore[arg-type]

@@ -1,0 +1,3 @@
+from ue_resync.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""loguru set-up: readable lines on a terminal, JSON lines for journald and files, the old
+Laravel tags kept as fields so existing log searches still match. pgqueuer's stdlib logging is
+routed through the same sink."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Literal
+
+from loguru import logger
+
+# The old ResyncCourseUnitJob logged under these two tags; searches for them keep working.
+TAGS = {"tag": "Resynchronisation différée", "job_class": "ResyncCourseUnitJob"}
+
+_TEXT = (
+    "<green>{time:YYYY-MM-DD HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
+    "<cyan>{extra[component]}</cyan> {message}"
+)
+
+
+class _Intercept(logging.Handler):
+    """Hands stdlib records (pgqueuer's) to loguru at their level."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        logger.bind(component=record.name).opt(exception=record.exc_info).log(
+            level, record.getMessage()
+        )
+
+
+def under_journald() -> bool:
+    """systemd sets JOURNAL_STREAM when stderr is connected to the journal."""
+    return bool(os.environ.get("JOURNAL_STREAM"))
+
+
+def setup(
+    fmt: Literal["auto", "text", "json"] = "auto",
+    level: str = "INFO",
+    log_file: Path | None = None,
+    rotation: str = "50 MB",
+    retention: str = "30 days",
+) -> None:
+    logger.remove()
+    logger.configure(extra={"component": "ue-resync", **TAGS})
+    as_json = fmt == "json" or (fmt == "auto" and under_journald())
+    if as_json:
+        logger.add(sys.stderr, level=level, serialize=True, backtrace=False, diagnose=False)
+    else:
+        logger.add(
+            sys.stderr, level=level, format=_TEXT, colorize=sys.stderr.isatty(),
+            backtrace=False, diagnose=False,
+        )
+    if log_file is not None:
+        logger.add(
+            log_file, level=level, serialize=True, rotation=rotation, retention=retention,
+            backtrace=False, diagnose=False, enqueue=True,
+        )
+    logging.basicConfig(handlers=[_Intercept()], level=logging.WARNING, force=True)
+    # pgqueuer logs each job failure with a traceback; we log our own line per failure.
+    logging.getLogger("pgqueuer").setLevel(logging.CRITICAL)

@@ -1,0 +1,1 @@
+SELECT resync.enqueue_drifted() AS queued

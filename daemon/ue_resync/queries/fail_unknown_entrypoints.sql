@@ -1,0 +1,1 @@
+SELECT resync.fail_unknown_entrypoints(%(worker)s::uuid)

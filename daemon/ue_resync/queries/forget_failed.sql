@@ -1,0 +1,1 @@
+SELECT resync.forget_failed(%(job_id)s::bigint) AS count

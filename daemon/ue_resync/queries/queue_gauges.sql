@@ -1,0 +1,3 @@
+SELECT queued, due, delayed, running, failed_total,
+       coalesce(extract(epoch FROM oldest_due_age), 0)::float8 AS oldest_due_seconds
+FROM resync.queue_status

@@ -1,0 +1,1 @@
+SELECT resync.release_jobs(%(worker)s::uuid)

@@ -1,0 +1,1 @@
+SELECT resync.request(%(unit)s::bigint, %(reason)s::text, make_interval(secs => %(delay)s)) AS job_id

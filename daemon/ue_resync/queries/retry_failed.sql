@@ -1,0 +1,1 @@
+SELECT resync.retry_failed(%(job_id)s::bigint) AS count

@@ -1,0 +1,1 @@
+SELECT resync.sync_now(%(unit)s::bigint) AS result

@@ -1,0 +1,1 @@
+UPDATE resync.workers SET stopped_at = now() WHERE id = %(id)s
