@@ -104,3 +104,22 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what or probe}")
         _tick.wait(interval)  # a poll interval, not a synchronisation
+
+
+POLL = 0.02  # seconds between two probes of a polled condition
+
+
+async def await_for(
+    probe: Callable[[], Any], timeout: float = 10.0, what: str = ""
+) -> Any:
+    """Async twin for tests only: await `probe()` until truthy, or fail after `timeout`."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or probe}")
+        await asyncio.sleep(POLL)

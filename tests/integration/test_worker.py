@@ -1,0 +1,264 @@
+"""The daemon against a real server: wake-up, timers, retries, crashes, bad input, reconnects."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import psycopg
+import pytest
+
+from tests import catalog
+from tests.integration.worker_harness import fetch, fetch_one, running_worker
+
+POISON = """
+CREATE FUNCTION public.poison() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.code LIKE 'POISON%' THEN
+        RAISE EXCEPTION 'poisoned unit %', NEW.code USING ERRCODE = 'P0001';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER poison BEFORE UPDATE ON public.course_units
+    FOR EACH ROW EXECUTE FUNCTION public.poison();
+"""
+
+
+async def outcomes(dsn: str, job_id: int) -> list[tuple[int, str]]:
+    rows = await fetch(
+        dsn, "SELECT attempt, outcome FROM resync.run_history WHERE job_id = %s ORDER BY id",
+        job_id,
+    )
+    return [(a, o) for a, o in rows]
+
+
+async def job_done(dsn: str, job_id: int) -> bool:
+    return await fetch_one(dsn, "SELECT count(*) = 0 FROM resync.pgqueuer WHERE id = %s", job_id)
+
+
+async def test_notify_wakes_the_worker_long_before_the_poll(conn, dsn):
+    u = catalog.unit(conn)
+    catalog.element(conn, u, credits=4)
+    conn.execute("UPDATE course_units SET credits = 0 WHERE id = %s", (u,))
+    async with running_worker(dsn, sleep=30):
+        start = time.monotonic()
+        job = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
+        await catalog.await_for(lambda: job_done(dsn, job), 10, "the job to run")
+        assert time.monotonic() - start < 5  # the poll would take 30 s
+    assert catalog.totals(conn, u)[0] == 4
+    assert catalog.read_unit(conn, u)["last_job_sync"] is not None
+
+
+async def test_poll_finds_a_job_whose_notification_was_lost(conn, dsn):
+    u = catalog.unit(conn)
+    conn.execute("ALTER TABLE resync.pgqueuer DISABLE TRIGGER tg_pgqueuer_changed")
+    async with running_worker(dsn, sleep=0.3):
+        job = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
+        await catalog.await_for(lambda: job_done(dsn, job), 10, "polling to find the job")
+    assert await outcomes(dsn, job) == [(1, "succeeded")]
+
+
+async def test_a_deferred_job_runs_when_due_not_before(conn, dsn):
+    u = catalog.unit(conn)
+    async with running_worker(dsn, sleep=30):
+        job = conn.execute("SELECT resync.request(%s, 'later', interval '1 second')", (u,)
+                           ).fetchone()[0]
+        due = conn.execute("SELECT execute_after FROM resync.pgqueuer WHERE id = %s", (job,)
+                           ).fetchone()[0]
+        await catalog.await_for(lambda: job_done(dsn, job), 10, "the deferred job")
+    started = await fetch_one(dsn, "SELECT started_at FROM resync.run_history WHERE job_id = %s",
+                              job)
+    lateness = (started - due).total_seconds()
+    assert 0 <= lateness < 1.0, lateness  # a timer, not the 30 s poll
+
+
+@pytest.mark.parametrize(("tries", "delays"), [(3, [30, 60]), (4, [30, 60, 120])])
+async def test_retry_schedule_then_failed(conn, dsn, tries, delays):
+    conn.execute(POISON)
+    u = catalog.unit(conn, code="POISON1")
+    scale = 0.01  # 30 s backoff runs as 0.3 s
+    async with running_worker(dsn, tries=tries, time_scale=scale):
+        job = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
+
+        async def failed() -> bool:
+            return await fetch_one(dsn, "SELECT count(*) FROM resync.failed_jobs WHERE job_id = %s",
+                                   job) == 1
+
+        await catalog.await_for(failed, 20, "the job to end failed")
+    runs = await fetch(dsn, "SELECT attempt, outcome, started_at, sqlstate, error "
+                            "FROM resync.run_history WHERE job_id = %s ORDER BY id", job)
+    assert [(r[0], r[1]) for r in runs] == (
+        [(n, "retrying") for n in range(1, tries)] + [(tries, "failed")]
+    )
+    assert all(r[3] == "P0001" and "poisoned unit POISON1" in r[4] for r in runs)
+    gaps = [(b[2] - a[2]).total_seconds() for a, b in zip(runs, runs[1:], strict=False)]
+    for gap, delay in zip(gaps, delays, strict=True):
+        assert delay * scale <= gap < delay * scale + 1.0, (gaps, delays)
+    row = conn.execute("SELECT status::text, attempts, payload FROM resync.pgqueuer WHERE id = %s",
+                       (job,)).fetchone()
+    assert row[0] == "failed" and row[1] == tries - 1
+    assert json.loads(bytes(row[2]))["course_unit_id"] == u  # payload intact
+    failed_row = conn.execute("SELECT last_error, attempts FROM resync.failed_jobs WHERE job_id = %s",
+                              (job,)).fetchone()
+    assert "poisoned unit" in failed_row[0] and failed_row[1] == tries
+
+
+async def test_a_unit_that_no_longer_exists_completes_without_retry(conn, dsn):
+    u = catalog.unit(conn)
+    job = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
+    conn.execute("DELETE FROM course_units WHERE id = %s", (u,))
+    async with running_worker(dsn):
+        await catalog.await_for(lambda: job_done(dsn, job), 10, "the job to complete")
+    assert await outcomes(dsn, job) == [(1, "missing_unit")]
+
+
+BAD_PAYLOADS = [
+    (b"\xff\xfe not utf8", "payload is not JSON"),
+    (b"{not json", "payload is not JSON"),
+    (b"[1, 2]", "expected an object"),
+    (b'{"reason": "x"}', "course_unit_id must be an integer"),
+    (b'{"course_unit_id": "abc"}', "course_unit_id must be an integer"),
+    (b'{"course_unit_id": 1.5}', "course_unit_id must be an integer"),
+    (b'{"course_unit_id": -3}', "out of range"),
+    (None, "payload is empty"),
+]
+
+
+async def test_bad_payloads_fail_with_a_clear_error_and_good_jobs_still_run(conn, dsn):
+    u = catalog.unit(conn)
+    bad = []
+    for payload, _ in BAD_PAYLOADS:
+        bad.append(conn.execute(
+            "INSERT INTO resync.pgqueuer (priority, entrypoint, status, payload) "
+            "VALUES (0, 'resync_course_unit', 'queued', %s) RETURNING id", (payload,)
+        ).fetchone()[0])
+    unknown = conn.execute(
+        "INSERT INTO resync.pgqueuer (priority, entrypoint, status, payload) "
+        "VALUES (0, 'send_email', 'queued', 'x') RETURNING id"
+    ).fetchone()[0]
+    good = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
+    async with running_worker(dsn):
+        async def all_settled() -> bool:
+            return await fetch_one(
+                dsn, "SELECT count(*) FROM resync.pgqueuer WHERE status <> 'failed'") == 0
+        await catalog.await_for(all_settled, 15, "every job to settle")
+    errors = dict(conn.execute("SELECT job_id, last_error FROM resync.failed_jobs").fetchall())
+    for job_id, (_, message) in zip(bad, BAD_PAYLOADS, strict=True):
+        assert message in errors[job_id], (job_id, errors.get(job_id))
+    assert "unknown entrypoint 'send_email'" in errors[unknown]
+    assert await outcomes(dsn, good) == [(1, "succeeded")]
+
+
+async def test_a_job_left_running_by_a_dead_worker_is_counted_and_rerun(conn, dsn):
+    u = catalog.unit(conn)
+    catalog.element(conn, u, credits=5)
+    conn.execute("UPDATE course_units SET credits = 1 WHERE id = %s", (u,))
+    job = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
+    # What a SIGKILLed daemon leaves: the job picked with a stale heartbeat, its run open.
+    conn.execute(
+        "UPDATE resync.pgqueuer SET status = 'picked', queue_manager_id = gen_random_uuid(), "
+        "heartbeat = now() - interval '1 hour' WHERE id = %s", (job,))
+    conn.execute("INSERT INTO resync.run_history (job_id, course_unit_id, attempt) "
+                 "VALUES (%s, %s, 1)", (job, u))
+    async with running_worker(dsn):
+        await catalog.await_for(lambda: job_done(dsn, job), 15, "recovery of the job")
+    assert await outcomes(dsn, job) == [(1, "crashed"), (2, "succeeded")]
+    assert catalog.totals(conn, u)[0] == 5
+
+
+async def test_a_job_that_keeps_killing_its_worker_ends_failed(conn, dsn):
+    u = catalog.unit(conn)
+    job = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
+    conn.execute(
+        "UPDATE resync.pgqueuer SET status = 'picked', queue_manager_id = gen_random_uuid(), "
+        "heartbeat = now() - interval '1 hour', attempts = 2 WHERE id = %s", (job,))
+    conn.execute("INSERT INTO resync.run_history (job_id, course_unit_id, attempt) "
+                 "VALUES (%s, %s, 3)", (job, u))
+    async with running_worker(dsn, tries=3):
+        async def failed() -> bool:
+            return await fetch_one(dsn, "SELECT status::text FROM resync.pgqueuer WHERE id = %s",
+                                   job) == "failed"
+        await catalog.await_for(failed, 15, "the poison job to fail")
+    assert await outcomes(dsn, job) == [(3, "crashed"), (4, "failed")]
+
+
+async def test_reconnects_after_its_connections_are_killed(conn, dsn):
+    u = catalog.unit(conn)
+    async with running_worker(dsn) as worker:
+        first = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
+        await catalog.await_for(lambda: job_done(dsn, first), 10, "the first job")
+        killed = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name LIKE 'ue-resync%%' AND pid <> pg_backend_pid()"
+        ).fetchone()[0]
+        assert killed >= 3
+        second = conn.execute("SELECT resync.request(%s, 'after_restart')", (u,)).fetchone()[0]
+        await catalog.await_for(lambda: job_done(dsn, second), 20, "a job after the reconnect")
+        assert worker.metrics.reconnects._value.get() >= 1
+    assert await outcomes(dsn, second) == [(1, "succeeded")]
+
+
+async def test_a_batch_isolates_the_one_failing_unit(conn, dsn):
+    good = [catalog.unit(conn) for _ in range(5)]
+    bad = catalog.unit(conn, code="POISON2")
+    for u in [*good, bad]:
+        catalog.element(conn, u, credits=2)
+    conn.execute("UPDATE course_units SET credits = 0")
+    conn.execute(POISON)
+    jobs = {u: conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0] for u in [*good, bad]}
+    async with running_worker(dsn, tries=1, batch_size=10):
+        async def settled() -> bool:
+            return await fetch_one(
+                dsn, "SELECT count(*) FROM resync.pgqueuer WHERE status <> 'failed'") == 0
+        await catalog.await_for(settled, 15, "the batch to settle")
+    for u in good:
+        assert catalog.totals(conn, u)[0] == 2
+        assert await outcomes(dsn, jobs[u]) == [(1, "succeeded")]
+    assert await outcomes(dsn, jobs[bad]) == [(1, "failed")]
+
+
+async def test_two_workers_never_resync_one_unit_at_the_same_time(conn, dsn):
+    units = [catalog.unit(conn) for _ in range(20)]
+    for u in units:
+        catalog.element(conn, u)
+    async with running_worker(dsn, batch_size=3), running_worker(dsn, batch_size=3):
+        for _round in range(5):
+            for u in units:
+                conn.execute("SELECT resync.request(%s)", (u,))
+            async def drained() -> bool:
+                return await fetch_one(dsn, "SELECT count(*) FROM resync.pgqueuer") == 0
+            await catalog.await_for(drained, 20, "both workers to drain")
+    workers = conn.execute("SELECT count(DISTINCT worker_id) FROM resync.run_history").fetchone()[0]
+    assert workers == 2
+    overlaps = conn.execute(
+        "SELECT count(*) FROM resync.run_history a JOIN resync.run_history b "
+        "  ON a.course_unit_id = b.course_unit_id AND a.id < b.id "
+        " AND a.worker_id <> b.worker_id "
+        " AND tstzrange(a.locked_at, a.finished_at) && tstzrange(b.locked_at, b.finished_at)"
+        " WHERE a.outcome = 'succeeded' AND b.outcome = 'succeeded'"
+    ).fetchone()[0]
+    assert overlaps == 0
+    assert catalog.drift_count(conn) == 0
+
+
+async def test_refuses_to_start_on_an_old_schema(conn, dsn):
+    conn.execute("DELETE FROM resync.schema_migrations WHERE version = "
+                 "(SELECT max(version) FROM resync.schema_migrations)")
+    from ue_resync.migrate import MigrationError
+    from ue_resync.worker import Worker
+    from tests.integration.worker_harness import settings_for
+
+    with pytest.raises(MigrationError, match="run `ue-resync migrate`"):
+        await asyncio.wait_for(Worker(settings_for(dsn), dsn).run(), 10)
+
+
+def test_payload_json_helper_never_raises(conn):
+    rows = conn.execute(
+        "SELECT resync.payload_json(x) FROM unnest(array['\\xff'::bytea, '{}'::bytea, "
+        "'[]'::bytea, NULL]) x").fetchall()
+    assert [r[0] for r in rows] == [None, {}, None, None]
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        conn.execute("INSERT INTO resync.pgqueuer (priority, entrypoint, status, headers) "
+                     "VALUES (0, 'resync_course_unit', 'queued', '{\"course_unit_id\": \"1\"}'), "
+                     "(0, 'resync_course_unit', 'queued', '{\"course_unit_id\": \"1\"}')")
