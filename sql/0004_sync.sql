@@ -134,7 +134,8 @@ BEGIN
             ) AS pairs
     )
     -- Keep only the columns whose value moved (numeric 6 and 6.00 are the same value).
-    SELECT w.id, w.code,
+    -- w.id is cast: a Laravel course_units.id is integer, and RETURN QUERY wants bigint.
+    SELECT w.id::bigint, w.code,
            coalesce((SELECT jsonb_object_agg(p.key, p.value)
                      FROM jsonb_each(w.pairs) p
                      WHERE p.value -> 0 IS DISTINCT FROM p.value -> 1), '{}'::jsonb)

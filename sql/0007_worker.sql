@@ -297,7 +297,7 @@ BEGIN
     END IF;
 
     FOR v_job IN
-        SELECT q.id, q.headers ->> 'course_unit_id' AS unit
+        SELECT q.id, q.entrypoint, q.priority, q.headers ->> 'course_unit_id' AS unit
         FROM resync.pgqueuer q
         WHERE q.status = 'failed' AND (p_job_id IS NULL OR q.id = p_job_id)
         ORDER BY q.id
@@ -307,15 +307,18 @@ BEGIN
         WHERE v_job.unit IS NOT NULL AND s.entrypoint = 'resync_course_unit'
           AND s.status = 'queued' AND s.headers ->> 'course_unit_id' = v_job.unit;
         IF FOUND THEN
+            -- The UE's queued job, now due, does this job's work.
             DELETE FROM resync.pgqueuer WHERE id = v_job.id;
+            INSERT INTO resync.pgqueuer_log (job_id, status, entrypoint, priority)
+            VALUES (v_job.id, 'deleted', v_job.entrypoint, v_job.priority);
         ELSE
             UPDATE resync.pgqueuer
             SET status = 'queued', execute_after = now(), updated = now(), attempts = 0,
                 queue_manager_id = NULL
             WHERE id = v_job.id;
+            INSERT INTO resync.pgqueuer_log (job_id, status, entrypoint, priority)
+            VALUES (v_job.id, 'queued', v_job.entrypoint, v_job.priority);
         END IF;
-        INSERT INTO resync.pgqueuer_log (job_id, status, entrypoint, priority)
-        SELECT v_job.id, 'queued', 'resync_course_unit', 0;
         v_count := v_count + 1;
     END LOOP;
 

@@ -14,6 +14,7 @@ from psycopg.rows import dict_row
 
 _codes = itertools.count(1)
 T = TypeVar("T")
+POLL = 0.02  # seconds between two probes of a polled condition
 _tick = threading.Event()  # never set: wait() is an interruptible pause
 
 
@@ -42,9 +43,15 @@ def element(
     """Insert an element; hours_total is cm + td + tp unless given. Returns its id."""
     n = next(_codes)
     values = {
-        "course_unit_id": unit_id, "code": f"EC{n:04d}", "name": f"Element {n}",
-        "credits": credits, "hours_cm": cm, "hours_td": td, "hours_tp": tp,
-        "hours_total": columns.pop("hours_total", cm + td + tp), **columns,
+        "course_unit_id": unit_id,
+        "code": f"EC{n:04d}",
+        "name": f"Element {n}",
+        "credits": credits,
+        "hours_cm": cm,
+        "hours_td": td,
+        "hours_tp": tp,
+        "hours_total": columns.pop("hours_total", cm + td + tp),
+        **columns,
     }
     cols = ", ".join(values)
     marks = ", ".join(f"%({k})s" for k in values)
@@ -93,7 +100,7 @@ def drift_count(conn: psycopg.Connection) -> int:
 
 
 def wait_for(
-    probe: Callable[[], T | None], timeout: float = 10.0, interval: float = 0.02, what: str = ""
+    probe: Callable[[], T | None], timeout: float = 10.0, what: str = "", interval: float = POLL
 ) -> T:
     """Poll `probe` until it returns something truthy, or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
@@ -106,12 +113,7 @@ def wait_for(
         _tick.wait(interval)  # a poll interval, not a synchronisation
 
 
-POLL = 0.02  # seconds between two probes of a polled condition
-
-
-async def await_for(
-    probe: Callable[[], Any], timeout: float = 10.0, what: str = ""
-) -> Any:
+async def await_for(probe: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
     """Async twin for tests only: await `probe()` until truthy, or fail after `timeout`."""
     import asyncio
 

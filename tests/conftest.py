@@ -37,8 +37,12 @@ class Server:
 
     def janitor(self, dbname: str, **kwargs: object) -> DatabaseJanitor:
         return DatabaseJanitor(
-            user=self.user, host=self.host, port=self.port, password=self.password,
-            dbname=dbname, **kwargs,  # type: ignore[arg-type]
+            user=self.user,
+            host=self.host,
+            port=self.port,
+            password=self.password,
+            dbname=dbname,
+            **kwargs,  # type: ignore[arg-type]
         )
 
 

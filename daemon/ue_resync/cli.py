@@ -66,12 +66,15 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     """Aligned columns, header underlined; numbers right-aligned."""
     cells = [[_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    numeric = [all(isinstance(row.get(c), int | float | Decimal) or row.get(c) is None
-                   for row in rows) for c in columns]
+    numeric = [
+        all(isinstance(row.get(c), int | float | Decimal) or row.get(c) is None for row in rows)
+        for c in columns
+    ]
 
     def line(values: Sequence[str]) -> str:
         return "  ".join(
-            v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric, strict=True)
+            v.rjust(w) if num else v.ljust(w)
+            for v, w, num in zip(values, widths, numeric, strict=True)
         ).rstrip()
 
     out = [line(list(columns)), line(["-" * w for w in widths])]
@@ -164,8 +167,11 @@ def cmd_failed(args: argparse.Namespace, settings: Settings) -> int:
     elif not rows:
         print("no failed jobs")
     else:
-        print(table(rows, ["job_id", "course_unit_id", "reason", "attempts", "last_error",
-                           "failed_at"]))
+        print(
+            table(
+                rows, ["job_id", "course_unit_id", "reason", "attempts", "last_error", "failed_at"]
+            )
+        )
     return EXIT_OK
 
 
@@ -210,7 +216,9 @@ def cmd_clear(args: argparse.Namespace, settings: Settings) -> int:
             return EXIT_OK
         if not args.force:
             if not sys.stdin.isatty():
-                raise CommandError("refusing to clear without confirmation: add --force", EXIT_USAGE)
+                raise CommandError(
+                    "refusing to clear without confirmation: add --force", EXIT_USAGE
+                )
             answer = input(f"delete {queued} queued job(s)? [y/N] ").strip().lower()
             if answer not in {"y", "yes", "o", "oui"}:
                 print("nothing deleted")
@@ -269,12 +277,29 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     if not rows:
         print("no drift: every course unit matches its elements")
         return EXIT_OK
-    print(table(rows, ["course_unit_id", "code", "stored_credits", "expected_credits",
-                       "stored_hours_total", "expected_hours_total", "stored_elements_count",
-                       "expected_elements_count"]))
-    print(f"{len(rows)} course unit(s) drifted"
-          + (f"; {queued} resync(s) queued" if queued is not None else
-             " (ue-resync check --enqueue queues their resync)"))
+    print(
+        table(
+            rows,
+            [
+                "course_unit_id",
+                "code",
+                "stored_credits",
+                "expected_credits",
+                "stored_hours_total",
+                "expected_hours_total",
+                "stored_elements_count",
+                "expected_elements_count",
+            ],
+        )
+    )
+    print(
+        f"{len(rows)} course unit(s) drifted"
+        + (
+            f"; {queued} resync(s) queued"
+            if queued is not None
+            else " (ue-resync check --enqueue queues their resync)"
+        )
+    )
     return EXIT_OK
 
 
@@ -293,8 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Keeps course units (UE) consistent with their elements (ECUE).",
     )
     parser.add_argument("--version", action="version", version=f"ue-resync {__version__}")
-    parser.add_argument("--env-file", type=Path, help="read settings from this .env "
-                        "(a Laravel .env works: DB_HOST, DB_DATABASE, DB_USERNAME…)")
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        help="read settings from this .env "
+        "(a Laravel .env works: DB_HOST, DB_DATABASE, DB_USERNAME…)",
+    )
     parser.add_argument("--database-url", help="overrides UE_RESYNC_DATABASE_URL")
     parser.add_argument("--log-format", choices=["auto", "text", "json"])
     parser.add_argument("--log-level")
@@ -317,8 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, help="seconds per resync transaction (5)")
     p.add_argument("--concurrency", type=int, help="resync transactions at once (1)")
     p.add_argument("--batch-size", type=int, help="UEs per resync transaction (50)")
-    p.add_argument("--stop-when-empty", action="store_true", default=None,
-                   help="drain the due jobs, then exit 0")
+    p.add_argument(
+        "--stop-when-empty",
+        action="store_true",
+        default=None,
+        help="drain the due jobs, then exit 0",
+    )
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     p.add_argument("--metrics-bind", help="address for the metrics (127.0.0.1)")
 
@@ -360,21 +393,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_WORK_FLAGS = ("sleep", "tries", "backoff", "max_time", "timeout", "concurrency", "batch_size",
-               "stop_when_empty", "metrics_port", "metrics_bind")
+_WORK_FLAGS = (
+    "sleep",
+    "tries",
+    "backoff",
+    "max_time",
+    "timeout",
+    "concurrency",
+    "batch_size",
+    "stop_when_empty",
+    "metrics_port",
+    "metrics_bind",
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {name: getattr(args, name, None) for name in _WORK_FLAGS}
     overrides.update(
-        database_url=args.database_url, log_format=args.log_format, log_level=args.log_level,
+        database_url=args.database_url,
+        log_format=args.log_format,
+        log_level=args.log_level,
         log_file=args.log_file,
     )
     try:
         settings = load(args.env_file, **overrides)
-        log.setup(settings.log_format, settings.log_level, settings.log_file,
-                  settings.log_rotation, settings.log_retention)
+        log.setup(
+            settings.log_format,
+            settings.log_level,
+            settings.log_file,
+            settings.log_rotation,
+            settings.log_retention,
+        )
         return int(args.func(args, settings))
     except (SettingsError, migrate.MigrationError) as exc:
         print(f"ue-resync: {exc}", file=sys.stderr)
@@ -383,11 +433,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ue-resync: {exc}", file=sys.stderr)
         return exc.status
     except psycopg.errors.UndefinedTable as exc:
-        print(f"ue-resync: the database is not migrated ({_first(exc)}): run `ue-resync migrate`",
-              file=sys.stderr)
+        print(
+            f"ue-resync: the database is not migrated ({_first(exc)}): run `ue-resync migrate`",
+            file=sys.stderr,
+        )
     except psycopg.errors.UndefinedFunction as exc:
-        print(f"ue-resync: the database schema is out of date ({_first(exc)}): "
-              "run `ue-resync migrate`", file=sys.stderr)
+        print(
+            f"ue-resync: the database schema is out of date ({_first(exc)}): "
+            "run `ue-resync migrate`",
+            file=sys.stderr,
+        )
     except psycopg.Error as exc:
         print(f"ue-resync: {_first(exc)}", file=sys.stderr)
     except KeyboardInterrupt:

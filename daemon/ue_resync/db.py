@@ -4,16 +4,14 @@ carries TCP keepalives, so a silent network cut is noticed in seconds rather tha
 from __future__ import annotations
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from ue_resync import __version__
 
-_KEEPALIVE = {
-    "keepalives": 1,
-    "keepalives_idle": 5,
-    "keepalives_interval": 2,
-    "keepalives_count": 3,
-    "tcp_user_timeout": 10_000,
-}
+# libpq parameters, added to the connection string (libpq ignores them on Unix sockets).
+_KEEPALIVE = (
+    "keepalives=1 keepalives_idle=5 keepalives_interval=2 keepalives_count=3 tcp_user_timeout=10000"
+)
 
 
 def is_connection_loss(exc: BaseException, conn: psycopg.AsyncConnection | None = None) -> bool:
@@ -32,20 +30,22 @@ def is_connection_loss(exc: BaseException, conn: psycopg.AsyncConnection | None 
 async def connect(dsn: str, role: str, timeout: float = 5.0) -> psycopg.AsyncConnection:
     """An autocommit connection; `role` names it in pg_stat_activity (application_name)."""
     return await psycopg.AsyncConnection.connect(
-        dsn,
+        make_conninfo(dsn, **_keepalive()),
         autocommit=True,
         connect_timeout=max(1, int(timeout)),
         application_name=f"ue-resync {__version__} {role}",
-        **_KEEPALIVE,
     )
 
 
 def connect_sync(dsn: str, role: str, timeout: float = 5.0) -> psycopg.Connection:
     """The same, for the one-shot commands of the CLI."""
     return psycopg.Connection.connect(
-        dsn,
+        make_conninfo(dsn, **_keepalive()),
         autocommit=True,
         connect_timeout=max(1, int(timeout)),
         application_name=f"ue-resync {__version__} {role}",
-        **_KEEPALIVE,
     )
+
+
+def _keepalive() -> dict[str, str]:
+    return dict(pair.split("=") for pair in _KEEPALIVE.split())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from enum import Enum
+from enum import StrEnum
 
 ENTRYPOINT = "resync_course_unit"
 MAX_UNIT_ID = 2**63 - 1
@@ -44,7 +44,7 @@ def parse_payload(raw: bytes | None) -> ResyncPayload:
     return ResyncPayload(unit, reason if isinstance(reason, str) and reason else "unknown")
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     RETRY = "retrying"
     FAIL = "failed"
 

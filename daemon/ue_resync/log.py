@@ -53,13 +53,23 @@ def setup(
         logger.add(sys.stderr, level=level, serialize=True, backtrace=False, diagnose=False)
     else:
         logger.add(
-            sys.stderr, level=level, format=_TEXT, colorize=sys.stderr.isatty(),
-            backtrace=False, diagnose=False,
+            sys.stderr,
+            level=level,
+            format=_TEXT,
+            colorize=sys.stderr.isatty(),
+            backtrace=False,
+            diagnose=False,
         )
     if log_file is not None:
         logger.add(
-            log_file, level=level, serialize=True, rotation=rotation, retention=retention,
-            backtrace=False, diagnose=False, enqueue=True,
+            log_file,
+            level=level,
+            serialize=True,
+            rotation=rotation,
+            retention=retention,
+            backtrace=False,
+            diagnose=False,
+            enqueue=True,
         )
     logging.basicConfig(handlers=[_Intercept()], level=logging.WARNING, force=True)
     # pgqueuer logs each job failure with a traceback; we log our own line per failure.

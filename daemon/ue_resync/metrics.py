@@ -15,24 +15,23 @@ class Metrics:
             "ue_resync_resyncs_total", "Resync attempts by outcome", ["outcome"], registry=r
         )
         self.run_seconds = Histogram(
-            "ue_resync_resync_duration_seconds", "Run time of one resync attempt",
+            "ue_resync_resync_duration_seconds",
+            "Run time of one resync attempt",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
         self.deferred = Gauge(
-            "ue_resync_deferred_jobs", "Queued jobs by reason family and SQLSTATE",
-            ["reason", "sqlstate"], registry=r,
+            "ue_resync_deferred_jobs",
+            "Queued jobs by reason family and SQLSTATE",
+            ["reason", "sqlstate"],
+            registry=r,
         )
         self.retries = Counter("ue_resync_retries_total", "Attempts that were retried", registry=r)
-        self.failures = Counter(
-            "ue_resync_failures_total", "Jobs that ended failed", registry=r
-        )
+        self.failures = Counter("ue_resync_failures_total", "Jobs that ended failed", registry=r)
         self.coalesced = Gauge(
             "ue_resync_coalesced_events", "Events absorbed by jobs still queued", registry=r
         )
-        self.queue_depth = Gauge(
-            "ue_resync_queue_depth", "Jobs by state", ["state"], registry=r
-        )
+        self.queue_depth = Gauge("ue_resync_queue_depth", "Jobs by state", ["state"], registry=r)
         self.oldest_due = Gauge(
             "ue_resync_oldest_due_age_seconds", "Age of the oldest due job", registry=r
         )

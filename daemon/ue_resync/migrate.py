@@ -61,7 +61,7 @@ def code_version() -> int:
 
 def applied(conn: psycopg.Connection) -> dict[int, tuple[str, str]]:
     """{version: (name, checksum)} of the migrations recorded in the database."""
-    if not conn.execute(query("migrations_ledger_exists")).fetchone()[0]:  # type: ignore[index]
+    if not _scalar(conn, "migrations_ledger_exists"):
         return {}
     rows = conn.execute(query("migrations_applied")).fetchall()
     return {version: (name, checksum) for version, name, checksum in rows}
@@ -93,10 +93,9 @@ def apply(conn: psycopg.Connection) -> list[Migration]:
     for migration in pending(conn):
         with conn.transaction():
             conn.execute(query("migration_lock"))
-            ledger = conn.execute(query("migrations_ledger_exists")).fetchone()[0]  # type: ignore[index]
-            if ledger and conn.execute(
-                query("migration_is_applied"), {"version": migration.version}
-            ).fetchone()[0]:  # type: ignore[index]
+            if _scalar(conn, "migrations_ledger_exists") and _scalar(
+                conn, "migration_is_applied", {"version": migration.version}
+            ):
                 continue
             conn.execute(migration.text.encode("utf-8"))
             conn.execute(query("migration_record"), _record(migration))
@@ -146,3 +145,8 @@ def check_current(conn: psycopg.Connection) -> int:
 
 def _record(migration: Migration) -> dict[str, object]:
     return {"version": migration.version, "name": migration.name, "checksum": migration.checksum}
+
+
+def _scalar(conn: psycopg.Connection, name: str, params: dict[str, object] | None = None) -> object:
+    row = conn.execute(query(name), params).fetchone()
+    return row[0] if row else None

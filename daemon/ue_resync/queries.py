@@ -19,4 +19,4 @@ def text(name: str) -> str:
 
 def query(name: str) -> sql.SQL:
     """`queries/name.sql` as a psycopg query (`%(name)s` parameters)."""
-    return sql.SQL(text(name))  # type: ignore[arg-type]
+    return sql.SQL(text(name))

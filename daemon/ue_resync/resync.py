@@ -61,7 +61,9 @@ async def start_runs(
             },
         )
         rows = await cur.fetchall()
-    return [Run(job, by_job[job][0], by_job[job][1], run_id, attempt) for job, run_id, attempt in rows]
+    return [
+        Run(job, by_job[job][0], by_job[job][1], run_id, attempt) for job, run_id, attempt in rows
+    ]
 
 
 async def resync(
@@ -76,9 +78,7 @@ async def resync(
             {"run_ids": [r.run_id for r in runs], "units": [r.course_unit_id for r in runs]},
         )
         done = await cur.fetchall()
-        await cur.execute(
-            query("validation_warnings"), {"units": [r.course_unit_id for r in runs]}
-        )
+        await cur.execute(query("validation_warnings"), {"units": [r.course_unit_id for r in runs]})
         warnings: dict[int, list[tuple[str, str]]] = {}
         for row in await cur.fetchall():
             warnings.setdefault(row["course_unit_id"], []).append((row["warning"], row["detail"]))

@@ -3,6 +3,7 @@ $NOTIFY_SOCKET. A no-op when the daemon does not run under systemd."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 
@@ -24,10 +25,9 @@ class Notifier:
         target = self.address
         if target.startswith("@"):  # abstract namespace
             target = "\0" + target[1:]
-        try:
+        # systemd gone away is nothing this daemon can do anything about.
+        with contextlib.suppress(OSError):
             self._sock.sendto("\n".join(fields).encode("utf-8"), target)
-        except OSError:
-            pass  # systemd went away; nothing useful to do about it
 
     def ready(self, status: str) -> None:
         self.send("READY=1", f"STATUS={status}")

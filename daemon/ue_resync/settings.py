@@ -82,8 +82,10 @@ class Settings(BaseSettings):
         if self.db_database:
             user = quote(self.db_username or "", safe="")
             password = self.db_password.get_secret_value() if self.db_password else ""
-            auth = f"{user}:{quote(password, safe='')}@" if password else (f"{user}@" if user else "")
-            host = self.db_host or "localhost"
+            auth = (
+                f"{user}:{quote(password, safe='')}@" if password else (f"{user}@" if user else "")
+            )
+            host = quote(self.db_host or "localhost", safe="")  # a socket directory is a path
             port = f":{self.db_port}" if self.db_port else ""
             return f"postgresql://{auth}{host}{port}/{quote(self.db_database, safe='')}"
         raise SettingsError(

@@ -40,7 +40,7 @@ from ue_resync.sdnotify import Notifier, watchdog_interval
 from ue_resync.settings import Settings
 
 CHANNEL = "ue_resync"
-PGQ_SETTINGS = DBSettings(db_schema="resync", channel=CHANNEL)
+PGQ_SETTINGS = DBSettings(db_schema="resync", channel=types.Channel(CHANNEL))
 CONNECTION_LOST = "connection_lost"
 HOUSEKEEPING_EVERY = 5.0
 RECONNECT_CAP = 15.0
@@ -61,8 +61,9 @@ class SplitDriver(PsycopgDriver):
     connection's lock for up to a second at a time, which delays the dequeue of a due job by as
     much. Here queries and notifications never wait for each other."""
 
-    def __init__(self, connection: psycopg.AsyncConnection, listen: psycopg.AsyncConnection,
-                 on_lost: Any) -> None:
+    def __init__(
+        self, connection: psycopg.AsyncConnection, listen: psycopg.AsyncConnection, on_lost: Any
+    ) -> None:
         super().__init__(connection)
         self._listen = listen
         self._on_lost = on_lost
@@ -176,7 +177,7 @@ class Worker:
                         break
                 except migrate.MigrationError:
                     raise
-                except Exception as exc:  # noqa: BLE001 - any failure here means reconnect
+                except Exception as exc:
                     if not self.lost.is_set() and not is_connection_loss(exc):
                         self.log.opt(exception=exc).error("worker error: {}", _one_line(exc))
                     else:
@@ -246,9 +247,7 @@ class Worker:
             )
             qm = ResyncQueueManager(queries, channel=types.Channel(CHANNEL))
             qm.queue_manager_id = types.QueueManagerId(self.id)
-            qm.entrypoint(jobs.ENTRYPOINT, on_failure="hold", accepts_context=False)(
-                self._handle
-            )
+            qm.entrypoint(jobs.ENTRYPOINT, on_failure="hold", accepts_context=False)(self._handle)
             self.qm = qm
             if self.stopping.is_set():
                 return
@@ -261,8 +260,11 @@ class Worker:
                 self.notifier.ready(status)
                 self.log.info(
                     "worker started (pid {}, sleep {} s, tries {}, backoff {}, timeout {} s)",
-                    os.getpid(), self.settings.sleep, self.settings.tries,
-                    ",".join(f"{b:g}" for b in self.settings.backoff), self.settings.timeout,
+                    os.getpid(),
+                    self.settings.sleep,
+                    self.settings.tries,
+                    ",".join(f"{b:g}" for b in self.settings.backoff),
+                    self.settings.timeout,
                 )
             else:
                 self.notifier.status(status)
@@ -270,8 +272,11 @@ class Worker:
                 await qm.run(
                     dequeue_timeout=timedelta(seconds=self.settings.sleep),
                     batch_size=self.settings.batch_size,
-                    mode=(types.QueueExecutionMode.drain if self.settings.stop_when_empty
-                          else types.QueueExecutionMode.continuous),
+                    mode=(
+                        types.QueueExecutionMode.drain
+                        if self.settings.stop_when_empty
+                        else types.QueueExecutionMode.continuous
+                    ),
                     heartbeat_timeout=timedelta(seconds=self.settings.heartbeat_timeout),
                     log_aggregation_interval=timedelta(seconds=30),
                 )
@@ -355,7 +360,7 @@ class Worker:
             live = [i for i in items if i not in poison]
             if live:
                 await self._resync(conn, live)
-        except Exception as exc:  # noqa: BLE001 - every future must be resolved
+        except Exception as exc:
             lost = is_connection_loss(exc, conn)
             for item in items:
                 if not item.future.done():
@@ -396,7 +401,9 @@ class Worker:
         if decision.outcome is jobs.Outcome.FAIL:
             log.error(
                 "resync failed for good after {} attempt(s): {} [{}]",
-                item.run.attempt, error, state,
+                item.run.attempt,
+                error,
+                state,
             )
             self.metrics.resyncs.labels("failed").inc()
             self.metrics.failures.inc()
@@ -406,7 +413,11 @@ class Worker:
         delay = decision.delay * self.settings.time_scale
         log.warning(
             "resync failed (attempt {}/{}), retry in {}: {} [{}]",
-            item.run.attempt, self.settings.tries, jobs.human_duration(delay), error, state,
+            item.run.attempt,
+            self.settings.tries,
+            jobs.human_duration(delay),
+            error,
+            state,
         )
         self.metrics.resyncs.labels("retrying").inc()
         self.metrics.retries.inc()
@@ -441,7 +452,8 @@ class Worker:
         if synced.outcome == "missing_unit":
             log.warning(
                 "course unit {} no longer exists; job {} done, no retry",
-                item.payload.course_unit_id, item.job.id,
+                item.payload.course_unit_id,
+                item.job.id,
             )
             return
         changed = ", ".join(
@@ -449,9 +461,13 @@ class Worker:
         )
         log.bind(changes=synced.changes).info(
             "resynced UE {} ({}) job {} attempt {} reason {} in {}: {}",
-            synced.code, item.payload.course_unit_id, item.job.id,
-            item.run.attempt if item.run else "?", item.payload.reason,
-            jobs.human_duration(synced.seconds), changed or "already consistent",
+            synced.code,
+            item.payload.course_unit_id,
+            item.job.id,
+            item.run.attempt if item.run else "?",
+            item.payload.reason,
+            jobs.human_duration(synced.seconds),
+            changed or "already consistent",
         )
         for warning, detail in synced.warnings:
             log.bind(warning=warning).warning("LMD check on UE {}: {}", synced.code, detail)
@@ -461,8 +477,12 @@ class Worker:
     async def _heartbeat(self, conn: psycopg.AsyncConnection) -> None:
         await conn.execute(
             query("worker_heartbeat"),
-            {"id": self.id, "hostname": socket.gethostname(), "pid": os.getpid(),
-             "version": __version__},
+            {
+                "id": self.id,
+                "hostname": socket.gethostname(),
+                "pid": os.getpid(),
+                "version": __version__,
+            },
         )
         self.last_db_ok = time.monotonic()
 
@@ -475,7 +495,7 @@ class Worker:
                 if row and row[0]:
                     self.log.error("failed {} job(s) with an unknown entrypoint", row[0])
                 await self._gauges(conn)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if is_connection_loss(exc, conn):
                     self._connection_lost(exc)
                     return
@@ -488,8 +508,13 @@ class Worker:
         if row is None:
             return
         queued, due, delayed, running, failed, oldest = row
-        for state, value in (("queued", queued), ("due", due), ("delayed", delayed),
-                             ("running", running), ("failed", failed)):
+        for state, value in (
+            ("queued", queued),
+            ("due", due),
+            ("delayed", delayed),
+            ("running", running),
+            ("failed", failed),
+        ):
             self.metrics.queue_depth.labels(state).set(value)
         self.metrics.oldest_due.set(oldest)
         self.notifier.status(

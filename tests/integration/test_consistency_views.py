@@ -20,7 +20,8 @@ def drift_rows(conn: psycopg.Connection) -> list[dict[str, Any]]:
 
 def warnings_of(conn: psycopg.Connection, unit_id: int) -> list[tuple[str, str]]:
     return [
-        (w, d) for w, d in conn.execute(
+        (w, d)
+        for w, d in conn.execute(
             "SELECT warning, detail FROM resync.validation_warnings "
             "WHERE course_unit_id = %s ORDER BY warning",
             (unit_id,),
@@ -61,9 +62,15 @@ def test_drift_lists_a_tampered_unit_with_stored_and_expected(conn):
     assert (row["stored_hours_tp"], row["expected_hours_tp"]) == (11, 11)
     assert (row["stored_hours_total"], row["expected_hours_total"]) == (30, 30)
     assert (row["stored_elements_count"], row["expected_elements_count"]) == (7, 2)
-    assert row["stored_hours_distribution"] == row["expected_hours_distribution"] == {
-        "cm": 40.0, "td": 23.3, "tp": 36.7,
-    }
+    assert (
+        row["stored_hours_distribution"]
+        == row["expected_hours_distribution"]
+        == {
+            "cm": 40.0,
+            "td": 23.3,
+            "tp": 36.7,
+        }
+    )
     assert row["last_element_sync"] is not None
     assert row["last_job_sync"] is None
     assert catalog.drift_count(conn) == 1
@@ -91,8 +98,13 @@ def test_drift_honours_the_sync_flags(conn):
     conn.execute("UPDATE course_units SET hours_cm = 99 WHERE id = %s", (credits_off,))
     conn.execute("UPDATE course_units SET credits = 99 WHERE id = %s", (hours_off,))
     assert [
-        (r["course_unit_id"], r["stored_hours_cm"], r["expected_hours_cm"],
-         r["stored_credits"], r["expected_credits"])
+        (
+            r["course_unit_id"],
+            r["stored_hours_cm"],
+            r["expected_hours_cm"],
+            r["stored_credits"],
+            r["expected_credits"],
+        )
         for r in drift_rows(conn)
     ] == [(credits_off, 99, 10, 6, 6), (hours_off, 1, 1, 99, 3)]
 
@@ -106,8 +118,15 @@ def test_expected_view_matches_what_a_sync_writes(conn):
     assert expected is not None
     conn.execute("SELECT resync.sync_now(%s)", (u,))
     stored = catalog.read_unit(conn, u)
-    for column in ("credits", "hours_cm", "hours_td", "hours_tp", "hours_total",
-                   "elements_count", "hours_distribution"):
+    for column in (
+        "credits",
+        "hours_cm",
+        "hours_td",
+        "hours_tp",
+        "hours_total",
+        "elements_count",
+        "hours_distribution",
+    ):
         assert stored[column] == expected[column], column
     assert expected["hours_distribution"] == {"cm": 40.0, "td": 40.0, "tp": 20.0}
 
@@ -115,7 +134,11 @@ def test_expected_view_matches_what_a_sync_writes(conn):
 # --- validation warnings ---------------------------------------------------------------------
 
 GOOD: dict[str, Any] = {
-    "credits": 6, "hours_cm": 60, "hours_td": 30, "hours_tp": 30, "hours_total": 120,
+    "credits": 6,
+    "hours_cm": 60,
+    "hours_td": 30,
+    "hours_tp": 30,
+    "hours_total": 120,
     "elements_count": 3,
 }
 
@@ -124,30 +147,43 @@ GOOD: dict[str, Any] = {
     ("changes", "expected"),
     [
         ({}, []),
-        ({"credits": Decimal("6.5"), "hours_total": 130, "hours_cm": 65},
-         [("credits_above_6", "6.50 ECTS credits (at most 6 expected)")]),
-        ({"hours_total": 84, "hours_cm": 42},
-         [("hours_per_credit_out_of_range", "14.0 hours per credit (15 to 35 expected)")]),
+        (
+            {"credits": Decimal("6.5"), "hours_total": 130, "hours_cm": 65},
+            [("credits_above_6", "6.50 ECTS credits (at most 6 expected)")],
+        ),
+        (
+            {"hours_total": 84, "hours_cm": 42},
+            [("hours_per_credit_out_of_range", "14.0 hours per credit (15 to 35 expected)")],
+        ),
         ({"hours_total": 90, "hours_cm": 45}, []),  # 15 per credit: inside
         ({"hours_total": 210, "hours_cm": 105}, []),  # 35 per credit: inside
-        ({"hours_total": 213, "hours_cm": 106.5},
-         [("hours_per_credit_out_of_range", "35.5 hours per credit (15 to 35 expected)")]),
-        ({"hours_cm": 85},
-         [("cm_share_out_of_range", "CM is 70.8 % of the hours (30 to 70 % expected)")]),
-        ({"hours_cm": 35},
-         [("cm_share_out_of_range", "CM is 29.2 % of the hours (30 to 70 % expected)")]),
+        (
+            {"hours_total": 213, "hours_cm": 106.5},
+            [("hours_per_credit_out_of_range", "35.5 hours per credit (15 to 35 expected)")],
+        ),
+        (
+            {"hours_cm": 85},
+            [("cm_share_out_of_range", "CM is 70.8 % of the hours (30 to 70 % expected)")],
+        ),
+        (
+            {"hours_cm": 35},
+            [("cm_share_out_of_range", "CM is 29.2 % of the hours (30 to 70 % expected)")],
+        ),
         ({"hours_cm": 84}, []),  # 70 %: inside
         ({"hours_cm": 36}, []),  # 30 %: inside
         ({"hours_cm": 0}, []),  # no CM at all: not checked
-        ({"elements_count": 7},
-         [("too_many_elements", "7 active elements (at most 6 expected)")]),
+        ({"elements_count": 7}, [("too_many_elements", "7 active elements (at most 6 expected)")]),
         ({"elements_count": 6}, []),
         ({"elements_count": 0}, [("no_elements", "no active element")]),
-        ({"credits": 8, "hours_cm": 100, "hours_total": 100, "elements_count": 0},
-         [("cm_share_out_of_range", "CM is 100.0 % of the hours (30 to 70 % expected)"),
-          ("credits_above_6", "8.00 ECTS credits (at most 6 expected)"),
-          ("hours_per_credit_out_of_range", "12.5 hours per credit (15 to 35 expected)"),
-          ("no_elements", "no active element")]),
+        (
+            {"credits": 8, "hours_cm": 100, "hours_total": 100, "elements_count": 0},
+            [
+                ("cm_share_out_of_range", "CM is 100.0 % of the hours (30 to 70 % expected)"),
+                ("credits_above_6", "8.00 ECTS credits (at most 6 expected)"),
+                ("hours_per_credit_out_of_range", "12.5 hours per credit (15 to 35 expected)"),
+                ("no_elements", "no active element"),
+            ],
+        ),
     ],
 )
 def test_validation_warnings_on_stored_values(conn, changes, expected):

@@ -120,9 +120,12 @@ def test_writer_does_not_wait_for_a_locked_unit_and_queues_a_job(conn, locked_un
 
     assert elapsed < 0.5, f"the writer waited {elapsed:.3f} s"
     # The write is committed (autocommit) and visible to another session.
-    assert holder.execute(
-        "SELECT hours_cm FROM course_unit_elements WHERE id = %s", (e,)
-    ).fetchone()[0] == 30
+    assert (
+        holder.execute("SELECT hours_cm FROM course_unit_elements WHERE id = %s", (e,)).fetchone()[
+            0
+        ]
+        == 30
+    )
     job = one_job(conn, u)
     assert job["payload"]["reason"] == "sync_error_after_updated"
     assert job["headers"]["reason"] == "sync_error_after_updated"
@@ -136,8 +139,11 @@ def test_writer_does_not_wait_for_a_locked_unit_and_queues_a_job(conn, locked_un
     drifted = conn.execute("SELECT course_unit_id FROM resync.drift").fetchall()
     assert drifted == [(u,)]
     assert notices == [
-        ("WARNING", 'ue-resync: sync of 1 course unit(s) failed (55P03: canceling statement due '
-         'to lock timeout); resync queued in 00:02:00'),
+        (
+            "WARNING",
+            "ue-resync: sync of 1 course unit(s) failed (55P03: canceling statement due "
+            "to lock timeout); resync queued in 00:02:00",
+        ),
     ]
 
 
@@ -150,9 +156,24 @@ def test_writer_rolling_back_leaves_no_job_and_no_failure(conn, locked_unit):
         assert len(failures(conn)) == 1
     assert catalog.jobs(conn) == []
     assert failures(conn) == []
-    assert conn.execute(
-        "SELECT hours_cm FROM course_unit_elements WHERE id = %s", (e,)
-    ).fetchone()[0] == 10
+    assert (
+        conn.execute("SELECT hours_cm FROM course_unit_elements WHERE id = %s", (e,)).fetchone()[0]
+        == 10
+    )
+
+
+def test_one_locked_unit_defers_the_whole_statement(conn, locked_unit):
+    """The statement's units are synced together: one busy unit defers all of them."""
+    u, _, _ = locked_unit
+    others = [catalog.unit(conn), catalog.unit(conn)]
+    for o in others:
+        catalog.element(conn, o, credits=1)
+    conn.execute("SET ue_resync.lock_timeout = '50ms'")
+    conn.execute("UPDATE course_unit_elements SET credits = 2")
+    units = sorted([u, *others])
+    assert [j["payload"]["course_unit_id"] for j in catalog.jobs(conn)] == units
+    assert [(f[0], f[3]) for f in failures(conn)] == [(x, "55P03") for x in units]
+    assert all(catalog.totals(conn, o)[0] == 1 for o in others)
 
 
 def test_policy_row_for_the_exact_sqlstate_sets_reason_and_delay(conn, locked_unit):
@@ -191,7 +212,11 @@ def test_policy_without_auto_resync_records_the_failure_only(conn, locked_unit):
             "55P03",
             ("exact", dt.timedelta(seconds=3), False),
         ),
-        ([("55", "klass", "1 second", True)], "57014", ("sync_error", dt.timedelta(minutes=2), True)),
+        (
+            [("55", "klass", "1 second", True)],
+            "57014",
+            ("sync_error", dt.timedelta(minutes=2), True),
+        ),
         ([], "40P01", ("deadlock_recovery", dt.timedelta(seconds=30), True)),
         ([], "40001", ("deadlock_recovery", dt.timedelta(seconds=30), True)),
     ],
@@ -202,9 +227,7 @@ def test_policy_lookup_exact_then_class_then_catch_all(conn, rows, sqlstate, exp
             "INSERT INTO resync.error_policy VALUES (%s, %s, %s::interval, %s)",
             (pattern, prefix, delay, auto),
         )
-    assert conn.execute("SELECT * FROM resync.policy_for(%s)", (sqlstate,)).fetchall() == [
-        expected
-    ]
+    assert conn.execute("SELECT * FROM resync.policy_for(%s)", (sqlstate,)).fetchall() == [expected]
 
 
 def test_policy_lookup_without_any_catch_all_row_still_queues(conn):
@@ -224,9 +247,10 @@ def test_statement_timeout_inside_the_sync_is_caught(conn, locked_unit):
     conn.execute("RESET statement_timeout")
 
     assert elapsed < 1.0, f"the writer waited {elapsed:.3f} s"
-    assert conn.execute(
-        "SELECT hours_tp FROM course_unit_elements WHERE id = %s", (e,)
-    ).fetchone()[0] == 7
+    assert (
+        conn.execute("SELECT hours_tp FROM course_unit_elements WHERE id = %s", (e,)).fetchone()[0]
+        == 7
+    )
     job = one_job(conn, u)
     assert job["payload"]["sqlstate"] == "57014"
     assert job["payload"]["reason"] == "sync_error_after_updated"
@@ -276,9 +300,10 @@ def test_deadlock_between_two_writers_defers_one_sync(conn, dsn):
         second.finish()
 
     # Both writes committed.
-    assert conn.execute(
-        "SELECT count(*) FROM course_unit_elements WHERE hours_cm = 50"
-    ).fetchone()[0] == 2
+    assert (
+        conn.execute("SELECT count(*) FROM course_unit_elements WHERE hours_cm = 50").fetchone()[0]
+        == 2
+    )
     # Exactly one sync was the deadlock victim; its unit got the deadlock job.
     found = catalog.jobs(conn)
     assert len(found) == 1, found
@@ -410,12 +435,19 @@ def test_deferred_mode_queues_one_job_per_unit_due_now(conn):
 @pytest.mark.parametrize(
     ("statement", "reason"),
     [
-        ("INSERT INTO course_unit_elements (course_unit_id, code, name) "
-         "VALUES (%(u)s, 'N', 'n')", "deferred_after_created"),
-        ("UPDATE course_unit_elements SET deleted_at = now() WHERE course_unit_id = %(u)s",
-         "deferred_after_deleted"),
-        ("DELETE FROM course_unit_elements WHERE course_unit_id = %(u)s",
-         "deferred_after_force_deleted"),
+        (
+            "INSERT INTO course_unit_elements (course_unit_id, code, name) "
+            "VALUES (%(u)s, 'N', 'n')",
+            "deferred_after_created",
+        ),
+        (
+            "UPDATE course_unit_elements SET deleted_at = now() WHERE course_unit_id = %(u)s",
+            "deferred_after_deleted",
+        ),
+        (
+            "DELETE FROM course_unit_elements WHERE course_unit_id = %(u)s",
+            "deferred_after_force_deleted",
+        ),
     ],
 )
 def test_deferred_mode_reason_names_the_action(conn, statement, reason):
@@ -492,9 +524,10 @@ def test_invalid_mode_is_a_clear_error(conn):
     assert 'invalid value for ue_resync.mode: "later"' in str(raised.value)
     assert raised.value.diag.message_hint == "Use inline, deferred or off."
     conn.execute("RESET ue_resync.mode")
-    assert conn.execute(
-        "SELECT credits FROM course_unit_elements WHERE id = %s", (e,)
-    ).fetchone()[0] == 1
+    assert (
+        conn.execute("SELECT credits FROM course_unit_elements WHERE id = %s", (e,)).fetchone()[0]
+        == 1
+    )
     assert catalog.jobs(conn) == []
 
 
@@ -541,9 +574,12 @@ def test_coalescing_keeps_the_earliest_execute_after(conn):
     assert job["id"] == late
     assert -5 < seconds(job["due_in"]) <= 0  # moved earlier
     # A later request does not push it back.
-    assert conn.execute(
-        "SELECT resync.request(%s, 'much_later', interval '2 hours')", (u,)
-    ).fetchone()[0] == late
+    assert (
+        conn.execute(
+            "SELECT resync.request(%s, 'much_later', interval '2 hours')", (u,)
+        ).fetchone()[0]
+        == late
+    )
     job = one_job(conn, u)
     assert -5 < seconds(job["due_in"]) <= 0
     assert job["headers"]["events"] == 3
@@ -586,6 +622,6 @@ def test_two_sessions_enqueuing_the_same_unit_end_with_one_job(conn, dsn):
     job = one_job(conn, u)
     assert job["headers"]["events"] == 2
     assert job["headers"]["last_reason"] == "from_s2"
-    assert conn.execute(
-        "SELECT array_agg(job_id ORDER BY id) FROM resync.requests"
-    ).fetchone()[0] == [first, first]
+    assert conn.execute("SELECT array_agg(job_id ORDER BY id) FROM resync.requests").fetchone()[
+        0
+    ] == [first, first]

@@ -107,7 +107,9 @@ def test_reason_of_exactly_100_characters_is_accepted(conn):
     u = catalog.unit(conn)
     reason = "a" * 50 + "Z9_.:/ -" + "b" * 42
     assert len(reason) == 100
-    conn.execute("INSERT INTO resync.requests (course_unit_id, reason) VALUES (%s, %s)", (u, reason))
+    conn.execute(
+        "INSERT INTO resync.requests (course_unit_id, reason) VALUES (%s, %s)", (u, reason)
+    )
     [job] = catalog.jobs(conn)
     assert job["payload"]["reason"] == reason
 
@@ -115,27 +117,72 @@ def test_reason_of_exactly_100_characters_is_accepted(conn):
 @pytest.mark.parametrize(
     ("unit_id", "reason", "error", "message"),
     [
-        (None, "manual_trigger", errors.NotNullViolation,
-         "resync.requests: course_unit_id is required"),
-        (999999999, "manual_trigger", errors.ForeignKeyViolation,
-         "resync.requests: course unit 999999999 does not exist"),
-        (-1, "manual_trigger", errors.ForeignKeyViolation,
-         "resync.requests: course unit -1 does not exist"),
-        ("UNIT", "x" * 101, errors.CheckViolation,
-         "resync.requests: reason must be 1 to 100 letters, digits, spaces or _.:/-"),
-        ("UNIT", "", errors.CheckViolation,
-         "resync.requests: reason must be 1 to 100 letters, digits, spaces or _.:/-"),
-        ("UNIT", "x'; DROP TABLE course_units; --", errors.CheckViolation,
-         "resync.requests: reason must be 1 to 100 letters, digits, spaces or _.:/-"),
-        ("UNIT", "line\nbreak", errors.CheckViolation,
-         "resync.requests: reason must be 1 to 100 letters, digits, spaces or _.:/-"),
-        ("UNIT", "<b>bold</b>", errors.CheckViolation,
-         "resync.requests: reason must be 1 to 100 letters, digits, spaces or _.:/-"),
-        ("UNIT", None, errors.CheckViolation,
-         "resync.requests: reason must be 1 to 100 letters, digits, spaces or _.:/-"),
+        (
+            None,
+            "manual_trigger",
+            errors.NotNullViolation,
+            "resync.requests: course_unit_id is required",
+        ),
+        (
+            999999999,
+            "manual_trigger",
+            errors.ForeignKeyViolation,
+            "resync.requests: course unit 999999999 does not exist",
+        ),
+        (
+            -1,
+            "manual_trigger",
+            errors.ForeignKeyViolation,
+            "resync.requests: course unit -1 does not exist",
+        ),
+        (
+            "UNIT",
+            "x" * 101,
+            errors.CheckViolation,
+            "resync.requests: reason must be 1 to 100 letters, digits, spaces or _.:/-",
+        ),
+        (
+            "UNIT",
+            "",
+            errors.CheckViolation,
+            "resync.requests: reason must be 1 to 100 letters, digits, spaces or _.:/-",
+        ),
+        (
+            "UNIT",
+            "x'; DROP TABLE course_units; --",
+            errors.CheckViolation,
+            "resync.requests: reason must be 1 to 100 letters, digits, spaces or _.:/-",
+        ),
+        (
+            "UNIT",
+            "line\nbreak",
+            errors.CheckViolation,
+            "resync.requests: reason must be 1 to 100 letters, digits, spaces or _.:/-",
+        ),
+        (
+            "UNIT",
+            "<b>bold</b>",
+            errors.CheckViolation,
+            "resync.requests: reason must be 1 to 100 letters, digits, spaces or _.:/-",
+        ),
+        (
+            "UNIT",
+            None,
+            errors.CheckViolation,
+            "resync.requests: reason must be 1 to 100 letters, digits, spaces or _.:/-",
+        ),
     ],
-    ids=["null-id", "unknown-id", "negative-id", "reason-101", "reason-empty",
-         "reason-sql", "reason-newline", "reason-html", "reason-null"],
+    ids=[
+        "null-id",
+        "unknown-id",
+        "negative-id",
+        "reason-101",
+        "reason-empty",
+        "reason-sql",
+        "reason-newline",
+        "reason-html",
+        "reason-null",
+    ],
 )
 def test_bad_request_is_a_clear_error_and_queues_nothing(conn, unit_id, reason, error, message):
     u = catalog.unit(conn)

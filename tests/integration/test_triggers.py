@@ -227,8 +227,12 @@ def test_credits_not_synced_when_flag_off_hours_are(conn):
 
 def test_hours_not_synced_when_flag_off_credits_are(conn):
     u = catalog.unit(
-        conn, sync_hours_with_elements=False,
-        hours_cm=20, hours_td=10, hours_tp=10, hours_total=40,
+        conn,
+        sync_hours_with_elements=False,
+        hours_cm=20,
+        hours_td=10,
+        hours_tp=10,
+        hours_total=40,
     )
     e = catalog.element(conn, u, credits=3, cm=10, td=5, tp=5)
     catalog.element(conn, u, credits=1, cm=2, td=2, tp=2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 
@@ -27,7 +28,8 @@ CREATE TRIGGER poison BEFORE UPDATE ON public.course_units
 
 async def outcomes(dsn: str, job_id: int) -> list[tuple[int, str]]:
     rows = await fetch(
-        dsn, "SELECT attempt, outcome FROM resync.run_history WHERE job_id = %s ORDER BY id",
+        dsn,
+        "SELECT attempt, outcome FROM resync.run_history WHERE job_id = %s ORDER BY id",
         job_id,
     )
     return [(a, o) for a, o in rows]
@@ -62,13 +64,16 @@ async def test_poll_finds_a_job_whose_notification_was_lost(conn, dsn):
 async def test_a_deferred_job_runs_when_due_not_before(conn, dsn):
     u = catalog.unit(conn)
     async with running_worker(dsn, sleep=30):
-        job = conn.execute("SELECT resync.request(%s, 'later', interval '1 second')", (u,)
-                           ).fetchone()[0]
-        due = conn.execute("SELECT execute_after FROM resync.pgqueuer WHERE id = %s", (job,)
-                           ).fetchone()[0]
+        job = conn.execute(
+            "SELECT resync.request(%s, 'later', interval '1 second')", (u,)
+        ).fetchone()[0]
+        due = conn.execute(
+            "SELECT execute_after FROM resync.pgqueuer WHERE id = %s", (job,)
+        ).fetchone()[0]
         await catalog.await_for(lambda: job_done(dsn, job), 10, "the deferred job")
-    started = await fetch_one(dsn, "SELECT started_at FROM resync.run_history WHERE job_id = %s",
-                              job)
+    started = await fetch_one(
+        dsn, "SELECT started_at FROM resync.run_history WHERE job_id = %s", job
+    )
     lateness = (started - due).total_seconds()
     assert 0 <= lateness < 1.0, lateness  # a timer, not the 30 s poll
 
@@ -82,25 +87,35 @@ async def test_retry_schedule_then_failed(conn, dsn, tries, delays):
         job = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
 
         async def failed() -> bool:
-            return await fetch_one(dsn, "SELECT count(*) FROM resync.failed_jobs WHERE job_id = %s",
-                                   job) == 1
+            return (
+                await fetch_one(
+                    dsn, "SELECT count(*) FROM resync.failed_jobs WHERE job_id = %s", job
+                )
+                == 1
+            )
 
         await catalog.await_for(failed, 20, "the job to end failed")
-    runs = await fetch(dsn, "SELECT attempt, outcome, started_at, sqlstate, error "
-                            "FROM resync.run_history WHERE job_id = %s ORDER BY id", job)
+    runs = await fetch(
+        dsn,
+        "SELECT attempt, outcome, started_at, sqlstate, error "
+        "FROM resync.run_history WHERE job_id = %s ORDER BY id",
+        job,
+    )
     assert [(r[0], r[1]) for r in runs] == (
         [(n, "retrying") for n in range(1, tries)] + [(tries, "failed")]
     )
     assert all(r[3] == "P0001" and "poisoned unit POISON1" in r[4] for r in runs)
-    gaps = [(b[2] - a[2]).total_seconds() for a, b in zip(runs, runs[1:], strict=False)]
+    gaps = [(b[2] - a[2]).total_seconds() for a, b in itertools.pairwise(runs)]
     for gap, delay in zip(gaps, delays, strict=True):
         assert delay * scale <= gap < delay * scale + 1.0, (gaps, delays)
-    row = conn.execute("SELECT status::text, attempts, payload FROM resync.pgqueuer WHERE id = %s",
-                       (job,)).fetchone()
+    row = conn.execute(
+        "SELECT status::text, attempts, payload FROM resync.pgqueuer WHERE id = %s", (job,)
+    ).fetchone()
     assert row[0] == "failed" and row[1] == tries - 1
     assert json.loads(bytes(row[2]))["course_unit_id"] == u  # payload intact
-    failed_row = conn.execute("SELECT last_error, attempts FROM resync.failed_jobs WHERE job_id = %s",
-                              (job,)).fetchone()
+    failed_row = conn.execute(
+        "SELECT last_error, attempts FROM resync.failed_jobs WHERE job_id = %s", (job,)
+    ).fetchone()
     assert "poisoned unit" in failed_row[0] and failed_row[1] == tries
 
 
@@ -129,19 +144,28 @@ async def test_bad_payloads_fail_with_a_clear_error_and_good_jobs_still_run(conn
     u = catalog.unit(conn)
     bad = []
     for payload, _ in BAD_PAYLOADS:
-        bad.append(conn.execute(
-            "INSERT INTO resync.pgqueuer (priority, entrypoint, status, payload) "
-            "VALUES (0, 'resync_course_unit', 'queued', %s) RETURNING id", (payload,)
-        ).fetchone()[0])
+        bad.append(
+            conn.execute(
+                "INSERT INTO resync.pgqueuer (priority, entrypoint, status, payload) "
+                "VALUES (0, 'resync_course_unit', 'queued', %s) RETURNING id",
+                (payload,),
+            ).fetchone()[0]
+        )
     unknown = conn.execute(
         "INSERT INTO resync.pgqueuer (priority, entrypoint, status, payload) "
         "VALUES (0, 'send_email', 'queued', 'x') RETURNING id"
     ).fetchone()[0]
     good = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
     async with running_worker(dsn):
+
         async def all_settled() -> bool:
-            return await fetch_one(
-                dsn, "SELECT count(*) FROM resync.pgqueuer WHERE status <> 'failed'") == 0
+            return (
+                await fetch_one(
+                    dsn, "SELECT count(*) FROM resync.pgqueuer WHERE status <> 'failed'"
+                )
+                == 0
+            )
+
         await catalog.await_for(all_settled, 15, "every job to settle")
     errors = dict(conn.execute("SELECT job_id, last_error FROM resync.failed_jobs").fetchall())
     for job_id, (_, message) in zip(bad, BAD_PAYLOADS, strict=True):
@@ -158,9 +182,13 @@ async def test_a_job_left_running_by_a_dead_worker_is_counted_and_rerun(conn, ds
     # What a SIGKILLed daemon leaves: the job picked with a stale heartbeat, its run open.
     conn.execute(
         "UPDATE resync.pgqueuer SET status = 'picked', queue_manager_id = gen_random_uuid(), "
-        "heartbeat = now() - interval '1 hour' WHERE id = %s", (job,))
-    conn.execute("INSERT INTO resync.run_history (job_id, course_unit_id, attempt) "
-                 "VALUES (%s, %s, 1)", (job, u))
+        "heartbeat = now() - interval '1 hour' WHERE id = %s",
+        (job,),
+    )
+    conn.execute(
+        "INSERT INTO resync.run_history (job_id, course_unit_id, attempt) VALUES (%s, %s, 1)",
+        (job, u),
+    )
     async with running_worker(dsn):
         await catalog.await_for(lambda: job_done(dsn, job), 15, "recovery of the job")
     assert await outcomes(dsn, job) == [(1, "crashed"), (2, "succeeded")]
@@ -172,13 +200,21 @@ async def test_a_job_that_keeps_killing_its_worker_ends_failed(conn, dsn):
     job = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
     conn.execute(
         "UPDATE resync.pgqueuer SET status = 'picked', queue_manager_id = gen_random_uuid(), "
-        "heartbeat = now() - interval '1 hour', attempts = 2 WHERE id = %s", (job,))
-    conn.execute("INSERT INTO resync.run_history (job_id, course_unit_id, attempt) "
-                 "VALUES (%s, %s, 3)", (job, u))
+        "heartbeat = now() - interval '1 hour', attempts = 2 WHERE id = %s",
+        (job,),
+    )
+    conn.execute(
+        "INSERT INTO resync.run_history (job_id, course_unit_id, attempt) VALUES (%s, %s, 3)",
+        (job, u),
+    )
     async with running_worker(dsn, tries=3):
+
         async def failed() -> bool:
-            return await fetch_one(dsn, "SELECT status::text FROM resync.pgqueuer WHERE id = %s",
-                                   job) == "failed"
+            return (
+                await fetch_one(dsn, "SELECT status::text FROM resync.pgqueuer WHERE id = %s", job)
+                == "failed"
+            )
+
         await catalog.await_for(failed, 15, "the poison job to fail")
     assert await outcomes(dsn, job) == [(3, "crashed"), (4, "failed")]
 
@@ -208,9 +244,15 @@ async def test_a_batch_isolates_the_one_failing_unit(conn, dsn):
     conn.execute(POISON)
     jobs = {u: conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0] for u in [*good, bad]}
     async with running_worker(dsn, tries=1, batch_size=10):
+
         async def settled() -> bool:
-            return await fetch_one(
-                dsn, "SELECT count(*) FROM resync.pgqueuer WHERE status <> 'failed'") == 0
+            return (
+                await fetch_one(
+                    dsn, "SELECT count(*) FROM resync.pgqueuer WHERE status <> 'failed'"
+                )
+                == 0
+            )
+
         await catalog.await_for(settled, 15, "the batch to settle")
     for u in good:
         assert catalog.totals(conn, u)[0] == 2
@@ -226,8 +268,10 @@ async def test_two_workers_never_resync_one_unit_at_the_same_time(conn, dsn):
         for _round in range(5):
             for u in units:
                 conn.execute("SELECT resync.request(%s)", (u,))
+
             async def drained() -> bool:
                 return await fetch_one(dsn, "SELECT count(*) FROM resync.pgqueuer") == 0
+
             await catalog.await_for(drained, 20, "both workers to drain")
     workers = conn.execute("SELECT count(DISTINCT worker_id) FROM resync.run_history").fetchone()[0]
     assert workers == 2
@@ -243,11 +287,13 @@ async def test_two_workers_never_resync_one_unit_at_the_same_time(conn, dsn):
 
 
 async def test_refuses_to_start_on_an_old_schema(conn, dsn):
-    conn.execute("DELETE FROM resync.schema_migrations WHERE version = "
-                 "(SELECT max(version) FROM resync.schema_migrations)")
+    conn.execute(
+        "DELETE FROM resync.schema_migrations WHERE version = "
+        "(SELECT max(version) FROM resync.schema_migrations)"
+    )
+    from tests.integration.worker_harness import settings_for
     from ue_resync.migrate import MigrationError
     from ue_resync.worker import Worker
-    from tests.integration.worker_harness import settings_for
 
     with pytest.raises(MigrationError, match="run `ue-resync migrate`"):
         await asyncio.wait_for(Worker(settings_for(dsn), dsn).run(), 10)
@@ -256,9 +302,12 @@ async def test_refuses_to_start_on_an_old_schema(conn, dsn):
 def test_payload_json_helper_never_raises(conn):
     rows = conn.execute(
         "SELECT resync.payload_json(x) FROM unnest(array['\\xff'::bytea, '{}'::bytea, "
-        "'[]'::bytea, NULL]) x").fetchall()
+        "'[]'::bytea, NULL]) x"
+    ).fetchall()
     assert [r[0] for r in rows] == [None, {}, None, None]
     with pytest.raises(psycopg.errors.UniqueViolation):
-        conn.execute("INSERT INTO resync.pgqueuer (priority, entrypoint, status, headers) "
-                     "VALUES (0, 'resync_course_unit', 'queued', '{\"course_unit_id\": \"1\"}'), "
-                     "(0, 'resync_course_unit', 'queued', '{\"course_unit_id\": \"1\"}')")
+        conn.execute(
+            "INSERT INTO resync.pgqueuer (priority, entrypoint, status, headers) "
+            "VALUES (0, 'resync_course_unit', 'queued', '{\"course_unit_id\": \"1\"}'), "
+            "(0, 'resync_course_unit', 'queued', '{\"course_unit_id\": \"1\"}')"
+        )

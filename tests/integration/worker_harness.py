@@ -16,8 +16,12 @@ from ue_resync.worker import Worker
 
 def settings_for(dsn: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "database_url": dsn, "sleep": 0.2, "timeout": 2.0, "time_scale": 0.01,
-        "heartbeat_timeout": 2.0, "max_time": 0,
+        "database_url": dsn,
+        "sleep": 0.2,
+        "timeout": 2.0,
+        "time_scale": 0.01,
+        "heartbeat_timeout": 2.0,
+        "max_time": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]

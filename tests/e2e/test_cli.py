@@ -1,0 +1,169 @@
+"""The `ue-resync` command as an operator runs it: a subprocess against a real server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests import catalog
+from tests.e2e.conftest import cli_env
+
+pytestmark = pytest.mark.e2e
+
+
+def _one_clean_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+@pytest.fixture
+def seeded(conn):
+    """Two drifted units, a queued request, a delayed one and two failed jobs."""
+    a, b, c = (catalog.unit(conn) for _ in range(3))
+    for u in (a, b, c):
+        catalog.element(conn, u, credits=3)
+    conn.execute("UPDATE course_units SET credits = 9 WHERE id IN (%s, %s)", (a, b))
+    queued = conn.execute("SELECT resync.request(%s)", (a,)).fetchone()[0]
+    delayed = conn.execute(
+        "SELECT resync.request(%s, 'later', interval '1 hour')", (b,)
+    ).fetchone()[0]
+    failed = [conn.execute("SELECT resync.request(%s)", (c,)).fetchone()[0]]
+    conn.execute("UPDATE resync.pgqueuer SET status = 'failed' WHERE id = %s", (failed[0],))
+    failed.append(
+        conn.execute(
+            "INSERT INTO resync.pgqueuer (priority, entrypoint, status, payload, headers) VALUES "
+            "(0, 'resync_course_unit', 'failed', %s, %s) RETURNING id",
+            (
+                json.dumps({"course_unit_id": b, "reason": "old"}).encode(),
+                json.dumps({"course_unit_id": str(b), "reason": "old"}),
+            ),
+        ).fetchone()[0]
+    )
+    return {"units": (a, b, c), "queued": queued, "delayed": delayed, "failed": failed}
+
+
+def test_monitor_and_failed(cli, seeded):
+    out = cli("monitor", "--json")
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)
+    assert (status["queued"], status["due"], status["delayed"], status["failed_total"]) == (
+        2,
+        1,
+        1,
+        2,
+    )
+    text = cli("monitor")
+    assert text.returncode == 0 and "queued" in text.stdout and "\033[" not in text.stdout
+    failed = json.loads(cli("failed", "--json").stdout)
+    assert sorted(f["job_id"] for f in failed) == sorted(seeded["failed"])
+    listing = cli("failed").stdout
+    assert "job_id" in listing.splitlines()[0] and str(seeded["failed"][0]) in listing
+
+
+def test_retry_forget_flush(cli, conn, seeded):
+    first, second = seeded["failed"]
+    assert cli("retry", str(first)).returncode == 0
+    status = conn.execute(
+        "SELECT status::text, attempts FROM resync.pgqueuer WHERE id = %s", (first,)
+    ).fetchone()
+    assert status == ("queued", 0)
+    # The second failed job's UE already has a delayed job: that one takes over, due now.
+    out = cli("retry", "all")
+    assert out.returncode == 0 and "re-queued 1" in out.stdout
+    assert (
+        conn.execute("SELECT count(*) FROM resync.pgqueuer WHERE id = %s", (second,)).fetchone()[0]
+        == 0
+    )
+    assert conn.execute(
+        "SELECT execute_after <= now() FROM resync.pgqueuer WHERE id = %s", (seeded["delayed"],)
+    ).fetchone()[0]
+    missing = cli("forget", "999999")
+    assert missing.returncode == 1
+    assert "no failed job with id 999999" in _one_clean_line(missing.stderr)
+    conn.execute("UPDATE resync.pgqueuer SET status = 'failed'")
+    assert cli("forget", str(first)).returncode == 0
+    out = cli("flush")
+    assert out.returncode == 0 and "deleted 2 failed job(s)" in out.stdout
+    assert conn.execute("SELECT count(*) FROM resync.pgqueuer").fetchone()[0] == 0
+
+
+def test_clear_asks_unless_forced(cli, conn, seeded):
+    refused = cli("clear")
+    assert refused.returncode == 2 and "--force" in _one_clean_line(refused.stderr)
+    out = cli("clear", "--force")
+    assert out.returncode == 0 and "deleted 2 queued job(s)" in out.stdout
+    assert str(seeded["queued"]) in out.stdout
+    left = conn.execute("SELECT status::text, count(*) FROM resync.pgqueuer GROUP BY 1").fetchall()
+    assert left == [("failed", 2)]
+
+
+def test_request_sync_check(cli, conn, seeded):
+    a, _b, c = seeded["units"]
+    out = cli("request", str(c), "--reason", "by_hand", "--delay", "2m")
+    assert out.returncode == 0, out.stderr
+    due = conn.execute(
+        "SELECT extract(epoch FROM execute_after - now()) FROM resync.pgqueuer "
+        "WHERE status = 'queued' AND headers->>'course_unit_id' = %s",
+        (str(c),),
+    ).fetchone()[0]
+    assert 100 < due <= 120
+    bad = cli("request", "987654")
+    assert bad.returncode == 1 and "course unit 987654 does not exist" in _one_clean_line(
+        bad.stderr
+    )
+    bad_delay = cli("request", str(c), "--delay", "soon")
+    assert bad_delay.returncode == 2 and "not a duration" in _one_clean_line(bad_delay.stderr)
+
+    drift = cli("check")
+    assert drift.returncode == 0 and "2 course unit(s) drifted" in drift.stdout
+    synced = cli("sync", str(a), "--json")
+    assert json.loads(synced.stdout)["changes"] == {"credits": [9, 3]}
+    assert catalog.read_unit(conn, a)["last_job_sync"] is not None
+    assert "does not exist" in _one_clean_line(cli("sync", "987654").stderr)
+    enqueued = cli("check", "--enqueue", "--json")
+    assert json.loads(enqueued.stdout)["queued"] == 1  # b is left; a was synced
+
+
+def test_migrate_and_print_sql(cli, empty_dsn):
+    env = cli_env(empty_dsn)
+    first = cli("migrate", env=env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("applied "), first.stdout
+    again = cli("migrate", env=env)
+    assert again.returncode == 0 and "applied" not in again.stdout
+    assert cli("migrate", "--print-sql", env=env).stdout == ""
+
+
+def test_errors_are_one_line_and_never_show_the_password(cli, empty_dsn, pg_server):
+    none = cli("monitor", env=cli_env(None))
+    assert none.returncode == 2 and "no database configured" in _one_clean_line(none.stderr)
+    unmigrated = cli("monitor", env=cli_env(empty_dsn))
+    assert unmigrated.returncode == 1
+    assert "run `ue-resync migrate`" in _one_clean_line(unmigrated.stderr)
+    unreachable = cli(
+        "monitor",
+        env=cli_env("postgresql://someone:s3cr3t-pw@127.0.0.1:1/nothing?connect_timeout=2"),
+    )
+    line = _one_clean_line(unreachable.stderr)
+    assert unreachable.returncode == 1 and "cannot connect" in line and "s3cr3t" not in line
+    wrong = cli("work", env=cli_env(empty_dsn, UE_RESYNC_TRIES="many"))
+    assert wrong.returncode == 2 and "invalid setting: tries" in _one_clean_line(wrong.stderr)
+    old_schema = cli("work", "--stop-when-empty", env=cli_env(empty_dsn))
+    assert old_schema.returncode == 1
+    assert "run `ue-resync migrate`" in _one_clean_line(old_schema.stderr)
+
+
+def test_a_laravel_env_file_is_understood(cli, dsn, tmp_path, pg_server):
+    dbname = dsn.split("dbname=")[1].split()[0]
+    env_file = tmp_path / "laravel.env"
+    env_file.write_text(
+        "APP_NAME=Catalogue\nDB_CONNECTION=pgsql\n"
+        f"DB_HOST={pg_server.host}\nDB_PORT={pg_server.port}\nDB_DATABASE={dbname}\n"
+        f"DB_USERNAME={pg_server.user}\nDB_PASSWORD=\nQUEUE_CONNECTION=database\n"
+    )
+    out = cli("--env-file", str(env_file), "monitor", "--json", env=cli_env(None))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["queued"] == 0

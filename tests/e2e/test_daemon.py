@@ -1,0 +1,152 @@
+"""`ue-resync work` as a process: signals, a SIGKILL and its recovery, --max-time, the demo."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import psycopg
+import pytest
+
+from tests import catalog
+from tests.e2e.conftest import cli_env
+
+pytestmark = pytest.mark.e2e
+
+
+def start_daemon(dsn: str, tmp_path, **env: str) -> subprocess.Popen[str]:
+    with open(tmp_path / f"daemon-{time.monotonic_ns()}.log", "w") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ue_resync", "work"],
+            env=cli_env(dsn, UE_RESYNC_SLEEP="0.2", **env),
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+
+def live_workers(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT count(*) FROM resync.workers WHERE stopped_at IS NULL").fetchone()[
+        0
+    ]
+
+
+def run_state(conn: psycopg.Connection, job: int) -> list[tuple[int, str]]:
+    return conn.execute(
+        "SELECT attempt, outcome FROM resync.run_history WHERE job_id = %s ORDER BY id", (job,)
+    ).fetchall()
+
+
+def waiting_on_lock(conn: psycopg.Connection) -> bool:
+    return conn.execute(
+        "SELECT count(*) > 0 FROM pg_stat_activity WHERE application_name LIKE 'ue-resync%%' "
+        "AND wait_event_type = 'Lock'"
+    ).fetchone()[0]
+
+
+def test_sigterm_lets_the_resync_in_flight_finish(conn, dsn, tmp_path):
+    u = catalog.unit(conn)
+    catalog.element(conn, u, credits=2)
+    conn.execute("UPDATE course_units SET credits = 0 WHERE id = %s", (u,))
+    proc = start_daemon(dsn, tmp_path, UE_RESYNC_TIMEOUT="20")
+    try:
+        catalog.wait_for(lambda: live_workers(conn), 20, "the daemon to start")
+        with psycopg.connect(dsn) as holder:
+            holder.execute("SELECT 1 FROM course_units WHERE id = %s FOR UPDATE", (u,))
+            job = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
+            catalog.wait_for(lambda: waiting_on_lock(conn), 10, "the resync to wait on the row")
+            proc.send_signal(signal.SIGTERM)
+            holder.rollback()
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert run_state(conn, job) == [(1, "succeeded")]
+    assert catalog.totals(conn, u)[0] == 2
+    assert conn.execute("SELECT count(*) FROM resync.pgqueuer").fetchone()[0] == 0
+    assert live_workers(conn) == 0
+
+
+def test_sigkill_mid_job_is_recovered_by_another_daemon(conn, dsn, tmp_path):
+    u = catalog.unit(conn)
+    catalog.element(conn, u, credits=4)
+    conn.execute("UPDATE course_units SET credits = 0 WHERE id = %s", (u,))
+    fast = {"UE_RESYNC_HEARTBEAT_TIMEOUT": "2", "UE_RESYNC_TIMEOUT": "30"}
+    first = start_daemon(dsn, tmp_path, **fast)
+    second = None
+    try:
+        catalog.wait_for(lambda: live_workers(conn), 20, "the first daemon")
+        with psycopg.connect(dsn) as holder:
+            holder.execute("SELECT 1 FROM course_units WHERE id = %s FOR UPDATE", (u,))
+            job = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
+            catalog.wait_for(lambda: waiting_on_lock(conn), 10, "the resync to be in flight")
+            first.kill()
+            killed_at = time.monotonic()
+            first.wait(10)
+            holder.rollback()
+        second = start_daemon(dsn, tmp_path, **fast)
+        catalog.wait_for(
+            lambda: run_state(conn, job)[-1:] == [(2, "succeeded")],
+            30,
+            "the second daemon to re-run the job",
+        )
+        assert time.monotonic() - killed_at <= 15
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
+    assert run_state(conn, job) == [(1, "crashed"), (2, "succeeded")]
+    assert catalog.totals(conn, u)[0] == 4
+
+
+def test_max_time_exits_zero(conn, dsn, tmp_path):
+    proc = start_daemon(dsn, tmp_path, UE_RESYNC_MAX_TIME="1")
+    assert proc.wait(30) == 0
+
+
+def test_stop_when_empty_drains_what_is_due(conn, dsn, tmp_path):
+    units = [catalog.unit(conn) for _ in range(30)]
+    jobs = [conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0] for u in units]
+    later = conn.execute(
+        "SELECT resync.request(%s, 'later', interval '1 hour')", (catalog.unit(conn),)
+    ).fetchone()[0]
+    proc = start_daemon(dsn, tmp_path, UE_RESYNC_STOP_WHEN_EMPTY="true")
+    assert proc.wait(60) == 0
+    done = conn.execute(
+        "SELECT count(*) FROM resync.run_history WHERE outcome = 'succeeded' AND job_id = ANY(%s)",
+        (jobs,),
+    ).fetchone()[0]
+    assert done == 30
+    assert (
+        conn.execute("SELECT status::text FROM resync.pgqueuer WHERE id = %s", (later,)).fetchone()[
+            0
+        ]
+        == "queued"
+    )
+
+
+def test_the_demo_runs_to_completion(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "ue_resync", "demo", "--data-dir", str(tmp_path / "demo")],
+        env=cli_env(None),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    for marker in (
+        "synced inline",
+        "deferred, then resynced",
+        "resynced:",
+        "a manual request",
+        "attempt 3: failed",
+        "ue-resync queue",
+        "Connect to the demo database",
+    ):
+        assert marker in out.stdout, marker
+    assert "Traceback" not in out.stderr
