@@ -41,6 +41,11 @@ class Notifier:
     def stopping(self, status: str = "stopping") -> None:
         self.send("STOPPING=1", f"STATUS={status}")
 
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
 
 def watchdog_interval() -> float | None:
     """Half of WATCHDOG_USEC in seconds, when the watchdog is armed for this process."""

@@ -195,6 +195,7 @@ class Worker:
             for task in background:
                 task.cancel()
             self.notifier.stopping(f"stopped: {self.exit_reason}")
+            self.notifier.close()
             self._mark_stopped()
         self.log.info("worker stopped ({})", self.exit_reason)
         return 0
@@ -517,6 +518,13 @@ class Worker:
         ):
             self.metrics.queue_depth.labels(state).set(value)
         self.metrics.oldest_due.set(oldest)
+        cur = await conn.execute(query("deferred_gauges"))
+        self.metrics.deferred.clear()
+        absorbed_total = 0.0
+        for reason, sqlstate, count, absorbed in await cur.fetchall():
+            self.metrics.deferred.labels(reason, sqlstate).set(count)
+            absorbed_total += absorbed
+        self.metrics.coalesced.set(absorbed_total)
         self.notifier.status(
             f"{self.counts['succeeded']} resynced, {self.counts['retried']} retried, "
             f"{self.counts['failed']} failed; queue: {due} due, {delayed} delayed, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -150,3 +151,97 @@ def test_the_demo_runs_to_completion(tmp_path):
     ):
         assert marker in out.stdout, marker
     assert "Traceback" not in out.stderr
+
+
+def test_json_logs_carry_the_job_and_the_old_tags(conn, dsn, tmp_path):
+    u = catalog.unit(conn)
+    catalog.element(conn, u, credits=8)  # > 6 credits: an LMD warning too
+    conn.execute("UPDATE course_units SET credits = 1 WHERE id = %s", (u,))
+    job = conn.execute("SELECT resync.request(%s, 'json_test')", (u,)).fetchone()[0]
+    log_file = tmp_path / "resync.log"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ue_resync",
+            "--log-format",
+            "json",
+            "--log-file",
+            str(log_file),
+            "work",
+            "--stop-when-empty",
+        ],
+        env=cli_env(
+            dsn,
+            UE_RESYNC_SLEEP="0.2",
+            UE_RESYNC_DATABASE_URL=dsn.replace(
+                "user=postgres", "user=postgres password=hunter2-secret"
+            ),
+        ),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(line)["record"] for line in out.stderr.splitlines() if line.strip()]
+    resynced = [r for r in records if r["message"].startswith("resynced UE")]
+    assert len(resynced) == 1
+    extra = resynced[0]["extra"]
+    assert (extra["job_id"], extra["course_unit_id"], extra["attempt"], extra["reason"]) == (
+        job,
+        u,
+        1,
+        "json_test",
+    )
+    assert extra["course_unit_code"] and extra["duration"] >= 0
+    assert extra["changes"]["credits"] == [1, 8]
+    assert extra["tag"] == "Resynchronisation différée"
+    assert extra["job_class"] == "ResyncCourseUnitJob"
+    assert any(r["extra"].get("warning") == "credits_above_6" for r in records)
+    assert "hunter2-secret" not in out.stderr
+    in_file = [json.loads(line)["record"]["message"] for line in log_file.read_text().splitlines()]
+    assert any(m.startswith("resynced UE") for m in in_file)
+
+
+def test_metrics_endpoint(conn, dsn, tmp_path):
+    import socket
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    u = catalog.unit(conn)
+    conn.execute("SELECT resync.request(%s)", (u,))
+    conn.execute("SELECT resync.request(%s, 'later', interval '1 hour')", (catalog.unit(conn),))
+    proc = start_daemon(dsn, tmp_path, UE_RESYNC_METRICS_PORT=str(port))
+    try:
+
+        def scrape() -> str | None:
+            try:
+                body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+            except OSError:
+                return None
+            text = body.read().decode()
+            return (
+                text
+                if 'ue_resync_resyncs_total{outcome="succeeded"} 1.0' in text
+                and ('ue_resync_queue_depth{state="delayed"} 1.0' in text)
+                else None
+            )
+
+        text = catalog.wait_for(scrape, 20, "metrics with one resync and one delayed job")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    for name in (
+        "ue_resync_resync_duration_seconds_bucket",
+        "ue_resync_retries_total",
+        "ue_resync_failures_total",
+        "ue_resync_reconnects_total",
+        "ue_resync_oldest_due_age_seconds",
+        "ue_resync_coalesced_events",
+        'ue_resync_deferred_jobs{reason="later",sqlstate=""} 1.0',
+        "ue_resync_build_info",
+    ):
+        assert name in text, name

@@ -243,13 +243,8 @@ def test_retry_failed_of_an_unknown_entrypoint_job(conn):
     assert isinstance(job(conn, stray)["execute_after"], dt.datetime)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sql/0007 retry_failed logs every handled job as ('queued', 'resync_course_unit', 0): "
-    "a failed job dropped in favour of the unit's queued job should be logged 'deleted' (as "
-    "resync.retry_job does), and a job of another entrypoint with its own entrypoint/priority.",
-)
 def test_retry_failed_logs_what_it_did(conn):
+    """A dropped job is logged 'deleted'; a job of another entrypoint keeps its entrypoint."""
     u = catalog.unit(conn)
     dropped = failed_job(conn, u)
     conn.execute("SELECT resync.request(%s, 'later', interval '1 hour')", (u,))

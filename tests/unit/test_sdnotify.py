@@ -1,0 +1,36 @@
+import os
+import socket
+
+from ue_resync.sdnotify import Notifier, watchdog_interval
+
+
+def test_messages_reach_the_socket(tmp_path):
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(path)
+        server.settimeout(2)
+        n = Notifier(path)
+        n.ready("ready: x")
+        n.watchdog()
+        n.stopping("bye")
+        n.close()
+        n.watchdog()  # after close: nothing, no error
+        got = [server.recv(4096).decode() for _ in range(3)]
+    assert got == ["READY=1\nSTATUS=ready: x", "WATCHDOG=1", "STOPPING=1\nSTATUS=bye"]
+
+
+def test_disabled_without_socket():
+    n = Notifier("")
+    assert not n.enabled
+    n.ready("nothing happens")
+
+
+def test_watchdog_interval(monkeypatch):
+    monkeypatch.setenv("WATCHDOG_USEC", "30000000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    assert watchdog_interval() == 15
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid() + 1))
+    assert watchdog_interval() is None
+    monkeypatch.delenv("WATCHDOG_USEC")
+    monkeypatch.delenv("WATCHDOG_PID")
+    assert watchdog_interval() is None

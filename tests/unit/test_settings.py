@@ -1,0 +1,97 @@
+from pathlib import Path
+
+import pytest
+
+from ue_resync.settings import SettingsError, load, redact
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    for name in list(__import__("os").environ):
+        if name.startswith(("UE_RESYNC_", "DB_")) or name == "DATABASE_URL":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no stray .env
+
+
+def test_defaults_are_the_old_workers():
+    s = load()
+    assert (s.sleep, s.tries, s.backoff, s.max_time, s.timeout) == (3, 3, (30, 60, 120), 3600, 5)
+
+
+def test_env_prefix_and_plain_database_url(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://a@h/db")
+    assert load().dsn() == "postgresql://a@h/db"
+    monkeypatch.setenv("UE_RESYNC_DATABASE_URL", "postgresql://b@h/db")
+    assert load().dsn() == "postgresql://b@h/db"
+
+
+def test_flags_override_env(monkeypatch):
+    monkeypatch.setenv("UE_RESYNC_TRIES", "5")
+    assert load().tries == 5
+    assert load(tries=2).tries == 2
+    assert load(tries=None).tries == 5  # a flag not given
+
+
+def test_backoff_accepts_durations(monkeypatch):
+    monkeypatch.setenv("UE_RESYNC_BACKOFF", "30s, 1m,2m")
+    assert load().backoff == (30, 60, 120)
+
+
+def test_laravel_env_file(tmp_path: Path):
+    env = tmp_path / "laravel.env"
+    env.write_text(
+        "APP_KEY=base64:xyz\nDB_CONNECTION=pgsql\nDB_HOST=db.example\nDB_PORT=5433\n"
+        "DB_DATABASE=catalogue\nDB_USERNAME=app\nDB_PASSWORD='p@ss:word'\n"
+    )
+    s = load(env)
+    assert s.dsn() == "postgresql://app:p%40ss%3Aword@db.example:5433/catalogue"
+    assert "p@ss" not in repr(s) and "p@ss" not in str(s.model_dump())
+    assert redact(s.dsn()) == "postgresql://app:***@db.example:5433/catalogue"
+
+
+def test_socket_directory_as_db_host(tmp_path: Path):
+    env = tmp_path / "e.env"
+    env.write_text("DB_HOST=/var/run/postgresql\nDB_DATABASE=c\nDB_USERNAME=u\n")
+    assert load(env).dsn() == "postgresql://u@%2Fvar%2Frun%2Fpostgresql/c"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("UE_RESYNC_TRIES", "abc", "tries"),
+        ("UE_RESYNC_TRIES", "0", "tries"),
+        ("UE_RESYNC_SLEEP", "-1", "sleep"),
+        ("UE_RESYNC_BACKOFF", "x,y", "backoff"),
+        ("UE_RESYNC_BACKOFF", ",", "backoff"),
+        ("UE_RESYNC_LOG_FORMAT", "xml", "log_format"),
+        ("DB_PORT", "99999", "DB_PORT"),
+    ],
+)
+def test_bad_values_give_one_line(monkeypatch, name, value, message):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as err:
+        load()
+    text = str(err.value)
+    assert "\n" not in text and message in text and text.startswith("invalid setting")
+
+
+def test_missing_database_and_missing_env_file(tmp_path):
+    with pytest.raises(SettingsError, match="no database configured"):
+        load().dsn()
+    with pytest.raises(SettingsError, match="does not exist"):
+        load(tmp_path / "nope.env")
+
+
+@pytest.mark.parametrize(
+    ("dsn", "shown"),
+    [
+        ("postgresql://u:secret@h:5432/d", "postgresql://u:***@h:5432/d"),
+        (
+            "postgresql://u@h/d?password=secret&sslmode=require",
+            "postgresql://u@h/d?password=***&sslmode=require",
+        ),
+        ("host=h user=u password=secret dbname=d", "host=h user=u password=*** dbname=d"),
+    ],
+)
+def test_redact(dsn, shown):
+    assert redact(dsn) == shown
