@@ -152,6 +152,8 @@ class Worker:
         self.counts = {"succeeded": 0, "retried": 0, "failed": 0}
         self.last_db_ok = time.monotonic()
         self.exit_reason = "stopped"
+        self.ready_sent = False
+        self.lost_reason = ""
         self.log = logger.bind(component="worker", worker_id=str(self.id)[:8])
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -165,13 +167,11 @@ class Worker:
         if self.settings.max_time > 0:
             background.append(asyncio.create_task(self._max_time(), name="max_time"))
         delay = 0.5
-        first = True
         try:
             while not self.stopping.is_set():
                 started = time.monotonic()
                 try:
-                    await self._session(first)
-                    first = False
+                    await self._session()
                     if self.settings.stop_when_empty and not self.lost.is_set():
                         self.exit_reason = "queue drained"
                         break
@@ -181,7 +181,8 @@ class Worker:
                     if not self.lost.is_set() and not is_connection_loss(exc):
                         self.log.opt(exception=exc).error("worker error: {}", _one_line(exc))
                     else:
-                        self.log.warning("database connection lost: {}", _one_line(exc))
+                        cause = self.lost_reason or _one_line(exc)
+                        self.log.warning("database connection lost ({}); reconnecting", cause)
                 if self.stopping.is_set():
                     break
                 self.metrics.reconnects.inc()
@@ -214,14 +215,16 @@ class Worker:
         with connect_sync(self.dsn, "check") as conn:
             migrate.check_current(conn)
             row = conn.execute(query("is_superuser")).fetchone()
-            if row and row[0]:
+            if row and row[0] and not self.ready_sent:
                 self.log.warning(
                     "connected as a superuser: run the daemon as a role granted resync_worker"
                 )
 
-    async def _session(self, first: bool) -> None:
+    async def _session(self) -> None:
         """One connected life: connections, QueueManager, until it stops or the DB is lost."""
+        first = not self.ready_sent
         self.lost.clear()
+        self.lost_reason = ""
         conns: list[psycopg.AsyncConnection] = []
         try:
             await asyncio.to_thread(self._check_schema)
@@ -258,6 +261,7 @@ class Worker:
                 f"tries {self.settings.tries}"
             )
             if first:
+                self.ready_sent = True
                 self.notifier.ready(status)
                 self.log.info(
                     "worker started (pid {}, sleep {} s, tries {}, backoff {}, timeout {} s)",
@@ -296,6 +300,7 @@ class Worker:
     def _connection_lost(self, exc: BaseException) -> None:
         if self.lost.is_set():
             return
+        self.lost_reason = _one_line(exc)
         self.lost.set()
         if self.qm is not None:
             self.qm.shutdown.set()
@@ -320,7 +325,6 @@ class Worker:
         try:
             await item.future
         except ConnectionLost:
-            self._connection_lost(ConnectionLost())
             raise errors.RetryRequested(timedelta(0), CONNECTION_LOST) from None
 
     async def _invalid(self, job: models.Job, error: str) -> None:
@@ -363,6 +367,8 @@ class Worker:
                 await self._resync(conn, live)
         except Exception as exc:
             lost = is_connection_loss(exc, conn)
+            if lost:
+                self._connection_lost(exc)
             for item in items:
                 if not item.future.done():
                     item.future.set_exception(ConnectionLost() if lost else exc)

