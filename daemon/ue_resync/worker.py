@@ -277,6 +277,9 @@ class Worker:
                 await qm.run(
                     dequeue_timeout=timedelta(seconds=self.settings.sleep),
                     batch_size=self.settings.batch_size,
+                    # Bounds the jobs held in memory: without it pgqueuer dequeues the whole
+                    # backlog at once. Four batches per resync slot keep every slot busy.
+                    max_concurrent_tasks=4 * self.settings.batch_size * self.settings.concurrency,
                     mode=(
                         types.QueueExecutionMode.drain
                         if self.settings.stop_when_empty
