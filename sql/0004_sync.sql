@@ -3,7 +3,8 @@
 -- Settings read by the trigger (per session, role or database, e.g.
 -- `ALTER DATABASE app SET ue_resync.lock_timeout = '250ms'`):
 --   ue_resync.mode          inline (default) | deferred | off
---   ue_resync.lock_timeout  how long a writer waits for its UE row before deferring (default 100ms)
+--   ue_resync.lock_timeout  how long a writer waits for its UE row before deferring (default
+--                           100ms; '0' means no limit, as for lock_timeout itself)
 
 -- Section: pure helpers
 
@@ -283,11 +284,13 @@ BEGIN
         RETURN NULL;
     END IF;
 
+    -- Set outside the block, so a malformed ue_resync.lock_timeout is the writer's error
+    -- ("invalid value for parameter lock_timeout") rather than a silent deferral; restored
+    -- after it either way.
+    v_saved := current_setting('lock_timeout');
+    PERFORM set_config('lock_timeout', v_wait, true);
     BEGIN
-        v_saved := current_setting('lock_timeout');
-        PERFORM set_config('lock_timeout', v_wait, true);
         PERFORM resync.sync_units(v_units, false, true);
-        PERFORM set_config('lock_timeout', v_saved, true);
     EXCEPTION
         -- OTHERS does not include query_canceled: a statement_timeout must defer too.
         WHEN query_canceled THEN
@@ -295,7 +298,7 @@ BEGIN
         WHEN OTHERS THEN
             v_state := SQLSTATE; v_message := SQLERRM;
     END;
-    -- The subtransaction rollback has already restored lock_timeout.
+    PERFORM set_config('lock_timeout', v_saved, true);
 
     IF v_state IS NULL THEN
         RETURN NULL;

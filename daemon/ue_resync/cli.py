@@ -144,8 +144,32 @@ def _monitor_text(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+NAGIOS = {0: "OK", 1: "WARNING", 2: "CRITICAL"}
+
+
+def _check_alerts(conn: psycopg.Connection, as_json: bool) -> int:
+    """Nagios/Icinga plugin convention: exit 0 OK, 1 WARNING, 2 CRITICAL; first line a summary."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        alerts = cur.execute(query("alerts")).fetchall()
+    status = 2 if any(a["severity"] == "critical" for a in alerts) else (1 if alerts else 0)
+    if as_json:
+        emit_json({"status": NAGIOS[status], "alerts": alerts})
+        return status
+    if not alerts:
+        print("UE-RESYNC OK - no alert")
+        return status
+    print(
+        f"UE-RESYNC {NAGIOS[status]} - " + "; ".join(f"{a['name']}: {a['detail']}" for a in alerts)
+    )
+    for a in alerts:
+        print(f"  [{a['severity']}] {a['name']} = {a['value']} (threshold {a['threshold']})")
+    return status
+
+
 def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
     with _connect(settings, "monitor") as conn:
+        if args.check:
+            return _check_alerts(conn, args.json)
         while True:
             status = _status(conn)
             if args.json:
@@ -357,6 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("monitor", cmd_monitor, "queue figures (queue:monitor)")
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="print the firing alerts; exit 0 OK, 1 warning, 2 critical (Nagios)",
+    )
     p.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
 
     p = add("failed", cmd_failed, "list failed jobs (queue:failed)")

@@ -43,6 +43,7 @@ CHANNEL = "ue_resync"
 PGQ_SETTINGS = DBSettings(db_schema="resync", channel=types.Channel(CHANNEL))
 CONNECTION_LOST = "connection_lost"
 HOUSEKEEPING_EVERY = 5.0
+PRUNE_EVERY = 3600.0
 RECONNECT_CAP = 15.0
 
 
@@ -497,9 +498,15 @@ class Worker:
         self.last_db_ok = time.monotonic()
 
     async def _housekeeping(self, conn: psycopg.AsyncConnection) -> None:
+        next_prune = time.monotonic() + 60  # not at once: a restart loop must not prune in a loop
         while True:
             try:
                 await self._heartbeat(conn)
+                if time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + PRUNE_EVERY
+                    cur = await conn.execute(query("prune_history"))
+                    row = await cur.fetchone()
+                    self.log.info("pruned {} history row(s) past retention", row[0] if row else 0)
                 cur = await conn.execute(query("fail_unknown_entrypoints"), {"worker": self.id})
                 row = await cur.fetchone()
                 if row and row[0]:

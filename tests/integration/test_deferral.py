@@ -625,3 +625,24 @@ def test_two_sessions_enqueuing_the_same_unit_end_with_one_job(conn, dsn):
     assert conn.execute("SELECT array_agg(job_id ORDER BY id) FROM resync.requests").fetchone()[
         0
     ] == [first, first]
+
+
+def test_a_malformed_lock_timeout_is_the_writers_error(conn):
+    u = catalog.unit(conn)
+    e = catalog.element(conn, u, credits=1)
+    conn.execute("SET ue_resync.lock_timeout = 'abc'")
+    with pytest.raises(errors.InvalidParameterValue, match="lock_timeout"):
+        conn.execute("UPDATE course_unit_elements SET credits = 2 WHERE id = %s", (e,))
+    conn.execute("RESET ue_resync.lock_timeout")
+    assert catalog.jobs(conn) == []
+    assert catalog.totals(conn, u)[0] == 1
+
+
+def test_the_writers_lock_timeout_is_restored_after_the_trigger(conn):
+    u = catalog.unit(conn)
+    e = catalog.element(conn, u, credits=1)
+    with conn.transaction():
+        conn.execute("SET LOCAL lock_timeout = '7s'")
+        conn.execute("SET LOCAL ue_resync.lock_timeout = '20ms'")
+        conn.execute("UPDATE course_unit_elements SET credits = 2 WHERE id = %s", (e,))
+        assert conn.execute("SHOW lock_timeout").fetchone()[0] == "7s"

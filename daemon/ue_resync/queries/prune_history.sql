@@ -1,0 +1,1 @@
+SELECT resync.prune_history() AS deleted
