@@ -1,0 +1,213 @@
+"""Burst: 10,000 single-row element updates on the 400 elements of 100 UEs, as fast as two
+writers go, while a daemon (defaults) runs:
+
+- writer A in deferred mode (each update queues or coalesces a job due now);
+- writer B inline, while a third session keeps 5 random UEs locked (FOR UPDATE) for 300 ms at a
+  time, so B's syncs of those UEs wait out ue_resync.lock_timeout and defer (a job due in 2 min,
+  by the error policy, which a later deferred event for the UE pulls forward).
+
+A monitor samples, every 10 ms, the most queued jobs any UE has. Once the writers are done and
+nothing due is left, the runs each UE got since the burst began are counted. Rounds are separate
+bursts; the queue is cleared between them."""
+
+from __future__ import annotations
+
+import random
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from bench import common, daemons
+from bench.common import Bench, Target
+from bench.workload import load_catalogue
+
+NAME = "burst"
+TITLE = "burst of element updates on few UEs while the daemon runs"
+MAX_QUEUED = """
+SELECT coalesce(max(c), 0) FROM (
+    SELECT count(*) AS c FROM resync.pgqueuer
+    WHERE status = 'queued' AND entrypoint = 'resync_course_unit'
+    GROUP BY headers ->> 'course_unit_id') per_unit
+"""
+
+
+def measure(b: Bench) -> None:
+    units = 10 if b.quick else 100
+    updates = 1_000 if b.quick else 10_000
+    b.params.update(
+        units=units,
+        elements=units * 4,
+        updates=updates,
+        writers="1 deferred + 1 inline, single-row transactions",
+        locker="5 random UEs held FOR UPDATE 300 ms, then 100 ms free",
+        daemon="subprocess, defaults",
+    )
+    with b.connect() as conn:
+        load_catalogue(conn, units + 1)  # the last UE is the warm-up's
+    proc = daemons.start_daemon(b)
+    per_round: list[dict[str, Any]] = []
+    try:
+        daemons.daemon_ready(b, proc, units + 1)
+        for r in range(b.rounds):
+            per_round.append(burst(b, proc, r, units, updates))
+            s = per_round[-1]
+            common.log(
+                f"burst: round {r + 1}/{b.rounds}: {s['seconds']:.1f} s, runs per UE max "
+                f"{s['runs_max']}, median {s['runs_median']:g}, most queued per UE "
+                f"{s['max_queued']}"
+            )
+    finally:
+        daemons.stop(proc)
+    b.paired("burst duration", "s", [s["seconds"] for s in per_round])
+    b.paired("updates per second", "tps", [updates / s["seconds"] for s in per_round])
+    b.paired(
+        "resync runs per UE, max",
+        "runs",
+        [s["runs_max"] for s in per_round],
+        target=Target("<=", 2, on="value"),
+    )
+    b.paired("resync runs per UE, median", "runs", [s["runs_median"] for s in per_round])
+    b.paired(
+        "most queued jobs of one UE, ever",
+        "jobs",
+        [s["max_queued"] for s in per_round],
+        target=Target("<=", 1, on="value"),
+    )
+    b.paired("queue samples taken", "samples", [s["samples"] for s in per_round])
+    b.paired("inline syncs deferred (lock timeout)", "syncs", [s["deferred"] for s in per_round])
+    b.paired(
+        "events per resync run (coalescing)", "events", [s["events_per_run"] for s in per_round]
+    )
+    b.paired("settle after the burst", "s", [s["settle"] for s in per_round])
+    b.paired("jobs left delayed (2 min policy)", "jobs", [s["left_delayed"] for s in per_round])
+    b.paired("UEs still drifted after settling", "UEs", [s["drifted_after"] for s in per_round])
+    b.extra["rounds"] = per_round
+
+
+def burst(b: Bench, proc: Any, r: int, units: int, updates: int) -> dict[str, Any]:
+    with b.connect() as conn:
+        conn.execute("SELECT resync.clear_queue()")
+        conn.execute("TRUNCATE resync.run_history, resync.sync_failures")
+        start = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+    stop = threading.Event()
+    writers_done = threading.Event()
+    samples: list[int] = []
+    errors: list[BaseException] = []
+    rng = random.Random(100 + r)
+    elements = units * 4
+
+    def guarded(fn: Any) -> Any:
+        def body() -> None:
+            try:
+                fn()
+            except BaseException as exc:  # reported after the join
+                errors.append(exc)
+                stop.set()
+
+        return body
+
+    @guarded
+    def monitor() -> None:
+        with b.connect() as conn:
+            while not stop.is_set():
+                samples.append(conn.execute(MAX_QUEUED).fetchone()[0])
+                time.sleep(0.01)
+
+    @guarded
+    def locker() -> None:
+        with b.connect() as conn:
+            while not writers_done.is_set():
+                with conn.transaction():
+                    conn.execute(
+                        "SELECT 1 FROM course_units WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+                        (rng.sample(range(1, units + 1), min(5, units)),),
+                    )
+                    time.sleep(0.3)
+                time.sleep(0.1)
+
+    def writer(mode: str, count: int, seed: int) -> Any:
+        @guarded
+        def body() -> None:
+            local = random.Random(seed)
+            with b.connect() as conn:
+                conn.execute("SELECT set_config('ue_resync.mode', %s, false)", (mode,))
+                for _ in range(count):
+                    if stop.is_set():
+                        return
+                    conn.execute(
+                        "UPDATE course_unit_elements SET hours_td = hours_td + 1 WHERE id = %s",
+                        (local.randint(1, elements),),
+                    )
+
+        return body
+
+    threads = [threading.Thread(target=monitor), threading.Thread(target=locker)]
+    writers = [
+        threading.Thread(target=writer("deferred", updates // 2, 1000 + r)),
+        threading.Thread(target=writer("inline", updates - updates // 2, 2000 + r)),
+    ]
+    for t in threads + writers:
+        t.start()
+    began = time.monotonic()
+    for t in writers:
+        t.join()
+    seconds = time.monotonic() - began
+    writers_done.set()
+    with b.connect() as conn:
+
+        def settled() -> bool:
+            daemons.check_alive(proc)
+            # Due within a minute: anything but the 2-minute policy retries of the burst.
+            due, running = conn.execute(
+                "SELECT count(*) FILTER (WHERE status = 'queued' "
+                "AND execute_after <= now() + interval '1 minute'), "
+                "count(*) FILTER (WHERE status = 'picked') FROM resync.pgqueuer"
+            ).fetchone()
+            return due == 0 and running == 0
+
+        common.wait_for(settled, 60, "the burst's jobs to be resynced", poll=0.05)
+        settle = time.monotonic() - began - seconds
+        stop.set()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        per_unit = [
+            row[0]
+            for row in conn.execute(
+                "SELECT count(r.id) FROM generate_series(1, %s) u "
+                "LEFT JOIN resync.run_history r ON r.course_unit_id = u "
+                "AND r.started_at >= %s AND r.outcome = 'succeeded' GROUP BY u",
+                (units, start),
+            ).fetchall()
+        ]
+        deferred = conn.execute("SELECT count(*) FROM resync.sync_failures").fetchone()[0]
+        delayed = conn.execute(
+            "SELECT count(*) FROM resync.pgqueuer WHERE status = 'queued'"
+        ).fetchone()[0]
+        # Each element's hours_td grew by its updates: a UE is right when it matches them.
+        drift = conn.execute("SELECT count(*) FROM resync.drift").fetchone()[0]
+    runs = sum(per_unit)
+    return {
+        "seconds": seconds,
+        "settle": settle,
+        "runs_total": runs,
+        "runs_max": max(per_unit),
+        "runs_median": common.median(per_unit),
+        "max_queued": max(samples, default=0),
+        "samples": len(samples),
+        "deferred": deferred,
+        "left_delayed": delayed,
+        "drifted_after": drift,
+        "events_per_run": updates / runs if runs else float("nan"),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return common.run(NAME, TITLE, measure, argv, __doc__, full_rounds=3, quick_rounds=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

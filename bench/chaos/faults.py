@@ -1,0 +1,177 @@
+"""The faults a chaos run injects, one every few seconds, in shuffled rounds of every kind:
+
+sigkill     SIGKILL of a daemon (one running a job when there is one), restarted 0.5–2 s later
+sigterm     SIGTERM of a daemon (it must drain and exit 0), restarted at once
+pg_restart  `pg_ctl restart -m fast` of our own server; on a server we cannot restart,
+            pg_terminate_backend of every daemon connection instead (said in the output)
+net_cut     one daemon's proxy link cut (connections aborted, new ones refused) for 1–5 s
+poison      a resync requested for the poison UE, whose every attempt fails"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+
+from bench.chaos.processes import Daemon
+from bench.chaos.proxy import Proxy
+from bench.chaos.server import ChaosServer
+
+KINDS = ("sigkill", "sigterm", "pg_restart", "net_cut", "poison")
+
+
+@dataclasses.dataclass
+class Event:
+    at: float  # seconds since the run started
+    kind: str
+    detail: str
+
+
+class Faults:
+    def __init__(
+        self,
+        server: ChaosServer,
+        proxy: Proxy,
+        daemons: list[Daemon],
+        poison: int,
+        rng: random.Random,
+        t0: float,
+    ) -> None:
+        self.server = server
+        self.proxy = proxy
+        self.daemons = daemons
+        self.poison_unit = poison
+        self.rng = rng
+        self.t0 = t0
+        self.counts: Counter[str] = Counter()
+        self.events: list[Event] = []
+        self.problems: list[str] = []
+        self.later: list[tuple[float, Callable[[], None], str]] = []
+        self._round: list[str] = []
+
+    def log(self, kind: str, detail: str) -> None:
+        event = Event(time.monotonic() - self.t0, kind, detail)
+        self.events.append(event)
+        print(f"  [{event.at:7.1f} s] {kind:<10} {detail}", flush=True)
+
+    def next_kind(self) -> str:
+        if not self._round:
+            self._round = list(KINDS)
+            self.rng.shuffle(self._round)
+        return self._round.pop()
+
+    def inject(self, kind: str | None = None) -> None:
+        kind = kind or self.next_kind()
+        getattr(self, kind)()
+        self.counts[kind] += 1
+
+    def due(self) -> None:
+        """Run the scheduled follow-ups (restarts, restores) whose time has come."""
+        now = time.monotonic()
+        for item in [x for x in self.later if x[0] <= now]:
+            self.later.remove(item)
+            item[1]()
+
+    def settle(self) -> None:
+        """Run every pending follow-up now: links restored, daemons restarted."""
+        for _, action, _ in sorted(self.later, key=lambda x: x[0]):
+            action()
+        self.later.clear()
+
+    # -- the faults --
+
+    def _running_pids(self) -> set[int]:
+        try:
+            with psycopg.connect(self.server.dsn, autocommit=True, connect_timeout=3) as conn:
+                rows = conn.execute(
+                    "SELECT DISTINCT w.pid FROM resync.run_history r "
+                    "JOIN resync.workers w ON w.id = r.worker_id WHERE r.outcome = 'running'"
+                ).fetchall()
+        except psycopg.Error:
+            return set()
+        return {r[0] for r in rows}
+
+    def _victim(self) -> Daemon | None:
+        alive = [d for d in self.daemons if d.alive() and not d.link.is_cut]
+        if not alive:
+            return None
+        busy = self._running_pids()
+        mid_job = [d for d in alive if d.pid in busy]
+        return self.rng.choice(mid_job or alive)
+
+    def sigkill(self) -> None:
+        victim = self._victim()
+        if victim is None:
+            self.log("sigkill", "skipped: no daemon up")
+            return
+        mid_job = victim.pid in self._running_pids()
+        victim.signal(signal.SIGKILL)
+        victim.wait(10)
+        self.counts["sigkill_mid_job" if mid_job else "sigkill_idle"] += 1
+        delay = self.rng.uniform(0.5, 2.0)
+        self.log(
+            "sigkill",
+            f"daemon {victim.index} (pid {victim.pid}, {'mid-job' if mid_job else 'idle'}); "
+            f"restart in {delay:.1f} s",
+        )
+        self.later.append((time.monotonic() + delay, victim.start, f"restart {victim.index}"))
+
+    def sigterm(self) -> None:
+        victim = self._victim()
+        if victim is None:
+            self.log("sigterm", "skipped: no daemon up")
+            return
+        started = time.monotonic()
+        victim.signal(signal.SIGTERM)
+        code = victim.wait(30)
+        took = time.monotonic() - started
+        if code != 0:
+            self.problems.append(
+                f"daemon {victim.index} exited {code} on SIGTERM (expected 0):\n{victim.tail()}"
+            )
+        self.log("sigterm", f"daemon {victim.index} exited {code} after {took:.1f} s; restarted")
+        victim.start()
+
+    def pg_restart(self) -> None:
+        if self.server.can_restart:
+            took = self.server.restart()
+            self.log("pg_restart", f"pg_ctl restart -m fast took {took:.1f} s")
+        else:
+            n = self.server.terminate_daemons()
+            self.counts["pg_terminate_backend"] += 1
+            self.log(
+                "pg_restart",
+                f"cannot restart a server we did not start: terminated {n} daemon backend(s) "
+                "instead (pg_terminate_backend)",
+            )
+
+    def net_cut(self) -> None:
+        candidates = [d for d in self.daemons if not d.link.is_cut]
+        if not candidates:
+            return
+        victim = self.rng.choice(candidates)
+        aborted = self.proxy.cut(victim.link)
+        hold = self.rng.uniform(1.0, 5.0)
+        self.log(
+            "net_cut",
+            f"daemon {victim.index}'s link cut ({aborted} connection(s) aborted) for {hold:.1f} s",
+        )
+
+        def restore(link: Any = victim.link, index: int = victim.index) -> None:
+            self.proxy.restore(link)
+            self.log("restore", f"daemon {index}'s link restored")
+
+        self.later.append((time.monotonic() + hold, restore, f"restore {victim.index}"))
+
+    def poison(self) -> None:
+        with psycopg.connect(self.server.dsn, autocommit=True, connect_timeout=5) as conn:
+            job = conn.execute(
+                "SELECT resync.request(%s, 'chaos_poison')", (self.poison_unit,)
+            ).fetchone()[0]
+        self.log("poison", f"resync of the poison UE {self.poison_unit} requested (job {job})")

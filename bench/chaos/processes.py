@@ -1,0 +1,163 @@
+"""The processes of a chaos run: daemons (`python -m ue_resync work`, each through its own proxy
+link) and writers (`python -m bench.chaos.writer`), each logging to a file of the work dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.chaos.proxy import Link
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# The daemons' settings: backoffs of 30/60/120 s become 0.3/0.6/1.2 s, a job held by a dead
+# daemon is taken over after 2 s, and the poll fallback is 0.5 s.
+DAEMON_ENV = {
+    "UE_RESYNC_TIME_SCALE": "0.01",
+    "UE_RESYNC_HEARTBEAT_TIMEOUT": "2",
+    "UE_RESYNC_SLEEP": "0.5",
+    "UE_RESYNC_MAX_TIME": "0",
+    "UE_RESYNC_LOG_FORMAT": "text",
+}
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("UE_RESYNC_", "DATABASE_URL", "JOURNAL_STREAM", "NOTIFY_SOCKET"))
+    }
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env.update(extra)
+    return env
+
+
+class Daemon:
+    """One daemon slot: the process in it is killed and replaced; the proxy link stays."""
+
+    def __init__(self, index: int, link: Link, dsn: str, workdir: Path) -> None:
+        self.index = index
+        self.link = link
+        self.dsn = dsn
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.logs: list[Path] = []
+        self.starts = 0
+        self.expected_exit = False
+
+    def start(self) -> None:
+        self.starts += 1
+        path = self.workdir / f"daemon-{self.index}-{self.starts}.log"
+        self.logs.append(path)
+        with open(path, "wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "ue_resync", "work"],
+                env=base_env(UE_RESYNC_DATABASE_URL=self.dsn, **DAEMON_ENV),
+                cwd=self.workdir,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.expected_exit = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.expected_exit = True
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int | None:
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout: float = 30) -> int | None:
+        """SIGTERM, then the exit status (None when it had to be SIGKILLed)."""
+        if not self.alive():
+            return self.proc.returncode if self.proc is not None else None
+        self.signal(signal.SIGTERM)
+        code = self.wait(timeout)
+        if code is None:
+            self.signal(signal.SIGKILL)
+            self.wait(10)
+        return code
+
+    def tail(self, lines: int = 15) -> str:
+        if not self.logs or not self.logs[-1].exists():
+            return ""
+        return "\n".join(self.logs[-1].read_text(errors="replace").splitlines()[-lines:])
+
+
+class WriterProc:
+    def __init__(self, index: int, kind: str, config: dict[str, Any], workdir: Path) -> None:
+        self.index = index
+        self.kind = kind
+        self.out = workdir / f"writer-{index}-{kind}.jsonl"
+        self.err = workdir / f"writer-{index}-{kind}.err"
+        self.config = {**config, "kind": kind, "out": str(self.out)}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.err, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "bench.chaos.writer", json.dumps(self.config)],
+                env=base_env(),
+                cwd=ROOT,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 30) -> int | None:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+            return None
+
+    def records(self) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        lines, summary = [], {}
+        if self.out.exists():
+            for line in self.out.read_text().splitlines():
+                if not line.strip():
+                    continue
+                data = json.loads(line)
+                if "summary" in data:
+                    summary = data["summary"]
+                else:
+                    lines.append(data)
+        return lines, summary
+
+    def stderr(self) -> str:
+        return self.err.read_text(errors="replace") if self.err.exists() else ""
+
+
+def wait_until(predicate: Any, timeout: float, poll: float = 0.1) -> Any:
+    """The first truthy value of `predicate` within `timeout` seconds, else None."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(poll)

@@ -1,0 +1,632 @@
+"""The chaos run: set-up, the chaos itself, the drain, the assertions, the figures.
+
+Exit status 0 when every assertion holds, 1 when one fails (each failure printed as
+`FAILED: <assertion>: <detail>`), 2 on a usage error."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bench.chaos import catalogue, checks
+from bench.chaos.faults import KINDS, Faults
+from bench.chaos.processes import ROOT, Daemon, WriterProc, wait_until
+from bench.chaos.proxy import Proxy
+from bench.chaos.server import ChaosServer
+from ue_resync.jobs import human_duration, parse_duration
+
+TIME_SCALE = 0.01
+# Writer kinds by index: with 6 writers, two of every-day editing (one in REPEATABLE READ), one
+# lock holder, a pair that deadlocks, and one more editor.
+WRITER_KINDS = ("mixed", "rr", "locker", "deadlock", "deadlock", "mixed", "rr", "locker")
+MAX_DUE_WAIT = 60.0  # a due job waiting longer than this during the run is stuck
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.chaos",
+        description="Writers, daemons and faults at once; then prove nothing was lost.",
+    )
+    p.add_argument("--duration", default="90s", help="chaos time, e.g. 90s, 10m, 30m (90s)")
+    p.add_argument("--writers", type=int, default=6, help="writer processes (6)")
+    p.add_argument("--daemons", type=int, default=2, help="ue-resync work processes (2)")
+    p.add_argument("--units", type=int, default=300, help="UEs in the catalogue (300)")
+    p.add_argument("--elements", type=int, default=1000, help="ECUE in the catalogue (1000)")
+    p.add_argument("--hot", type=int, default=5, help="hot UEs everyone edits (5)")
+    p.add_argument("--fault-every", help="time between two faults (duration/8, 6–20 s)")
+    p.add_argument("--drain-timeout", default="120s", help="deadline of each drain (120s)")
+    p.add_argument("--seed", type=int, help="random seed (printed; default: from the clock)")
+    p.add_argument("--results", type=Path, help="JSON figures (bench/results/chaos.json)")
+    p.add_argument("--keep", action="store_true", help="keep the work dir (logs) at the end")
+    args = p.parse_args(argv)
+    try:
+        args.duration_s = parse_duration(args.duration)
+        args.drain_s = parse_duration(args.drain_timeout)
+        args.fault_s = (
+            parse_duration(args.fault_every)
+            if args.fault_every
+            else min(20.0, max(6.0, args.duration_s / 8))
+        )
+    except ValueError as exc:
+        p.error(str(exc))
+    if args.writers < 1 or args.daemons < 2 or args.hot < 2 or args.units < args.hot + 2:
+        p.error("at least 1 writer, 2 daemons, 2 hot UEs and more UEs than hot ones")
+    if args.seed is None:
+        args.seed = int(time.time()) % 1_000_000
+    return args
+
+
+class ChaosRun:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.rng = random.Random(args.seed)
+        self.workdir = Path(tempfile.mkdtemp(prefix="ue-resync-chaos-"))
+        self.server = ChaosServer(self.workdir)
+        self.proxy: Proxy | None = None
+        self.daemons: list[Daemon] = []
+        self.writers: list[WriterProc] = []
+        self.failures: list[str] = []
+        self.notes: list[str] = []
+        self.figures: dict[str, Any] = {}
+        self.samples: Counter[str] = Counter()
+        self.max_due_wait = 0.0
+        self.max_picked_age = 0.0
+        self.max_queued = 0
+        self.elements_seen = (10**9, 0)
+
+    # -- helpers --
+
+    def say(self, text: str) -> None:
+        print(text, flush=True)
+
+    def fail(self, assertion: str, detail: str) -> None:
+        self.failures.append(f"{assertion}: {detail}")
+        self.say(f"FAILED: {assertion}: {detail}")
+
+    def connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.server.dsn, autocommit=True, connect_timeout=5)
+
+    def server_now(self) -> float:
+        with self.connect() as conn:
+            return float(checks.one(conn, "SELECT extract(epoch FROM clock_timestamp())::float8"))
+
+    # -- the run --
+
+    def execute(self) -> int:
+        a = self.args
+        self.say(
+            f"chaos run: {human_duration(a.duration_s)} of chaos, {a.writers} writers, "
+            f"{a.daemons} daemons, a fault every {a.fault_s:g} s, seed {a.seed}"
+        )
+        self.setup()
+        self.say(
+            f"server: {self.server.kind} PostgreSQL {self.server.version()}"
+            + (
+                ""
+                if self.server.can_restart
+                else " (cannot be restarted by us: the pg_restart "
+                "fault terminates the daemons' backends instead)"
+            )
+        )
+        started = time.monotonic()
+        faults = self.chaos()
+        chaos_s = time.monotonic() - started
+        self.finish(faults)
+        self.assertions(faults, chaos_s)
+        self.stop_daemons()
+        self.report(faults, chaos_s)
+        return 1 if self.failures else 0
+
+    def setup(self) -> None:
+        a = self.args
+        self.server.start()
+        with self.connect() as conn:
+            self.cat = catalogue.load(conn, a.units, a.elements, a.hot, self.rng)
+            policy = catalogue.scale_policy(conn, TIME_SCALE)
+            start_drift = checks.drifted(conn)
+        self.say(
+            f"catalogue: {len(self.cat.units)} UEs ({len(self.cat.hot)} hot, "
+            f"{len(self.cat.auto_off)} with auto_sync_enabled off, poison UE {self.cat.poison}), "
+            f"{self.cat.elements} ECUE; error_policy delays scaled ×{TIME_SCALE}: "
+            + ", ".join(f"{p or 'other'} {d}" for p, d in policy)
+        )
+        if start_drift != [self.cat.poison]:
+            self.fail("start state", f"drift at start is {start_drift}, expected the poison only")
+        self.proxy = Proxy()
+        for i in range(a.daemons):
+            link = self.proxy.add(self.server.target, f"daemon-{i}")
+            self.daemons.append(Daemon(i, link, self.server.via(link.port), self.workdir))
+        for d in self.daemons:
+            d.start()
+        with self.connect() as conn:
+            up = wait_until(
+                lambda: (
+                    checks.one(conn, "SELECT count(*) FROM resync.workers WHERE stopped_at IS NULL")
+                    >= a.daemons
+                ),
+                60,
+            )
+        if not up:
+            raise RuntimeError("the daemons did not start:\n" + self.daemons[0].tail())
+        for i in range(a.writers):
+            kind = WRITER_KINDS[i % len(WRITER_KINDS)]
+            w = WriterProc(
+                i,
+                kind,
+                {
+                    "dsn": self.server.dsn,
+                    "seed": a.seed * 100 + i,
+                    "units": self.cat.editable,
+                    "hot": self.cat.hot,
+                    "poison": self.cat.poison,
+                    "elements": self.cat.elements,
+                    "pause": 0.01,
+                },
+                self.workdir,
+            )
+            w.start()
+            self.writers.append(w)
+        self.say(
+            "writers: "
+            + ", ".join(f"{w.index}:{w.kind}" for w in self.writers)
+            + f"; daemons through proxy ports {[d.link.port for d in self.daemons]}"
+        )
+
+    def chaos(self) -> Faults:
+        a = self.args
+        assert self.proxy is not None
+        t0 = time.monotonic()
+        faults = Faults(self.server, self.proxy, self.daemons, self.cat.poison, self.rng, t0)
+        faults.poison()
+        faults.counts["poison"] += 1
+        next_fault = t0 + a.fault_s / 2
+        end = t0 + a.duration_s
+        monitor: psycopg.Connection | None = None
+        last_print = t0
+        while time.monotonic() < end:
+            now = time.monotonic()
+            faults.due()
+            if now >= next_fault:
+                try:
+                    faults.inject()
+                except Exception as exc:  # a fault that could not be injected is a problem
+                    self.fail("fault injection", f"{type(exc).__name__}: {exc}")
+                next_fault = time.monotonic() + a.fault_s * self.rng.uniform(0.7, 1.3)
+            monitor = self.tick(monitor)
+            if now - last_print >= 30:
+                last_print = now
+                self.say(f"  [{now - t0:7.1f} s] progress: {self.progress()}")
+            time.sleep(0.25)
+        if monitor is not None:
+            monitor.close()
+        self.problems_seen(faults)
+        return faults
+
+    def tick(self, conn: psycopg.Connection | None) -> psycopg.Connection | None:
+        """Sample the queue; notice a daemon or a writer that died on its own."""
+        for d in self.daemons:
+            if d.proc is not None and not d.alive() and not d.expected_exit:
+                self.fail(
+                    "daemons stay up",
+                    f"daemon {d.index} exited {d.proc.returncode} on its own:\n{d.tail()}",
+                )
+                d.start()
+        for w in self.writers:
+            if not w.alive() and "writer died" not in self.samples:
+                self.samples["writer died"] += 1
+                self.fail(
+                    "writers stay up", f"writer {w.index} ({w.kind}) died:\n{w.stderr()[-2000:]}"
+                )
+        try:
+            if conn is None or conn.closed:
+                conn = self.connect()
+            row = conn.execute(
+                "SELECT extract(epoch FROM now() - min(execute_after) "
+                "         FILTER (WHERE status = 'queued' AND execute_after <= now()))::float8, "
+                "       extract(epoch FROM now() - min(heartbeat) "
+                "         FILTER (WHERE status = 'picked'))::float8, "
+                "       count(*) FILTER (WHERE status = 'queued'), "
+                "       (SELECT count(*) FROM course_unit_elements) FROM resync.pgqueuer"
+            ).fetchone()
+            assert row is not None
+            self.max_due_wait = max(self.max_due_wait, row[0] or 0.0)
+            self.max_picked_age = max(self.max_picked_age, row[1] or 0.0)
+            self.max_queued = max(self.max_queued, int(row[2]))
+            self.elements_seen = (
+                min(self.elements_seen[0], int(row[3])),
+                max(self.elements_seen[1], int(row[3])),
+            )
+            self.samples["queue samples"] += 1
+        except psycopg.Error:
+            self.samples["monitor reconnects"] += 1
+            if conn is not None:
+                conn.close()
+            return None
+        return conn
+
+    def progress(self) -> str:
+        try:
+            with self.connect() as conn:
+                q = checks.queue_state(conn)
+                runs = checks.one(conn, "SELECT count(*) FROM resync.run_history")
+                fails = checks.one(conn, "SELECT count(*) FROM resync.sync_failures")
+        except psycopg.Error as exc:
+            return f"(server unreachable: {str(exc).strip().splitlines()[0]})"
+        return (
+            f"{runs} runs, {fails} inline failures; queue {q['queued']} queued "
+            f"({q['due']} due), {q['picked']} picked, {q['failed']} failed"
+        )
+
+    def problems_seen(self, faults: Faults) -> None:
+        for problem in faults.problems:
+            self.fail("daemons exit 0 on SIGTERM", problem)
+
+    def finish(self, faults: Faults) -> None:
+        """Faults off, writers stopped, daemons drain; the operator's sweep for 'off' changes;
+        daemons drain again."""
+        self.say("chaos over: restoring links and daemons, stopping the writers")
+        faults.settle()
+        for d in self.daemons:
+            if not d.alive():
+                d.start()
+        records: list[dict[str, Any]] = []
+        summaries: list[dict[str, int]] = []
+        for w in self.writers:
+            code = w.stop(60)
+            if code is None:
+                self.fail("writers stop on SIGTERM", f"writer {w.index} ({w.kind}) was killed")
+            lines, summary = w.records()
+            records += lines
+            summaries.append(summary)
+        self.changes = checks.Changes.of(records)
+        self.writer_counts: Counter[str] = Counter()
+        for s in summaries:
+            self.writer_counts.update(s)
+
+        self.drain("first drain")
+        with self.connect() as conn:
+            self.sweep_at = float(
+                checks.one(conn, "SELECT extract(epoch FROM clock_timestamp())::float8")
+            )
+            before = checks.drifted(conn)
+            explained = self.changes.explained_drift()
+            unexplained = [u for u in before if u != self.cat.poison and u not in explained]
+            if unexplained:
+                self.fail(
+                    "drift before the sweep comes from 'off' changes only",
+                    f"{len(unexplained)} UE(s) drifted with no 'off' or unknown-outcome change: "
+                    f"{unexplained[:20]} (a deferred change was never resynced)",
+                )
+            self.swept = [u for u in before if u != self.cat.poison]
+            queued = checks.one(conn, "SELECT resync.enqueue_drifted()")
+        self.say(
+            f"operator's sweep: {len(before)} UE(s) drifted after the first drain "
+            f"({len(self.swept)} besides the poison UE); resync.enqueue_drifted() queued {queued}"
+        )
+        self.drain("second drain")
+        self.swept_end = self.server_now()
+
+    def drain(self, what: str) -> None:
+        with self.connect() as conn:
+            started = time.monotonic()
+            done = wait_until(
+                lambda: (lambda q: q["queued"] == 0 and q["picked"] == 0)(checks.queue_state(conn)),
+                self.args.drain_s,
+                poll=0.2,
+            )
+            took = time.monotonic() - started
+            if not done:
+                q = checks.queue_state(conn)
+                self.fail("the daemons drain the queue", f"{what}: still {q} after {took:.0f} s")
+            else:
+                self.say(f"{what}: queue empty after {took:.1f} s")
+            self.figures.setdefault("drain_seconds", {})[what] = round(took, 2)
+
+    def assertions(self, faults: Faults, chaos_s: float) -> None:
+        excluded = {self.cat.poison, *self.cat.auto_off}
+        with self.connect() as conn:
+            drift = checks.drifted(conn)
+            rest = [u for u in drift if u != self.cat.poison]
+            if rest:
+                self.fail("resync.drift is empty (poison UE excepted)", f"drifted: {rest[:20]}")
+            if self.cat.poison not in drift:
+                self.notes.append("the poison UE was not drifted at the end (unexpected)")
+            self.figures["drift_at_end"] = len(rest)
+
+            q = checks.queue_state(conn)
+            stuck_due = q["due"]
+            stuck_picked = checks.one(
+                conn,
+                "SELECT count(*) FROM resync.pgqueuer q WHERE q.status = 'picked' AND NOT EXISTS "
+                "(SELECT 1 FROM resync.workers w WHERE w.id = q.queue_manager_id "
+                " AND w.stopped_at IS NULL AND w.heartbeat_at > now() - interval '30 seconds')",
+            )
+            running = checks.one(
+                conn, "SELECT count(*) FROM resync.run_history WHERE outcome = 'running'"
+            )
+            if stuck_due or stuck_picked or running:
+                self.fail(
+                    "no job stuck",
+                    f"{stuck_due} due and queued, {stuck_picked} picked without a live worker, "
+                    f"{running} run(s) still 'running'",
+                )
+            if self.max_due_wait > MAX_DUE_WAIT:
+                self.fail(
+                    "no job stuck",
+                    f"a due job waited {self.max_due_wait:.1f} s during the run "
+                    f"(> {MAX_DUE_WAIT:g} s)",
+                )
+
+            failed = checks.failed_jobs(conn)
+            wrong = [f for f in failed if f[1] != str(self.cat.poison)]
+            if wrong:
+                self.fail("only the poison jobs fail", f"failed jobs on other UEs: {wrong[:20]}")
+            elsewhere = checks.failed_runs_elsewhere(conn, self.cat.poison)
+            if elsewhere:
+                self.fail("only the poison jobs fail", f"failed/invalid runs: {elsewhere[:10]}")
+            if not failed:
+                self.fail("only the poison jobs fail", "no poison job failed: the fault missed")
+            self.figures["failed_jobs"] = len(failed)
+
+            # last_job_sync on every UE that had a deferred job: set, by a job that ran after
+            # its first deferred change (the sweep counts as one for the UEs it queued).
+            expected = {
+                u: span for u, span in self.changes.units_with(1).items() if u not in excluded
+            }
+            for u in self.swept:
+                if u not in excluded:
+                    first, last = expected.get(u, (self.sweep_at, self.sweep_at))
+                    expected[u] = (min(first, self.sweep_at), max(last, self.sweep_at))
+            missing, behind = checks.last_job_sync_of(conn, expected)
+            missing_sf = checks.sync_failure_last_job_missing(conn, self.cat.poison)
+            if missing or missing_sf:
+                self.fail(
+                    "last_job_sync set on every UE that had a deferred job",
+                    f"{len(missing)} UE(s) from the writers' records "
+                    f"(unit, last_job_sync, first deferred change): {missing[:10]}; "
+                    f"{len(missing_sf)} from resync.sync_failures: {missing_sf[:10]}",
+                )
+            if behind:
+                self.notes.append(
+                    f"{len(behind)} UE(s) end with a last_job_sync older than their last deferred "
+                    "change although a resync ran after it (resync.sync_units writes now(), the "
+                    "transaction's start: a resync that waited on a lock writes an older time "
+                    f"over a newer one): {[(u, round(b - s, 3)) for u, s, b in behind[:5]]} "
+                    "(unit, seconds behind)"
+                )
+            self.figures["ues_with_deferred_jobs"] = len(expected)
+            self.figures["last_job_sync_behind"] = len(behind)
+
+            overlaps = checks.overlapping_resyncs(conn)
+            if overlaps:
+                self.fail("no UE resynced by two daemons at once", f"{overlaps[:5]}")
+
+            # lag and lost jobs
+            runs = checks.runs_by_unit(conn)
+            lag = checks.lag(self.changes, runs, excluded, self.sweep_at, self.swept_end)
+            lost_sf = checks.sync_failure_jobs_lost(conn, self.cat.poison, self.sweep_at)
+            if lag.lost or lost_sf:
+                self.fail(
+                    "no job lost",
+                    f"{len(lag.lost)} deferred change(s) never followed by a resync of their UE "
+                    f"(unit, before-commit epoch): {lag.lost[:10]}; {lost_sf} "
+                    "resync.sync_failures job(s) likewise",
+                )
+            self.lag = lag
+            self.lost = len(lag.lost) + lost_sf
+            self.figures.update(checks.figures(conn))
+
+    def stop_daemons(self) -> None:
+        codes = []
+        for d in self.daemons:
+            code = d.stop(30)
+            codes.append(code)
+            if code != 0:
+                self.fail("daemons exit 0 on SIGTERM", f"daemon {d.index} at the end: {code}")
+        self.figures["final_exit_codes"] = codes
+
+    def daemon_log_counts(self) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        for d in self.daemons:
+            for path in d.logs:
+                if not path.exists():
+                    continue
+                for line in path.read_text(errors="replace").splitlines():
+                    for key, marker in (
+                        ("reconnected", "reconnected to the database"),
+                        ("connection lost", "database connection lost"),
+                        ("worker error", "worker error"),
+                        ("traceback", "Traceback"),
+                        ("resync failed (retry)", "resync failed (attempt"),
+                        ("failed for good", "resync failed for good"),
+                        ("died on every attempt", "died on every attempt"),
+                    ):
+                        if marker in line:
+                            counts[key] += 1
+        return counts
+
+    def report(self, faults: Faults, chaos_s: float) -> None:
+        f = self.figures
+        wc = self.writer_counts
+        logs = self.daemon_log_counts()
+        lag = self.lag
+        deferred_mode = sum(
+            1 for r in self.changes.committed for c in r["c"] if c[1] == 1 and r["m"] == "deferred"
+        )
+        off_changes = sum(1 for r in self.changes.committed for c in r["c"] if c[1] == 2)
+        all_lags = lag.deferred + [0.0] * lag.inline
+        outcomes = f["runs_by_outcome"]
+        ops = {k[3:]: v for k, v in sorted(wc.items()) if k.startswith("op_")}
+        aborted = {k[8:]: v for k, v in sorted(wc.items()) if k.startswith("aborted_")}
+        fault_counts = {k: faults.counts[k] for k in (*KINDS, "sigkill_mid_job", "sigkill_idle")}
+        if faults.counts.get("pg_terminate_backend"):
+            fault_counts["pg_restart (as pg_terminate_backend)"] = faults.counts[
+                "pg_terminate_backend"
+            ]
+        result = {
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "args": {
+                k: (str(v) if isinstance(v, Path) else v)
+                for k, v in vars(self.args).items()
+                if k not in ("results",)
+            },
+            "server": {"kind": self.server.kind, "restartable": self.server.can_restart},
+            "duration_s": round(chaos_s, 1),
+            "element_statements_committed": wc["statements"],
+            "element_rows_committed": wc["rows"],
+            "writer_transactions": wc["transactions"],
+            "writer_transactions_by_mode": {
+                m: wc[f"mode_{m}"] for m in ("inline", "deferred", "off")
+            },
+            "writer_statements_by_op": ops,
+            "writer_transactions_aborted_by_sqlstate": aborted,
+            "writer_reconnects": wc["connection_lost"],
+            "commits_with_unknown_outcome": len(self.changes.ambiguous),
+            "inline_deferrals_by_reason": [list(x) for x in f["sync_failures"]],
+            "deferred_mode_changes": deferred_mode,
+            "off_mode_changes": off_changes,
+            "jobs_run": f["jobs_run"],
+            "runs_by_outcome": outcomes,
+            "jobs_by_reason": f["jobs_by_reason"],
+            "retries": outcomes.get("retrying", 0),
+            "faults": fault_counts,
+            "fault_log": [[round(e.at, 1), e.kind, e.detail] for e in faults.events],
+            "reconnects": logs["reconnected"],
+            "daemon_log": dict(logs),
+            "lag_deferred_s": _stats(lag.deferred),
+            "lag_all_s": _stats(all_lags),
+            "lag_off_s": _stats(lag.off),
+            "changes_synced_inline": lag.inline,
+            "max_due_wait_s": round(self.max_due_wait, 2),
+            "max_picked_heartbeat_age_s": round(self.max_picked_age, 2),
+            "max_queued_jobs": self.max_queued,
+            "elements_min_max": list(self.elements_seen),
+            "swept_by_operator": len(self.swept),
+            "ues_with_deferred_jobs": f["ues_with_deferred_jobs"],
+            "last_job_sync_behind": f["last_job_sync_behind"],
+            "drift_at_end": f["drift_at_end"],
+            "jobs_lost": self.lost,
+            "failed_jobs_poison": f["failed_jobs"],
+            "drain_seconds": f["drain_seconds"],
+            "failures": self.failures,
+            "notes": self.notes,
+        }
+        out = self.args.results or (ROOT / "bench" / "results" / "chaos.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+        def ms(s: dict[str, Any]) -> str:
+            if not s["n"]:
+                return "-"
+            return (
+                f"max {s['max'] * 1000:,.0f} ms, p99 {s['p99'] * 1000:,.0f} ms, "
+                f"p50 {s['p50'] * 1000:,.0f} ms (n={s['n']:,})"
+            )
+
+        lines = [
+            "",
+            "== chaos run figures",
+            f"duration of chaos              {chaos_s:,.1f} s ({self.server.kind} server"
+            + ("" if self.server.can_restart else ", restart simulated by pg_terminate_backend")
+            + ")",
+            f"element operations committed   {wc['statements']:,} statements, {wc['rows']:,} rows, "
+            f"in {wc['transactions']:,} transactions "
+            f"(inline {wc['mode_inline']:,}, deferred {wc['mode_deferred']:,}, "
+            f"off {wc['mode_off']:,})",
+            "  by operation                 " + ", ".join(f"{k} {v:,}" for k, v in ops.items()),
+            "  writer transactions aborted  "
+            + (", ".join(f"{k} {v:,}" for k, v in aborted.items()) or "none")
+            + f"; commits of unknown outcome {len(self.changes.ambiguous)}",
+            "deferrals by reason            "
+            + ", ".join(f"{r} [{s}] {n:,}" for r, s, n in f["sync_failures"])
+            + f"; mode deferred: {deferred_mode:,} UE changes; mode off: {off_changes:,}",
+            f"jobs run                       {f['jobs_run']:,} jobs, "
+            + ", ".join(f"{k} {v:,}" for k, v in outcomes.items())
+            + " runs",
+            "  jobs by reason               "
+            + ", ".join(f"{k} {v:,}" for k, v in f["jobs_by_reason"].items()),
+            f"retries                        {outcomes.get('retrying', 0):,}",
+            "faults injected                "
+            + ", ".join(f"{k} {v}" for k, v in fault_counts.items() if v),
+            f"reconnects                     {logs['reconnected']} (daemon logs: "
+            f"{logs['connection lost']} connection losses); writers reconnected "
+            f"{wc['connection_lost']} times",
+            f"lag commit → consistent        deferred changes: {ms(_stats(lag.deferred))}",
+            f"                               all changes: {ms(_stats(all_lags))} "
+            f"({lag.inline:,} synced inline at commit)",
+            f"                               'off' changes: {ms(_stats(lag.off))} "
+            "(until a later sync or the operator's sweep)",
+            f"catalogue                      {len(self.cat.units)} UEs, "
+            f"{self.elements_seen[0]:,}–{self.elements_seen[1]:,} ECUE during the run",
+            f"longest wait of a due job      {self.max_due_wait:.1f} s; oldest picked heartbeat "
+            f"{self.max_picked_age:.1f} s; most jobs queued {self.max_queued:,}",
+            f"operator's sweep               {len(self.swept)} UE(s) drifted by 'off' changes, "
+            "queued by resync.enqueue_drifted()",
+            f"last_job_sync                  set after the first deferred change on all "
+            f"{f['ues_with_deferred_jobs']} UEs that had a deferred job; older than the last "
+            f"deferred change on {f['last_job_sync_behind']} (see the note)",
+            f"failed jobs                    {f['failed_jobs']} (all on the poison UE "
+            f"{self.cat.poison}, which stays drifted: excluded from the drift check)",
+            f"drift at end                   {f['drift_at_end']} (must be 0)",
+            f"jobs lost                      {self.lost} (must be 0)",
+            f"figures: {out}",
+        ]
+        for note in self.notes:
+            lines.append(f"note: {note}")
+        if self.failures:
+            lines.append(f"RESULT: FAILED ({len(self.failures)} assertion(s))")
+            for failure in self.failures:
+                lines.append(f"  - {failure.splitlines()[0]}")
+        else:
+            lines.append("RESULT: OK, every assertion holds")
+        self.say("\n".join(lines))
+
+    def cleanup(self) -> None:
+        for w in self.writers:
+            if w.alive():
+                w.stop(10)
+        for d in self.daemons:
+            if d.alive():
+                d.stop(10)
+        if self.proxy is not None:
+            self.proxy.stop()
+        self.server.stop()
+        if self.args.keep or self.failures:
+            self.say(f"work dir (daemon and writer logs): {self.workdir}")
+        else:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"n": 0, "max": None, "p99": None, "p50": None}
+    return {
+        "n": len(values),
+        "max": round(max(values), 4),
+        "p99": round(checks.quantile(values, 0.99), 4),
+        "p50": round(checks.quantile(values, 0.5), 4),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    run = ChaosRun(args)
+    try:
+        return run.execute()
+    except Exception as exc:
+        run.failures.append(f"the run itself: {type(exc).__name__}: {exc}")
+        print(f"FAILED: the run itself: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        raise
+    finally:
+        run.cleanup()

@@ -1,0 +1,210 @@
+"""Latency: the commit of an element change in deferred mode → its UE resynced by the daemon,
+against pgqueuer's own enqueue → handler start with a stock QueueManager (bench/pgq_noop.py).
+
+Changes arrive one at a time, 10–50 ms apart (open loop: the next does not wait for the last to
+be resynced), each on a UE of its own, to a daemon started with its defaults. Both ends are read
+on the server's clock where possible:
+  start  clock_timestamp() as the writer's last statement before COMMIT (so the commit itself,
+         WAL flush included, counts in the latency);
+  end    resync.run_history.finished_at (clock_timestamp() once the UE is written, just before
+         the daemon's COMMIT); started_at gives the pickup, comparable to the baseline's.
+The baseline's end is the no-op handler's time.time() (the host's clock: the server's when it
+is local, as the embedded one is). Makes docs/latency.png (full mode) with matplotlib."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench import common, daemons
+from bench.common import DOCS, RESULTS, Bench, Target, log
+from bench.workload import element_of, load_catalogue
+
+NAME = "latency"
+TITLE = "commit (deferred mode) → UE resynced by the daemon, vs pgqueuer enqueue → handler"
+GAP = (0.010, 0.050)
+TABLES = ("resync.pgqueuer", "resync.pgqueuer_log", "resync.run_history")
+
+
+def measure(b: Bench) -> None:
+    samples = 30 if b.quick else 120
+    units = samples + 1  # the last one is the warm-up's
+    b.params.update(
+        samples_per_round=samples,
+        gap_ms=[GAP[0] * 1000, GAP[1] * 1000],
+        daemon="subprocess, defaults",
+        baseline="bench/pgq_noop.py: stock QueueManager + PsycopgDriver, batch 50, poll 3 s",
+    )
+    with b.connect() as conn:
+        load_catalogue(conn, units)
+    rng = random.Random(5)
+    pickups: list[list[float]] = []
+
+    def prepare() -> None:
+        with b.connect() as conn:
+            common.reset_queue(conn)
+            common.settle(conn, *TABLES)
+
+    def ours(_: int) -> list[float]:
+        prepare()
+        proc = daemons.start_daemon(b)
+        try:
+            daemons.daemon_ready(b, proc, units)
+            committed: dict[int, Any] = {}
+            with b.connect() as conn:
+                conn.execute("SET ue_resync.mode = 'deferred'")
+                for unit in range(1, samples + 1):
+                    with conn.transaction():
+                        conn.execute(
+                            "UPDATE course_unit_elements SET hours_td = hours_td + 1 WHERE id = %s",
+                            (element_of(unit),),
+                        )
+                        committed[unit] = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+                    time.sleep(rng.uniform(*GAP))
+
+                def runs() -> list[tuple[int, Any, Any]]:
+                    daemons.check_alive(proc)
+                    rows = conn.execute(
+                        "SELECT course_unit_id, started_at, finished_at FROM resync.run_history "
+                        "WHERE outcome = 'succeeded' AND course_unit_id <= %s",
+                        (samples,),
+                    ).fetchall()
+                    return rows if len(rows) >= samples else []
+
+                rows = common.wait_for(runs, 30, "every change to be resynced", poll=0.05)
+        finally:
+            daemons.stop(proc)
+        pickups.append([(s - committed[u]).total_seconds() * 1000 for u, s, _ in rows])
+        return [(f - committed[u]).total_seconds() * 1000 for u, _, f in rows]
+
+    def noop(r: int) -> list[float]:
+        prepare()
+        marks_path = b.workdir / f"marks-{r}.json"
+        proc = daemons.start_noop(b, *daemons.AS_DAEMON, "--marks", str(marks_path))
+        try:
+            daemons.noop_ready(b, proc)
+            enqueued: dict[int, float] = {}
+            with b.connect() as conn:
+                daemons.noop_enqueue(conn)  # pgqueuer's query builders, warmed outside the loop
+                for _ in range(samples):
+                    with conn.transaction():
+                        job = daemons.noop_enqueue(conn)
+                        enqueued[job] = conn.execute(
+                            "SELECT extract(epoch FROM clock_timestamp())::float8"
+                        ).fetchone()[0]
+                    time.sleep(rng.uniform(*GAP))
+                common.wait_for(
+                    lambda: (
+                        not conn.execute(
+                            "SELECT count(*) FROM resync.pgqueuer WHERE entrypoint = %s",
+                            (daemons.NOOP,),
+                        ).fetchone()[0]
+                    ),
+                    30,
+                    "the baseline worker to run every job",
+                    poll=0.05,
+                )
+        finally:
+            daemons.stop(proc)
+        marks = daemons.read_marks(marks_path)
+        return [(marks[j] - t) * 1000 for j, t in enqueued.items() if j in marks]
+
+    runs = b.alternate({"ue-resync": ours, "pgqueuer": noop})
+    base_name = "pgqueuer enqueue → handler start"
+    for q, bound in ((0.5, 10.0), (0.99, 50.0)):
+        b.percentile(
+            f"commit → resynced p{q * 100:g}",
+            "ms",
+            q,
+            runs["ue-resync"],
+            runs["pgqueuer"],
+            base_name,
+            Target("<=", bound, on="value"),
+        )
+    for q in (0.5, 0.99):
+        b.percentile(
+            f"commit → run started p{q * 100:g}", "ms", q, pickups, runs["pgqueuer"], base_name
+        )
+    for q in (0.5, 0.99):
+        b.percentile(f"baseline: enqueue → handler start p{q * 100:g}", "ms", q, runs["pgqueuer"])
+    b.extra["samples_ms"] = {
+        "commit_to_resynced": [round(x, 3) for r in runs["ue-resync"] for x in r],
+        "commit_to_started": [round(x, 3) for r in pickups for x in r],
+        "baseline_enqueue_to_handler": [round(x, 3) for r in runs["pgqueuer"] for x in r],
+    }
+    if not b.server.is_local():
+        b.notes.append("remote server: the baseline's end is on this host's clock, skew included")
+    plot(b, runs["ue-resync"], pickups, runs["pgqueuer"])
+
+
+def plot(
+    b: Bench,
+    resynced: list[list[float]],
+    started: list[list[float]],
+    baseline: list[list[float]],
+) -> None:
+    """The three latency distributions as CDFs on a log axis: docs/latency.png in full mode,
+    bench/results/latency.quick.png in quick mode. Skipped when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("latency: matplotlib is not installed (pip install matplotlib): no plot")
+        b.notes.append("plot skipped: matplotlib not installed")
+        return
+    path: Path = RESULTS / "latency.quick.png" if b.quick else DOCS / "latency.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    series = (
+        ("ue-resync: commit → UE resynced", resynced, "tab:blue", "-"),
+        ("ue-resync: commit → run started", started, "tab:blue", ":"),
+        ("pgqueuer: enqueue → handler start (baseline)", baseline, "tab:orange", "--"),
+    )
+    for label, rounds, colour, style in series:
+        xs = sorted(max(x, 0.01) for r in rounds for x in r)
+        if not xs:
+            continue
+        ys = [(i + 1) / len(xs) for i in range(len(xs))]
+        p50, p99 = common.quantile(xs, 0.5), common.quantile(xs, 0.99)
+        ax.step(
+            xs,
+            ys,
+            where="post",
+            color=colour,
+            linestyle=style,
+            label=f"{label}  (p50 {p50:.1f} ms, p99 {p99:.1f} ms)",
+        )
+    for x, text in ((10, "p50 target"), (50, "p99 target")):
+        ax.axvline(x, color="grey", linewidth=0.8, linestyle="-.")
+        ax.text(x * 1.05, 0.5, text, color="grey", fontsize=8, rotation=90, va="center")
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms, log scale)")
+    ax.set_ylabel("fraction of changes")
+    ax.set_ylim(0, 1.02)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8, framealpha=0.9)
+    ax.set_title(
+        f"Commit → resynced, {sum(len(r) for r in resynced)} changes, "
+        f"{b.rounds} round(s), {os.cpu_count()} cores",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    b.extra["plot"] = str(path.relative_to(common.ROOT))
+    log(f"latency: plot written to {path}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return common.run(NAME, TITLE, measure, argv, __doc__, full_rounds=5, quick_rounds=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

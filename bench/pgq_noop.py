@@ -1,0 +1,81 @@
+"""The baseline worker: pgqueuer's own QueueManager with the stock PsycopgDriver (one connection,
+LISTEN on it too) and a no-op entrypoint `bench_noop`, on ue-resync's queue table. It runs as a
+process of its own, like the daemon it is held against:
+
+    python -m bench.pgq_noop --dsn DSN [--drain] [--marks FILE] [--batch-size N] [--sleep S]
+
+Without options it runs QueueManager.run()'s own defaults (batch 10, 30 s poll and heartbeat).
+
+--marks writes {job id: time.time() when its handler started} at exit (the host's clock, which is
+the server's when the server is local)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import psycopg
+from pgqueuer.adapters.drivers.psycopg import PsycopgDriver
+from pgqueuer.adapters.persistence import qb
+from pgqueuer.adapters.persistence.queries import Queries
+from pgqueuer.core.qm import QueueManager
+from pgqueuer.domain import models, types
+from pgqueuer.domain.settings import DBSettings
+
+ENTRYPOINT = "bench_noop"
+SETTINGS = DBSettings(db_schema="resync", channel=types.Channel("ue_resync"))
+
+
+async def work(args: argparse.Namespace) -> None:
+    conn = await psycopg.AsyncConnection.connect(
+        args.dsn, autocommit=True, application_name="bench pgq_noop"
+    )
+    queries = Queries(
+        PsycopgDriver(conn),
+        qbe=qb.QueryBuilderEnvironment(settings=SETTINGS),
+        qbq=qb.QueryQueueBuilder(settings=SETTINGS),
+        qbs=qb.QuerySchedulerBuilder(settings=SETTINGS),
+    )
+    qm = QueueManager(queries, channel=SETTINGS.channel)
+    marks: dict[int, float] = {}
+
+    @qm.entrypoint(ENTRYPOINT, accepts_context=False)
+    async def noop(job: models.Job) -> None:
+        marks[job.id] = time.time()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, qm.shutdown.set)
+    mode = types.QueueExecutionMode
+    try:
+        await qm.run(
+            dequeue_timeout=timedelta(seconds=args.sleep),
+            batch_size=args.batch_size,
+            mode=mode.drain if args.drain else mode.continuous,
+            heartbeat_timeout=timedelta(seconds=args.heartbeat_timeout),
+            log_aggregation_interval=timedelta(seconds=30),
+        )
+    finally:
+        await conn.close()
+        if args.marks:
+            Path(args.marks).write_text(json.dumps({str(k): v for k, v in marks.items()}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.pgq_noop", description=__doc__)
+    p.add_argument("--dsn", required=True)
+    p.add_argument("--drain", action="store_true", help="exit once the queue is empty")
+    p.add_argument("--marks", help="write the handler start times here at exit")
+    p.add_argument("--batch-size", type=int, default=10)
+    p.add_argument("--sleep", type=float, default=30.0, help="dequeue timeout, seconds")
+    p.add_argument("--heartbeat-timeout", type=float, default=30.0)
+    asyncio.run(work(p.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

