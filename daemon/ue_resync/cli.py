@@ -117,7 +117,14 @@ def cmd_work(args: argparse.Namespace, settings: Settings) -> int:
 
     worker = Worker(settings, settings.dsn())
     if settings.metrics_port:
-        worker.metrics.serve(settings.metrics_port, settings.metrics_bind)
+        try:
+            worker.metrics.serve(settings.metrics_port, settings.metrics_bind)
+        except (OSError, ValueError) as exc:
+            raise CommandError(
+                f"cannot serve metrics on {settings.metrics_bind}:{settings.metrics_port}: "
+                f"{_first(exc)}",
+                EXIT_USAGE,
+            ) from None
     return asyncio.run(worker.run())
 
 
@@ -447,13 +454,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         settings = load(args.env_file, **overrides)
-        log.setup(
-            settings.log_format,
-            settings.log_level,
-            settings.log_file,
-            settings.log_rotation,
-            settings.log_retention,
-        )
+        try:
+            log.setup(
+                settings.log_format,
+                settings.log_level,
+                settings.log_file,
+                settings.log_rotation,
+                settings.log_retention,
+            )
+        except (ValueError, TypeError, OSError) as exc:
+            raise SettingsError(f"invalid log setting: {_first(exc)}") from None
         return int(args.func(args, settings))
     except (SettingsError, migrate.MigrationError) as exc:
         print(f"ue-resync: {exc}", file=sys.stderr)

@@ -469,27 +469,22 @@ BUG = "bug: the daemon prints a traceback (see docs/reliability.md, Findings)"
 KNOWN_BAD = [
     pytest.param(
         {"UE_RESYNC_LOG_FILE": "/proc/no-such-dir/ue.log"},
-        marks=pytest.mark.xfail(strict=True, reason=BUG),
         id="log_file_unwritable",
     ),
     pytest.param(
         {"UE_RESYNC_LOG_FILE": "{tmp}/ue.log", "UE_RESYNC_LOG_ROTATION": "banana"},
-        marks=pytest.mark.xfail(strict=True, reason=BUG),
         id="log_rotation",
     ),
     pytest.param(
         {"UE_RESYNC_LOG_FILE": "{tmp}/ue.log", "UE_RESYNC_LOG_RETENTION": "-5"},
-        marks=pytest.mark.xfail(strict=True, reason=BUG),
         id="log_retention",
     ),
     pytest.param(
         {"UE_RESYNC_METRICS_PORT": "9", "UE_RESYNC_METRICS_BIND": "999.1.1.1"},
-        marks=pytest.mark.xfail(strict=True, reason=BUG),
         id="metrics_bind",
     ),
     pytest.param(
         {"UE_RESYNC_METRICS_PORT": "{busy}"},
-        marks=pytest.mark.xfail(strict=True, reason=BUG),
         id="metrics_port_in_use",
     ),
 ]

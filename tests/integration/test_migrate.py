@@ -18,6 +18,8 @@ from psycopg.rows import dict_row
 from tests import catalog
 from ue_resync import migrate
 
+LATEST = migrate.code_version()
+
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 
 # Everything ue-resync owns or changes, as comparable text: relations, columns, functions
@@ -107,12 +109,12 @@ def psql_binary() -> str:
 
 def test_apply_on_an_empty_database_then_again(empty_dsn):
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
-        assert [m.version for m in migrate.pending(conn)] == list(range(1, 8))
+        assert [m.version for m in migrate.pending(conn)] == list(range(1, LATEST + 1))
         with pytest.raises(migrate.MigrationError, match="run `ue-resync migrate`"):
             migrate.check_current(conn)
         first = migrate.apply(conn)
         assert [m.name for m in first] == [m.name for m in migrate.available()]
-        assert migrate.check_current(conn) == 7
+        assert migrate.check_current(conn) == LATEST
     before = snapshot(empty_dsn)
     assert kinds(before)["function"] >= 20
     assert kinds(before)["trigger"] == 5  # 3 on elements, requests_enqueue, tg_pgqueuer_changed
@@ -168,7 +170,7 @@ def test_two_installers_at_once(empty_dsn):
             t.join(60)
             assert not t.is_alive()
     assert errors == []
-    assert sorted(results["a"] + results["b"]) == list(range(1, 8))  # each applied once
+    assert sorted(results["a"] + results["b"]) == list(range(1, LATEST + 1))  # each applied once
     assert ledger(empty_dsn) == expected_ledger()
 
 
@@ -178,8 +180,8 @@ def test_two_installers_at_once(empty_dsn):
 def test_print_sql_piped_into_psql_builds_the_same_schema(empty_dsn, dsn):
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         script = migrate.print_sql(conn)
-    assert script.startswith("-- ue-resync: 7 pending migration(s)")
-    assert script.count("BEGIN;") == 7 and script.count("COMMIT;") == 7
+    assert script.startswith(f"-- ue-resync: {LATEST} pending migration(s)")
+    assert script.count("BEGIN;") == LATEST and script.count("COMMIT;") == LATEST
 
     params = conninfo_to_dict(empty_dsn)
     env = {**os.environ}
@@ -287,7 +289,7 @@ def test_laravel_database_migrates_without_rewriting_rows(empty_dsn):
         conn.execute(LARAVEL_SCHEMA)
         before = _laravel_state(conn)
 
-        assert len(migrate.apply(conn)) == 7
+        assert len(migrate.apply(conn)) == LATEST
 
         # Same rows, same physical tuples (ctid, xmin), same files: nothing rewritten.
         assert _laravel_state(conn) == before
@@ -414,7 +416,7 @@ def test_editing_an_applied_migration_is_refused(conn):
 def test_a_newer_database_is_refused(conn):
     conn.execute(
         "INSERT INTO resync.schema_migrations (version, name, checksum) "
-        "VALUES (8, '0008_future', 'x')"
+        "VALUES (%s, 'future', 'x')", (LATEST + 1,)
     )
     with pytest.raises(migrate.MigrationError, match="newer than this ue-resync"):
         migrate.pending(conn)
@@ -423,7 +425,9 @@ def test_a_newer_database_is_refused(conn):
 
 
 def test_an_older_database_is_reported(conn):
-    conn.execute("DELETE FROM resync.schema_migrations WHERE version = 7")
-    with pytest.raises(migrate.MigrationError, match="at version 6, this ue-resync needs 7"):
+    conn.execute("DELETE FROM resync.schema_migrations WHERE version = %s", (LATEST,))
+    with pytest.raises(
+        migrate.MigrationError, match=f"at version {LATEST - 1}, this ue-resync needs {LATEST}"
+    ):
         migrate.check_current(conn)
-    assert [m.version for m in migrate.pending(conn)] == [7]
+    assert [m.version for m in migrate.pending(conn)] == [LATEST]
