@@ -117,8 +117,12 @@ BEGIN
             elements_count     = x.elements_count,
             hours_distribution = resync.hours_distribution(
                                      x.hours_cm, x.hours_td, x.hours_tp, x.hours_total),
-            last_element_sync  = now(),
-            last_job_sync      = CASE WHEN p_by_job THEN now() ELSE u.last_job_sync END
+            -- The time of this write, under the lock, never older than what is there:
+            -- now() is the transaction's start, which a wait for a lock leaves behind.
+            last_element_sync  = greatest(u.last_element_sync, clock_timestamp()),
+            last_job_sync      = CASE WHEN p_by_job
+                                      THEN greatest(u.last_job_sync, clock_timestamp())
+                                      ELSE u.last_job_sync END
         FROM expected x
         JOIN public.course_units old ON old.id = x.id
         WHERE u.id = x.id

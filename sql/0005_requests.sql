@@ -43,6 +43,14 @@ BEGIN
             USING ERRCODE = 'check_violation';
     END IF;
 
+    -- A job due never (infinity, year 9999) would sit queued forever and hide the UE from
+    -- the drift alert; a resync asked for more than a year ahead is a typo.
+    IF NOT isfinite(NEW.run_at) OR NEW.run_at > now() + interval '1 year' THEN
+        RAISE EXCEPTION 'resync.requests: run_at % is more than a year ahead', NEW.run_at
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use a time within the next year, e.g. now() + interval ''1 hour''.';
+    END IF;
+
     SELECT e.job_id INTO NEW.job_id
     FROM resync.enqueue(array[NEW.course_unit_id], array[NEW.reason],
                         greatest(coalesce(NEW.run_at, now()) - now(), interval '0')) e;

@@ -262,13 +262,15 @@ AS $$
         SELECT f.id, 'failed', f.entrypoint, f.priority,
                jsonb_build_object('job_id', f.id, 'exception_type', 'UnknownEntrypoint',
                                   'exception_message',
-                                  format('unknown entrypoint %L: this queue only runs resync_course_unit', f.entrypoint))
+                                  format('unknown entrypoint %L: this queue only runs resync_course_unit',
+                      regexp_replace(left(f.entrypoint, 100), '[[:cntrl:]]', '?', 'g')))
         FROM failed f
     ), runs AS (
         INSERT INTO resync.run_history
             (job_id, attempt, worker_id, outcome, started_at, finished_at, error)
         SELECT f.id, f.attempts + 1, p_worker, 'invalid', statement_timestamp(), statement_timestamp(),
-               format('unknown entrypoint %L: this queue only runs resync_course_unit', f.entrypoint)
+               format('unknown entrypoint %L: this queue only runs resync_course_unit',
+                      regexp_replace(left(f.entrypoint, 100), '[[:cntrl:]]', '?', 'g'))
         FROM failed f
     )
     SELECT count(*)::integer FROM failed

@@ -221,6 +221,11 @@ class ChaosRun:
                     "daemons stay up",
                     f"daemon {d.index} exited {d.proc.returncode} on its own:\n{d.tail()}",
                 )
+                self.samples[f"unexpected exits {d.index}"] += 1
+                if self.samples[f"unexpected exits {d.index}"] >= 3:
+                    # A daemon that cannot start (e.g. the code on disk changed under the run
+                    # and wants a newer schema) would be restarted four times a second.
+                    raise RuntimeError(f"daemon {d.index} keeps exiting:\n{d.tail()}")
                 d.start()
         for w in self.writers:
             if not w.alive() and "writer died" not in self.samples:

@@ -290,3 +290,15 @@ def test_sync_now_for_a_missing_unit_is_a_clear_error(conn):
     with pytest.raises(errors.NoDataFound) as raised:
         conn.execute("SELECT resync.sync_now(424242)")
     assert raised.value.diag.message_primary == "resync.sync_now: course unit 424242 does not exist"
+
+
+@pytest.mark.parametrize(
+    "run_at", ["'infinity'::timestamptz", "'9999-01-01'::timestamptz", "now() + interval '2 years'"]
+)
+def test_a_request_due_never_is_refused(conn, run_at):
+    u = catalog.unit(conn)
+    with pytest.raises(errors.InvalidParameterValue, match="more than a year ahead"):
+        conn.execute(
+            f"INSERT INTO resync.requests (course_unit_id, run_at) VALUES (%s, {run_at})", (u,)
+        )
+    assert catalog.jobs(conn) == []
