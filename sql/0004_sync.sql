@@ -49,8 +49,9 @@ $$;
 -- Called by: the element triggers (inline mode, p_by_job = false, p_only_auto = true),
 --   resync.sync_now and the daemon (p_by_job = true, p_only_auto = false).
 -- Writes: course_units totals, elements_count, hours_distribution, last_element_sync,
---   and last_job_sync when p_by_job. Returns one row per UE it wrote, with what changed
---   as {"column": [from, to]}. UEs that do not exist are skipped (absent from the result).
+--   and last_job_sync when p_by_job. With p_by_job, returns one row per UE it wrote, with
+--   what changed as {"column": [from, to]} (UEs that do not exist are absent); without it
+--   (the triggers), returns nothing and builds no report.
 -- Locks the UE rows first, in id order (no deadlock between two bulk syncs), then reads
 -- the elements in a second statement: under READ COMMITTED that statement's snapshot
 -- includes every writer that held one of these rows before us.
@@ -127,7 +128,7 @@ BEGIN
         JOIN public.course_units old ON old.id = x.id
         WHERE u.id = x.id
         RETURNING u.id, u.code::text,
-            jsonb_build_object(
+            CASE WHEN p_by_job THEN jsonb_build_object(
                 'credits',            jsonb_build_array(old.credits, u.credits),
                 'hours_cm',           jsonb_build_array(old.hours_cm, u.hours_cm),
                 'hours_td',           jsonb_build_array(old.hours_td, u.hours_td),
@@ -136,7 +137,7 @@ BEGIN
                 'elements_count',     jsonb_build_array(old.elements_count, u.elements_count),
                 'hours_distribution', jsonb_build_array(old.hours_distribution::jsonb,
                                                         u.hours_distribution::jsonb)
-            ) AS pairs
+            ) END AS pairs
     )
     -- Keep only the columns whose value moved (numeric 6 and 6.00 are the same value).
     -- w.id is cast: a Laravel course_units.id is integer, and RETURN QUERY wants bigint.
@@ -145,6 +146,9 @@ BEGIN
                      FROM jsonb_each(w.pairs) p
                      WHERE p.value -> 0 IS DISTINCT FROM p.value -> 1), '{}'::jsonb)
     FROM written w
+    -- The triggers discard the result: build none. The UPDATE runs all the same (a
+    -- data-modifying CTE always runs to completion).
+    WHERE p_by_job
     ORDER BY w.id;
 END
 $$;
@@ -249,31 +253,33 @@ BEGIN
               FROM old_rows o JOIN public.course_units u ON u.id = o.course_unit_id
               WHERE u.auto_sync_enabled) t;
     ELSE
-        SELECT array_agg(t.unit ORDER BY t.unit), array_agg(t.action ORDER BY t.unit)
-        INTO v_units, v_actions
-        FROM (
-            SELECT c.unit,
-                   (array['deleted', 'restored', 'updated'])[min(c.rank)] AS action
-            FROM (
-                SELECT side.unit,
-                       CASE WHEN o.deleted_at IS NULL AND n.deleted_at IS NOT NULL THEN 1
-                            WHEN o.deleted_at IS NOT NULL AND n.deleted_at IS NULL THEN 2
-                            ELSE 3 END AS rank
-                FROM old_rows o
-                JOIN new_rows n ON n.id = o.id
-                CROSS JOIN LATERAL (VALUES (o.course_unit_id::bigint),
-                                           (n.course_unit_id::bigint)) AS side(unit)
-                WHERE (o.credits, o.hours_cm, o.hours_td, o.hours_tp, o.hours_total,
-                       o.status, o.deleted_at, o.course_unit_id)
-                      IS DISTINCT FROM
-                      (n.credits, n.hours_cm, n.hours_td, n.hours_tp, n.hours_total,
-                       n.status, n.deleted_at, n.course_unit_id)
-                  AND side.unit IS NOT NULL
-            ) c
-            JOIN public.course_units u ON u.id = c.unit
-            WHERE u.auto_sync_enabled
+        -- The transition tables are joined once; each changed row names its new UE and,
+        -- when it moved, its old one.
+        WITH changed AS MATERIALIZED (
+            SELECT o.course_unit_id::bigint AS old_unit, n.course_unit_id::bigint AS new_unit,
+                   CASE WHEN o.deleted_at IS NULL AND n.deleted_at IS NOT NULL THEN 1
+                        WHEN o.deleted_at IS NOT NULL AND n.deleted_at IS NULL THEN 2
+                        ELSE 3 END AS rank
+            FROM old_rows o
+            JOIN new_rows n ON n.id = o.id
+            WHERE (o.credits, o.hours_cm, o.hours_td, o.hours_tp, o.hours_total,
+                   o.status, o.deleted_at, o.course_unit_id)
+                  IS DISTINCT FROM
+                  (n.credits, n.hours_cm, n.hours_td, n.hours_tp, n.hours_total,
+                   n.status, n.deleted_at, n.course_unit_id)
+        ), per_unit AS (
+            SELECT c.unit, (array['deleted', 'restored', 'updated'])[min(c.rank)] AS action
+            FROM (SELECT new_unit AS unit, rank FROM changed WHERE new_unit IS NOT NULL
+                  UNION ALL
+                  SELECT old_unit, rank FROM changed
+                  WHERE old_unit IS NOT NULL AND old_unit IS DISTINCT FROM new_unit) c
             GROUP BY c.unit
-        ) t;
+        )
+        SELECT array_agg(p.unit ORDER BY p.unit), array_agg(p.action ORDER BY p.unit)
+        INTO v_units, v_actions
+        FROM per_unit p
+        JOIN public.course_units u ON u.id = p.unit
+        WHERE u.auto_sync_enabled;
     END IF;
 
     IF v_units IS NULL THEN

@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from bench.chaos.processes import Daemon
+from bench.chaos.processes import Daemon, wait_until
 from bench.chaos.proxy import Proxy
 from bench.chaos.server import ChaosServer
 
@@ -31,6 +31,23 @@ class Event:
     at: float  # seconds since the run started
     kind: str
     detail: str
+
+
+def registered(dsn: str, daemon: Daemon, timeout: float) -> bool:
+    """Wait until `daemon`'s process has its row in resync.workers (it is started)."""
+
+    def up() -> bool:
+        try:
+            with psycopg.connect(dsn, autocommit=True, connect_timeout=3) as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM resync.workers WHERE pid = %s AND stopped_at IS NULL",
+                    (daemon.pid,),
+                ).fetchone()
+        except psycopg.Error:
+            return False
+        return bool(row and row[0])
+
+    return bool(wait_until(up, timeout, poll=0.1))
 
 
 class Faults:
@@ -127,6 +144,9 @@ class Faults:
         if victim is None:
             self.log("sigterm", "skipped: no daemon up")
             return
+        # A SIGTERM before the daemon has installed its handlers would kill it (Python's
+        # default): wait until it has registered in resync.workers, i.e. it is up.
+        registered(self.server.dsn, victim, 30)
         started = time.monotonic()
         victim.signal(signal.SIGTERM)
         code = victim.wait(30)

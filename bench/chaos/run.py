@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 
 from bench.chaos import catalogue, checks
-from bench.chaos.faults import KINDS, Faults
+from bench.chaos.faults import KINDS, Faults, registered
 from bench.chaos.processes import ROOT, Daemon, WriterProc, wait_until
 from bench.chaos.proxy import Proxy
 from bench.chaos.server import ChaosServer
@@ -435,6 +435,7 @@ class ChaosRun:
     def stop_daemons(self) -> None:
         codes = []
         for d in self.daemons:
+            registered(self.server.dsn, d, 30)
             code = d.stop(30)
             codes.append(code)
             if code != 0:
