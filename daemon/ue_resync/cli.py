@@ -375,8 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backoff", help="delays between attempts, seconds (30,60,120)")
     p.add_argument("--max-time", type=float, help="exit 0 after this many seconds (3600)")
     p.add_argument("--timeout", type=float, help="seconds per resync transaction (5)")
-    p.add_argument("--concurrency", type=int, help="resync transactions at once (1)")
-    p.add_argument("--batch-size", type=int, help="UEs per resync transaction (50)")
+    p.add_argument("--concurrency", type=int, help="resync transactions at once (2)")
+    p.add_argument("--batch-size", type=int, help="UEs per resync transaction (200)")
     p.add_argument(
         "--stop-when-empty",
         action="store_true",

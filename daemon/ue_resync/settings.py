@@ -42,8 +42,8 @@ class Settings(BaseSettings):
     backoff: Annotated[tuple[float, ...], NoDecode] = Field(default=(30.0, 60.0, 120.0))
     max_time: float = Field(default=3600.0, ge=0, description="exit 0 after, 0 = never")
     timeout: float = Field(default=5.0, gt=0, le=3600, description="per resync transaction")
-    concurrency: int = Field(default=1, ge=1, le=64, description="resync transactions at once")
-    batch_size: int = Field(default=50, ge=1, le=1000, description="UEs per resync transaction")
+    concurrency: int = Field(default=2, ge=1, le=64, description="resync transactions at once")
+    batch_size: int = Field(default=200, ge=1, le=1000, description="UEs per resync transaction")
     heartbeat_timeout: float = Field(default=8.0, ge=1, le=300)
     stop_when_empty: bool = False
     # Scales every delay the worker computes (backoff): tests and demos run 30 s as 0.03 s.
