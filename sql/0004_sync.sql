@@ -101,7 +101,8 @@ BEGIN
                     THEN coalesce(s.hours_tp, 0) ELSE old.hours_tp::numeric END   AS hours_tp,
                CASE WHEN old.sync_hours_with_elements
                     THEN coalesce(s.hours_total, 0) ELSE old.hours_total::numeric END AS hours_total,
-               coalesce(s.n, 0) AS elements_count
+               coalesce(s.n, 0) AS elements_count,
+               clock_timestamp() AS synced_at  -- taken under the locks, once per UE
         FROM public.course_units old
         LEFT JOIN sums s ON s.id = old.id
         WHERE old.id = ANY (p_ids)
@@ -120,9 +121,9 @@ BEGIN
                                      x.hours_cm, x.hours_td, x.hours_tp, x.hours_total),
             -- The time of this write, under the lock, never older than what is there:
             -- now() is the transaction's start, which a wait for a lock leaves behind.
-            last_element_sync  = greatest(u.last_element_sync, clock_timestamp()),
+            last_element_sync  = greatest(u.last_element_sync, x.synced_at),
             last_job_sync      = CASE WHEN p_by_job
-                                      THEN greatest(u.last_job_sync, clock_timestamp())
+                                      THEN greatest(u.last_job_sync, x.synced_at)
                                       ELSE u.last_job_sync END
         FROM expected x
         JOIN public.course_units old ON old.id = x.id

@@ -44,6 +44,7 @@ PGQ_SETTINGS = DBSettings(db_schema="resync", channel=types.Channel(CHANNEL))
 CONNECTION_LOST = "connection_lost"
 HOUSEKEEPING_EVERY = 5.0
 PRUNE_EVERY = 3600.0
+RETRY_JOB_TRIES = 5
 RECONNECT_CAP = 15.0
 
 
@@ -103,12 +104,22 @@ class ResyncQueries(Queries):
             # Not an attempt: the job stays picked by this worker, which hands it back
             # (resync.release_jobs) once it has reconnected.
             return
-        await self.driver.execute(
-            text("retry_job"),
-            job.id,
-            delay,
-            traceback_record.model_dump_json() if traceback_record else None,
-        )
+        # pgqueuer marks a job failed when this raises: a deadlock or a lock timeout here
+        # (against a writer coalescing into the UE's queued job) is transient, so try again.
+        for attempt in range(1, RETRY_JOB_TRIES + 1):
+            try:
+                await self.driver.execute(
+                    text("retry_job"),
+                    job.id,
+                    delay,
+                    traceback_record.model_dump_json() if traceback_record else None,
+                )
+                return
+            except psycopg.errors.OperationalError as exc:
+                transient = (exc.sqlstate or "").startswith("40") or exc.sqlstate == "55P03"
+                if not transient or attempt == RETRY_JOB_TRIES:
+                    raise
+                await asyncio.sleep(0.05 * attempt)
 
 
 class ResyncQueueManager(QueueManager):
