@@ -72,9 +72,11 @@ LANGUAGE sql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-    INSERT INTO resync.requests (course_unit_id, reason, run_at)
+    -- SECURITY DEFINER: current_user would be this function's owner; session_user is the
+    -- role that asked.
+    INSERT INTO resync.requests (course_unit_id, reason, run_at, requested_by)
     VALUES (p_course_unit_id, coalesce(p_reason, 'manual_trigger'),
-            now() + coalesce(p_delay, interval '0'))
+            now() + coalesce(p_delay, interval '0'), session_user)
     RETURNING job_id
 $$;
 
