@@ -33,7 +33,11 @@ def base_env(**extra: str) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith(("UE_RESYNC_", "DATABASE_URL", "JOURNAL_STREAM", "NOTIFY_SOCKET"))
     }
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    # The daemon and the migrations of the checkout the run comes from, whatever is installed:
+    # a soak run from a snapshot of the tree is not disturbed by edits to the working tree.
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT / "daemon"), str(ROOT), env.get("PYTHONPATH", "")) if p
+    )
     env.update(extra)
     return env
 
