@@ -18,17 +18,22 @@ POLL = 0.02  # seconds between two probes of a polled condition
 _tick = threading.Event()  # never set: wait() is an interruptible pause
 
 
+def _insert(conn: psycopg.Connection, table: str, values: dict[str, Any]) -> int:
+    """INSERT one row of `values` into `table` (a fixed name from this module); its id."""
+    cols = ", ".join(values)
+    marks = ", ".join(f"%({k})s" for k in values)
+    row = conn.execute(
+        f"INSERT INTO {table} ({cols}) VALUES ({marks}) RETURNING id", values
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def unit(conn: psycopg.Connection, **columns: Any) -> int:
     """Insert a course unit; returns its id."""
     n = next(_codes)
     values = {"code": f"UE{n:04d}", "name": f"Unit {n}", **columns}
-    cols = ", ".join(values)
-    marks = ", ".join(f"%({k})s" for k in values)
-    row = conn.execute(
-        f"INSERT INTO course_units ({cols}) VALUES ({marks}) RETURNING id", values
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
+    return _insert(conn, "course_units", values)
 
 
 def element(
@@ -53,13 +58,7 @@ def element(
         "hours_total": columns.pop("hours_total", cm + td + tp),
         **columns,
     }
-    cols = ", ".join(values)
-    marks = ", ".join(f"%({k})s" for k in values)
-    row = conn.execute(
-        f"INSERT INTO course_unit_elements ({cols}) VALUES ({marks}) RETURNING id", values
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
+    return _insert(conn, "course_unit_elements", values)
 
 
 def read_unit(conn: psycopg.Connection, unit_id: int) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from typing import Any
 
 import psycopg
 
+from bench import common
 from bench.chaos import catalogue, checks
 from bench.chaos.faults import KINDS, Faults, registered
 from bench.chaos.processes import ROOT, Daemon, WriterProc, wait_until
@@ -622,8 +623,8 @@ def _stats(values: list[float]) -> dict[str, Any]:
     return {
         "n": len(values),
         "max": round(max(values), 4),
-        "p99": round(checks.quantile(values, 0.99), 4),
-        "p50": round(checks.quantile(values, 0.5), 4),
+        "p99": round(common.quantile(values, 0.99), 4),
+        "p50": round(common.quantile(values, 0.5), 4),
     }
 
 
