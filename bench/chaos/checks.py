@@ -31,7 +31,6 @@ from typing import Any
 import psycopg
 
 
-
 @dataclasses.dataclass
 class Changes:
     """The writers' records, indexed for the analysis."""
