@@ -1,0 +1,150 @@
+"""The single-row fast path (sql/0010): which trigger does the work for which statement, and
+the optimistic one-statement sync falling back to the locking sync when the UE row moved on."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+
+import psycopg
+
+from tests import catalog
+
+
+def _route(conn: psycopg.Connection, statement: str, *params: object) -> str:
+    """Run `statement` in a transaction; what the routing setting said at its end
+    ('1' never stays: 'done' = row path, '2' = statement path)."""
+    with conn.transaction():
+        conn.execute(statement, params)
+        row = conn.execute("SELECT current_setting('ue_resync.statement_rows', true)").fetchone()
+    assert row is not None and row[0], "the count trigger did not run"
+    return str(row[0]).rsplit(" ", 1)[1]
+
+
+def _consistent(conn: psycopg.Connection, unit_id: int) -> bool:
+    row = conn.execute(
+        "SELECT count(*) FROM resync.drift WHERE course_unit_id = %s", (unit_id,)
+    ).fetchone()
+    return row is not None and row[0] == 0
+
+
+def test_a_single_row_statement_takes_the_row_path(conn):
+    u = catalog.unit(conn)
+    e = catalog.element(conn, u, credits=3)
+    assert _route(conn, "UPDATE course_unit_elements SET credits = 5 WHERE id = %s", e) == "done"
+    assert catalog.totals(conn, u)[0] == Decimal(5)
+    assert _route(conn, "DELETE FROM course_unit_elements WHERE id = %s", e) == "done"
+    assert catalog.totals(conn, u)[5] == 0
+    assert catalog.jobs(conn) == []
+
+
+def test_a_multi_row_statement_takes_the_statement_path(conn):
+    u = catalog.unit(conn)
+    a = catalog.element(conn, u, credits=1)
+    b = catalog.element(conn, u, credits=2)
+    route = _route(
+        conn, "UPDATE course_unit_elements SET credits = credits + 10 WHERE id IN (%s, %s)", a, b
+    )
+    assert route == "2"
+    assert catalog.totals(conn, u)[0] == Decimal(23)
+    assert _consistent(conn, u)
+
+
+def test_two_single_row_statements_in_one_function_both_sync(conn):
+    # They share one statement_timestamp(): the second counts on from the first and takes the
+    # statement path. Either way both UEs end consistent.
+    u1, u2 = catalog.unit(conn), catalog.unit(conn)
+    e1, e2 = catalog.element(conn, u1, credits=1), catalog.element(conn, u2, credits=1)
+    conn.execute(
+        f"""
+        DO $$
+        BEGIN
+            UPDATE course_unit_elements SET credits = 4 WHERE id = {e1};
+            UPDATE course_unit_elements SET credits = 6 WHERE id = {e2};
+        END $$
+        """
+    )
+    assert catalog.totals(conn, u1)[0] == Decimal(4)
+    assert catalog.totals(conn, u2)[0] == Decimal(6)
+
+
+def test_a_row_moved_between_units_is_handed_to_the_statement_path(conn):
+    u1, u2 = catalog.unit(conn), catalog.unit(conn)
+    e = catalog.element(conn, u1, credits=3)
+    catalog.element(conn, u2, credits=1)
+    route = _route(conn, "UPDATE course_unit_elements SET course_unit_id = %s WHERE id = %s", u2, e)
+    assert route == "2"
+    assert catalog.totals(conn, u1)[0] == 0 and catalog.totals(conn, u2)[0] == Decimal(4)
+
+
+def test_with_the_row_trigger_disabled_the_statement_path_still_syncs(conn):
+    u = catalog.unit(conn)
+    e = catalog.element(conn, u, credits=3)
+    conn.execute("ALTER TABLE course_unit_elements DISABLE TRIGGER course_unit_elements_resync_row")
+    assert _route(conn, "UPDATE course_unit_elements SET credits = 7 WHERE id = %s", e) == "1"
+    assert catalog.totals(conn, u)[0] == Decimal(7)
+
+
+def test_an_unchanged_row_writes_nothing_to_its_unit(conn):
+    u = catalog.unit(conn)
+    e = catalog.element(conn, u)
+    before = catalog.read_unit(conn, u)
+    conn.execute("UPDATE course_unit_elements SET name = 'renamed' WHERE id = %s", (e,))
+    assert catalog.read_unit(conn, u) == before
+
+
+def test_the_row_path_honours_the_flags(conn):
+    off = catalog.unit(conn, auto_sync_enabled=False, credits=9)
+    fixed = catalog.unit(conn, sync_credits_with_elements=False, credits=9)
+    e_off, e_fixed = catalog.element(conn, off), catalog.element(conn, fixed, cm=20)
+    conn.execute("UPDATE course_unit_elements SET credits = 1 WHERE id = %s", (e_off,))
+    conn.execute("UPDATE course_unit_elements SET hours_cm = 30 WHERE id = %s", (e_fixed,))
+    assert catalog.totals(conn, off)[0] == Decimal(9)  # not synced at all
+    assert catalog.totals(conn, fixed)[0] == Decimal(9)  # credits kept, hours synced
+    assert catalog.totals(conn, fixed)[1] == Decimal(30)
+    conn.execute("SET ue_resync.mode = deferred")
+    conn.execute("UPDATE course_unit_elements SET credits = 2 WHERE id = %s", (e_off,))
+    assert catalog.jobs(conn, off) == []
+
+
+def test_the_optimistic_sync_falls_back_when_another_writer_updated_the_unit(dsn):
+    """Writer A holds the UE row (its inline sync updated it); writer B's one-statement sync
+    waits for it, then finds the row at a newer version than its sums were read from: it
+    must not write those sums (they miss A's element) but sync again under the lock."""
+    with (
+        psycopg.connect(dsn, autocommit=True) as setup,
+        psycopg.connect(dsn) as a,
+        psycopg.connect(dsn) as b,
+    ):
+        u = catalog.unit(setup)
+        e1 = catalog.element(setup, u, credits=1)
+        e2 = catalog.element(setup, u, credits=1)
+        b_pid = b.info.backend_pid
+        b.execute("SET ue_resync.lock_timeout = '30s'")
+        b.commit()
+
+        a.execute("UPDATE course_unit_elements SET credits = 10 WHERE id = %s", (e1,))
+        failure: list[BaseException] = []
+
+        def write_b() -> None:
+            try:
+                b.execute("UPDATE course_unit_elements SET credits = 20 WHERE id = %s", (e2,))
+                b.commit()
+            except BaseException as exc:  # reported by the main thread
+                failure.append(exc)
+
+        t = threading.Thread(target=write_b)
+        t.start()
+        catalog.wait_for(
+            lambda: setup.execute(
+                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", (b_pid,)
+            ).fetchone()[0],
+            what="writer B waiting for the UE row",
+        )
+        a.commit()
+        t.join(timeout=30)
+        assert not t.is_alive() and failure == []
+
+        assert catalog.totals(setup, u)[0] == Decimal(30)
+        assert _consistent(setup, u)
+        assert catalog.jobs(setup) == []
