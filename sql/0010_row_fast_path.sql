@@ -341,9 +341,16 @@ BEGIN
     ELSIF v_mode = 'deferred' THEN
         -- resync.enqueue's statement for one UE, with the auto_sync_enabled test folded in
         -- (a nested call costs more than the INSERT); keep the two in step.
+        -- Debounce: a UE the daemon resynced less than ue_resync.debounce ago (default 2s)
+        -- is due when that time is up, so a burst of edits on one UE is resynced once per
+        -- debounce period, not once per pickup. Coalescing keeps the earliest due time, as
+        -- always; an isolated change is due at once. '0' turns it off.
         INSERT INTO resync.pgqueuer AS q
             (priority, entrypoint, status, execute_after, payload, headers)
-        SELECT 0, 'resync_course_unit', 'queued', now(),
+        SELECT 0, 'resync_course_unit', 'queued',
+               greatest(now(), u.last_job_sync
+                               + coalesce(nullif(current_setting('ue_resync.debounce', true), ''),
+                                          '2s')::interval),
                convert_to(jsonb_build_object(
                    'course_unit_id', u.id,
                    'reason',         'deferred_after_' || v_action,

@@ -148,3 +148,45 @@ def test_the_optimistic_sync_falls_back_when_another_writer_updated_the_unit(dsn
         assert catalog.totals(setup, u)[0] == Decimal(30)
         assert _consistent(setup, u)
         assert catalog.jobs(setup) == []
+
+
+def test_deferred_changes_on_a_unit_the_daemon_just_resynced_wait_for_the_debounce(conn):
+    fresh, recent = catalog.unit(conn), catalog.unit(conn)
+    e_fresh, e_recent = catalog.element(conn, fresh), catalog.element(conn, recent)
+    conn.execute("SELECT resync.sync_now(%s)", (recent,))  # a job's sync: sets last_job_sync
+    conn.execute("SET ue_resync.mode = deferred")
+    conn.execute("UPDATE course_unit_elements SET credits = 4 WHERE id = %s", (e_fresh,))
+    conn.execute("UPDATE course_unit_elements SET credits = 4 WHERE id = %s", (e_recent,))
+    due = dict(
+        conn.execute(
+            "SELECT u.id, q.execute_after - coalesce(u.last_job_sync, q.execute_after) "
+            "FROM resync.pgqueuer q JOIN course_units u "
+            "  ON u.id = (q.headers ->> 'course_unit_id')::bigint"
+        ).fetchall()
+    )
+    assert due[recent].total_seconds() == 2  # the default ue_resync.debounce
+    assert due[fresh].total_seconds() == 0  # never resynced by a job: due at once
+    # A second event coalesces and keeps that due time (the earliest).
+    conn.execute("UPDATE course_unit_elements SET credits = 5 WHERE id = %s", (e_recent,))
+    assert [j["payload"]["reason"] for j in catalog.jobs(conn, recent)] == [
+        "deferred_after_updated"
+    ]
+    assert catalog.jobs(conn, recent)[0]["headers"]["events"] == 2
+
+
+def test_the_debounce_can_be_turned_off_and_is_checked(conn):
+    u = catalog.unit(conn)
+    e = catalog.element(conn, u)
+    conn.execute("SELECT resync.sync_now(%s)", (u,))
+    conn.execute("SET ue_resync.mode = deferred")
+    conn.execute("SET ue_resync.debounce = '0'")
+    conn.execute("UPDATE course_unit_elements SET credits = 4 WHERE id = %s", (e,))
+    row = conn.execute("SELECT execute_after <= clock_timestamp() FROM resync.pgqueuer").fetchone()
+    assert row == (True,)
+    conn.execute("SET ue_resync.debounce = 'soon'")
+    try:
+        conn.execute("UPDATE course_unit_elements SET credits = 6 WHERE id = %s", (e,))
+    except psycopg.errors.InvalidDatetimeFormat as exc:
+        assert "soon" in str(exc)
+    else:
+        raise AssertionError("a malformed ue_resync.debounce was accepted")
