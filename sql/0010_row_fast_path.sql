@@ -4,25 +4,25 @@
 -- triggers of 0004 pay, for each of them, a plan of every query that reads a transition
 -- table (PL/pgSQL cannot keep those plans) and a set-based sync built for thousands of UEs:
 -- ~190 µs per single-row UPDATE here, against ~40 µs for the UPDATE itself
--- (bench/writer_tps). Row triggers read OLD and NEW for free, and their queries keep their
--- plans. A statement triggers one or the other path, never both:
+-- (bench/writer_tps). A row trigger reads OLD and NEW for free, and its queries keep their
+-- plans. A statement takes one path or the other, never both:
 --
---   course_unit_elements_resync_0_count   BEFORE ROW: counts the statement's rows in the
---       transaction-local setting ue_resync.statement_rows, as '<statement_timestamp> 1', then
---       ' 2'; its WHEN stops calling it from the third row on (a bulk statement pays a C-level
---       test per row, no function call).
---   course_unit_elements_resync_row       AFTER ROW: queued only while the count reads 1; when
---       it fires (end of statement) and the count still reads 1, it syncs or queues that
---       row's UE and marks the statement ' done'.
+--   course_unit_elements_resync_row   AFTER ROW. Its WHEN clause, evaluated as each row is
+--       written, counts the statement's rows in the transaction-local setting
+--       ue_resync.statement_rows ('<statement timestamp> 1', then ' 2') and queues the event
+--       of the first row only; from the third row on it only compares a string, with no
+--       function call. When the event fires (end of statement) and the count still reads 1,
+--       the function syncs or queues that row's UE and marks the statement ' done'.
 --   course_unit_elements_resync_insert/update/delete (0004), AFTER STATEMENT: return at once
 --       when the statement is ' done', else do what they always did, from the transition
 --       tables.
 --
 -- Anything unexpected falls to the statement path, which is always right: two statements
 -- inside one function share a statement_timestamp (the second then counts on from the
--- first, so it takes the statement path); a row moved between UEs is handed over; with the
--- count trigger or the row trigger disabled nothing is ever marked ' done'. Disable the five
--- triggers together or not at all (bench/common.py does).
+-- first, so it takes the statement path); a statement nested in another's row processing
+-- pushes the shared count to 2; a row moved between UEs is handed over; with the row
+-- trigger disabled nothing is ever marked ' done'. Disable the four triggers together or not
+-- at all (bench/common.py does).
 
 -- Section: shared by both paths
 
@@ -254,33 +254,6 @@ $$;
 
 -- Section: the row path
 
--- resync.count_element_rows: BEFORE ROW; counts the statement's rows, up to two.
-CREATE OR REPLACE FUNCTION resync.count_element_rows() RETURNS trigger
-LANGUAGE plpgsql
--- Called for one or two rows of every statement: no SET clause (it would cost a settings
--- save and restore per call); every name is qualified instead, so the caller's search_path
--- cannot change what it does.
-AS $$
-DECLARE
-    v_statement text := pg_catalog.encode(
-        pg_catalog.timestamptz_send(pg_catalog.statement_timestamp()), 'hex');
-    v_set       text;
-BEGIN
-    -- An assignment, not PERFORM: PL/pgSQL evaluates a simple expression without the
-    -- executor.
-    v_set := pg_catalog.set_config('ue_resync.statement_rows',
-        v_statement OPERATOR(pg_catalog.||)
-            CASE WHEN pg_catalog.current_setting('ue_resync.statement_rows', true)
-                      OPERATOR(pg_catalog.=) (v_statement OPERATOR(pg_catalog.||) ' 1')
-                 THEN ' 2' ELSE ' 1' END,
-        true);
-    IF TG_OP OPERATOR(pg_catalog.=) 'DELETE' THEN
-        RETURN OLD;
-    END IF;
-    RETURN NEW;
-END
-$$;
-
 -- resync.on_element_row_changed: AFTER ROW, for a statement that changed one row. Does what
 -- resync.on_elements_changed does for that row, then marks the statement ' done'.
 -- Inline, optimistically in one statement: the UE's sums with the UE row's xmin as this
@@ -441,23 +414,25 @@ BEGIN
 END
 $$;
 
-CREATE OR REPLACE TRIGGER course_unit_elements_resync_0_count
-    BEFORE INSERT OR UPDATE OR DELETE ON public.course_unit_elements
-    FOR EACH ROW
-    WHEN (current_setting('ue_resync.statement_rows', true)
-          IS DISTINCT FROM encode(timestamptz_send(statement_timestamp()), 'hex') || ' 2')
-    EXECUTE FUNCTION resync.count_element_rows();
-
 CREATE OR REPLACE TRIGGER course_unit_elements_resync_row
     AFTER INSERT OR UPDATE OR DELETE ON public.course_unit_elements
     FOR EACH ROW
-    WHEN (current_setting('ue_resync.statement_rows', true)
-          = encode(timestamptz_send(statement_timestamp()), 'hex') || ' 1')
+    -- Evaluated as each row is written (the function runs at the end of the statement):
+    -- counts the statement's rows in the setting, queues the event for the first only.
+    WHEN (CASE current_setting('ue_resync.statement_rows', true)
+          WHEN encode(timestamptz_send(statement_timestamp()), 'hex') || ' 2' THEN false
+          WHEN encode(timestamptz_send(statement_timestamp()), 'hex') || ' 1'
+          THEN set_config('ue_resync.statement_rows',
+                          encode(timestamptz_send(statement_timestamp()), 'hex') || ' 2',
+                          true) IS NULL
+          ELSE set_config('ue_resync.statement_rows',
+                          encode(timestamptz_send(statement_timestamp()), 'hex') || ' 1',
+                          true) IS NOT NULL
+          END)
     EXECUTE FUNCTION resync.on_element_row_changed();
 
 REVOKE EXECUTE ON FUNCTION
     resync.enqueue_changed(bigint[], text[], text, interval, text, text),
     resync.record_sync_failure(bigint[], text[], text, text),
-    resync.count_element_rows(),
     resync.on_element_row_changed()
 FROM PUBLIC;

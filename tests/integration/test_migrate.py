@@ -117,8 +117,8 @@ def test_apply_on_an_empty_database_then_again(empty_dsn):
         assert migrate.check_current(conn) == LATEST
     before = snapshot(empty_dsn)
     assert kinds(before)["function"] >= 20
-    # 3 statement and 2 row triggers on elements, requests_enqueue, tg_pgqueuer_changed
-    assert kinds(before)["trigger"] == 7
+    # 3 statement and 1 row trigger on elements, requests_enqueue, tg_pgqueuer_changed
+    assert kinds(before)["trigger"] == 6
 
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         assert migrate.apply(conn) == []
