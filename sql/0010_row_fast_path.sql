@@ -150,8 +150,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_mode     text := coalesce(nullif(current_setting('ue_resync.mode', true), ''), 'inline');
-    v_wait     text := coalesce(nullif(current_setting('ue_resync.lock_timeout', true), ''), '100ms');
+    v_mode     text;
+    v_wait     text;
     v_saved    text;
     v_units    bigint[];
     v_actions  text[];
@@ -159,10 +159,13 @@ DECLARE
     v_message  text;
 BEGIN
     -- A statement that changed one row: resync.on_element_row_changed has handled it.
+    -- Tested first: this is all a single-row statement pays here.
     IF current_setting('ue_resync.statement_rows', true)
        = encode(timestamptz_send(statement_timestamp()), 'hex') || ' done' THEN
         RETURN NULL;
     END IF;
+    v_mode := coalesce(nullif(current_setting('ue_resync.mode', true), ''), 'inline');
+    v_wait := coalesce(nullif(current_setting('ue_resync.lock_timeout', true), ''), '100ms');
     IF v_mode = 'off' THEN
         RETURN NULL;
     ELSIF v_mode NOT IN ('inline', 'deferred') THEN
