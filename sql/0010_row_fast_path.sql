@@ -32,9 +32,6 @@
 -- (~10 µs a call). STABLE is its true class, and lets it inline.
 ALTER FUNCTION resync.hours_distribution(numeric, numeric, numeric, numeric) STABLE;
 
-
--- resync.enqueue_changed: queue a resync of each UE whose elements changed, skipping UEs with
--- auto_sync_enabled = false. Reasons are '<prefix>_after_<action>'.
 -- resync.enqueue, unchanged but in PL/pgSQL: a SQL function that cannot be inlined (it is
 -- SECURITY DEFINER) is planned again at every call from a trigger; PL/pgSQL keeps the plan.
 CREATE OR REPLACE FUNCTION resync.enqueue(
@@ -69,30 +66,6 @@ BEGIN
                            THEN (q.headers ->> 'events')::integer + 1 ELSE 2 END,
             'last_reason', excluded.headers ->> 'reason')
     RETURNING (q.headers ->> 'course_unit_id')::bigint, q.id, (q.xmax <> 0);
-END
-$$;
-
-CREATE OR REPLACE FUNCTION resync.enqueue_changed(
-    p_units bigint[], p_actions text[], p_prefix text, p_delay interval,
-    p_sqlstate text DEFAULT NULL, p_error text DEFAULT NULL
-) RETURNS TABLE (course_unit_id bigint, job_id bigint, coalesced boolean)
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_units   bigint[];
-    v_reasons text[];
-BEGIN
-    SELECT array_agg(a.unit ORDER BY a.unit),
-           array_agg(p_prefix || '_after_' || a.action ORDER BY a.unit)
-    INTO v_units, v_reasons
-    FROM unnest(p_units, p_actions) AS a(unit, action)
-    JOIN public.course_units u ON u.id = a.unit
-    WHERE u.auto_sync_enabled;
-    IF v_units IS NOT NULL THEN
-        RETURN QUERY SELECT * FROM resync.enqueue(v_units, v_reasons, p_delay, p_sqlstate, p_error);
-    END IF;
 END
 $$;
 
@@ -260,9 +233,10 @@ $$;
 -- resync.on_element_row_changed: AFTER ROW, for a statement that changed one row. Does what
 -- resync.on_elements_changed does for that row, then marks the statement ' done'.
 -- Inline, optimistically in one statement: the UE's sums with the UE row's xmin as this
--- statement's snapshot sees them, written only if the row is still that version. A row another sync changed since (one
--- committed, or one we waited for) may be missing that writer's elements from our sums:
--- nothing is written, and resync.sync_units (lock first, then read) does it.
+-- statement's snapshot sees them, written only if the row is still that version. When
+-- another sync changed the row since (one committed, or one we waited for), our sums may miss
+-- that writer's elements: nothing is written, and resync.sync_units (lock first, then read)
+-- does it.
 -- Keep the values it writes in step with resync.sync_units (0004) and resync.expected (0006).
 CREATE OR REPLACE FUNCTION resync.on_element_row_changed() RETURNS trigger
 LANGUAGE plpgsql
@@ -435,7 +409,6 @@ CREATE OR REPLACE TRIGGER course_unit_elements_resync_row
     EXECUTE FUNCTION resync.on_element_row_changed();
 
 REVOKE EXECUTE ON FUNCTION
-    resync.enqueue_changed(bigint[], text[], text, interval, text, text),
     resync.record_sync_failure(bigint[], text[], text, text),
     resync.on_element_row_changed()
 FROM PUBLIC;
