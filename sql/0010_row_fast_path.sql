@@ -17,11 +17,11 @@
 --       when the statement is ' done', else do what they always did, from the transition
 --       tables.
 --
--- Anything unexpected falls to the statement path, which is always right: two statements
--- inside one function share a statement_timestamp (the second then counts on from the
--- first, so it takes the statement path); a statement nested in another's row processing
--- pushes the shared count to 2; a row moved between UEs is handed over; with the row
--- trigger disabled nothing is ever marked ' done'. Disable the four triggers together or not
+-- Anything unexpected falls to the statement path, which is always right: statements inside
+-- one function share a statement_timestamp (after a ' done' the next one counts afresh;
+-- after a ' 2' every later one takes the statement path); a statement nested in another's
+-- row processing pushes the shared count to 2; a row moved between UEs is handed over; with
+-- the row trigger disabled nothing is ever marked ' done'. Disable the four triggers together or not
 -- at all (bench/common.py does).
 
 -- Section: shared by both paths

@@ -50,22 +50,32 @@ def test_a_multi_row_statement_takes_the_statement_path(conn):
     assert _consistent(conn, u)
 
 
-def test_two_single_row_statements_in_one_function_both_sync(conn):
-    # They share one statement_timestamp(): the second counts on from the first and takes the
-    # statement path. Either way both UEs end consistent.
-    u1, u2 = catalog.unit(conn), catalog.unit(conn)
+def test_statements_sharing_one_statement_timestamp_all_sync(conn):
+    # Inside one function every statement has the same statement_timestamp(). After a
+    # single-row statement is done, the next one counts afresh (row path); after a multi-row
+    # one, the count stays at 2 and every later statement takes the statement path. Each
+    # statement reports its route with a NOTICE; every UE ends consistent.
+    u1, u2, u3 = catalog.unit(conn), catalog.unit(conn), catalog.unit(conn)
     e1, e2 = catalog.element(conn, u1, credits=1), catalog.element(conn, u2, credits=1)
+    e3, e4 = catalog.element(conn, u3, credits=1), catalog.element(conn, u3, credits=1)
+    routes: list[str] = []
+    conn.add_notice_handler(lambda d: routes.append(str(d.message_primary).rpartition(" ")[2]))
+    report = "RAISE NOTICE '%', current_setting('ue_resync.statement_rows', true);"
     conn.execute(
         f"""
         DO $$
         BEGIN
-            UPDATE course_unit_elements SET credits = 4 WHERE id = {e1};
-            UPDATE course_unit_elements SET credits = 6 WHERE id = {e2};
+            UPDATE course_unit_elements SET credits = 4 WHERE id = {e1}; {report}
+            UPDATE course_unit_elements SET credits = 6 WHERE id = {e2}; {report}
+            UPDATE course_unit_elements SET credits = 2 WHERE id IN ({e3}, {e4}); {report}
+            UPDATE course_unit_elements SET credits = 8 WHERE id = {e1}; {report}
         END $$
         """
     )
-    assert catalog.totals(conn, u1)[0] == Decimal(4)
+    assert routes == ["done", "done", "2", "2"]
+    assert catalog.totals(conn, u1)[0] == Decimal(8)
     assert catalog.totals(conn, u2)[0] == Decimal(6)
+    assert catalog.totals(conn, u3)[0] == Decimal(4)
 
 
 def test_a_row_moved_between_units_is_handed_to_the_statement_path(conn):
