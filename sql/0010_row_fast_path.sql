@@ -32,21 +32,40 @@
 -- (~10 µs a call). STABLE is its true class, and lets it inline.
 ALTER FUNCTION resync.hours_distribution(numeric, numeric, numeric, numeric) STABLE;
 
--- resync.enqueue, unchanged but in PL/pgSQL: a SQL function that cannot be inlined (it is
--- SECURITY DEFINER) is planned again at every call from a trigger; PL/pgSQL keeps the plan.
-CREATE OR REPLACE FUNCTION resync.enqueue(
+-- resync.queue_jobs: resync.enqueue's statement, in PL/pgSQL (a SQL function that cannot be
+-- inlined, being SECURITY DEFINER, is planned again at every call from a trigger; PL/pgSQL
+-- keeps the plan), with one more argument. p_deferred_mode marks the events of
+-- ue_resync.mode = 'deferred', from either trigger path: UEs with auto_sync_enabled = false are
+-- skipped, and a UE the daemon resynced less than ue_resync.debounce ago (default 2s, '0' =
+-- off) is due when that time is up, so a burst of edits on one UE is resynced once per period,
+-- not once per pickup. Coalescing is unchanged (the earliest due time wins); an isolated change
+-- is due at once. The two lookups of the UE run only for deferred-mode events.
+-- A new name rather than a new signature for resync.enqueue: re-running 0004 (every file is
+-- re-runnable) would otherwise leave two overloads that its callers cannot choose between.
+CREATE OR REPLACE FUNCTION resync.queue_jobs(
     p_units bigint[], p_reasons text[], p_delay interval,
-    p_sqlstate text DEFAULT NULL, p_error text DEFAULT NULL
+    p_sqlstate text, p_error text, p_deferred_mode boolean
 ) RETURNS TABLE (course_unit_id bigint, job_id bigint, coalesced boolean)
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_debounce interval;
 BEGIN
+    IF p_deferred_mode THEN
+        -- The writer's setting; malformed, it is the writer's error.
+        v_debounce := coalesce(nullif(current_setting('ue_resync.debounce', true), ''),
+                               '2s')::interval;
+    END IF;
     RETURN QUERY
     INSERT INTO resync.pgqueuer AS q
         (priority, entrypoint, status, execute_after, payload, headers)
-    SELECT 0, 'resync_course_unit', 'queued', now() + p_delay,
+    SELECT 0, 'resync_course_unit', 'queued',
+           greatest(now() + p_delay,
+                    CASE WHEN p_deferred_mode
+                         THEN (SELECT c.last_job_sync FROM public.course_units c
+                               WHERE c.id = u.id) + v_debounce END),
            convert_to(jsonb_build_object(
                'course_unit_id', u.id,
                'reason',         u.reason,
@@ -55,6 +74,9 @@ BEGIN
                'enqueued_at',    now())::text, 'UTF8'),
            jsonb_build_object('course_unit_id', u.id::text, 'reason', u.reason, 'events', 1)
     FROM unnest(p_units, p_reasons) AS u(id, reason)
+    WHERE NOT p_deferred_mode
+       OR EXISTS (SELECT 1 FROM public.course_units c
+                  WHERE c.id = u.id AND c.auto_sync_enabled)
     ORDER BY u.id  -- one insertion order for every writer: no deadlock on the key
     ON CONFLICT ((headers ->> 'course_unit_id'))
         WHERE entrypoint = 'resync_course_unit' AND status = 'queued'
@@ -66,6 +88,22 @@ BEGIN
                            THEN (q.headers ->> 'events')::integer + 1 ELSE 2 END,
             'last_reason', excluded.headers ->> 'reason')
     RETURNING (q.headers ->> 'course_unit_id')::bigint, q.id, (q.xmax <> 0);
+END
+$$;
+
+-- resync.enqueue (0004's contract, unchanged): resync.queue_jobs for anything but a
+-- deferred-mode event.
+CREATE OR REPLACE FUNCTION resync.enqueue(
+    p_units bigint[], p_reasons text[], p_delay interval,
+    p_sqlstate text DEFAULT NULL, p_error text DEFAULT NULL
+) RETURNS TABLE (course_unit_id bigint, job_id bigint, coalesced boolean)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT * FROM resync.queue_jobs(p_units, p_reasons, p_delay, p_sqlstate, p_error, false);
 END
 $$;
 
@@ -196,10 +234,10 @@ BEGIN
     END IF;
 
     IF v_mode = 'deferred' THEN
-        PERFORM resync.enqueue(
+        PERFORM resync.queue_jobs(
             v_units,
             array(SELECT 'deferred_after_' || a FROM unnest(v_actions) a),
-            interval '0');
+            interval '0', NULL, NULL, true);
         RETURN NULL;
     END IF;
 
@@ -289,38 +327,8 @@ BEGIN
     IF v_mode = 'off' THEN
         RETURN NULL;
     ELSIF v_mode = 'deferred' THEN
-        -- resync.enqueue's statement for one UE, with the auto_sync_enabled test folded in
-        -- (a nested call costs more than the INSERT); keep the two in step.
-        -- Debounce: a UE the daemon resynced less than ue_resync.debounce ago (default 2s)
-        -- is due when that time is up, so a burst of edits on one UE is resynced once per
-        -- debounce period, not once per pickup. Coalescing keeps the earliest due time, as
-        -- always; an isolated change is due at once. '0' turns it off.
-        INSERT INTO resync.pgqueuer AS q
-            (priority, entrypoint, status, execute_after, payload, headers)
-        SELECT 0, 'resync_course_unit', 'queued',
-               greatest(now(), u.last_job_sync
-                               + coalesce(nullif(current_setting('ue_resync.debounce', true), ''),
-                                          '2s')::interval),
-               convert_to(jsonb_build_object(
-                   'course_unit_id', u.id,
-                   'reason',         'deferred_after_' || v_action,
-                   'sqlstate',       NULL,
-                   'error',          NULL,
-                   'enqueued_at',    now())::text, 'UTF8'),
-               jsonb_build_object('course_unit_id', u.id::text,
-                                  'reason', 'deferred_after_' || v_action, 'events', 1)
-        FROM public.course_units u
-        WHERE u.id = v_unit
-          AND u.auto_sync_enabled
-        ON CONFLICT ((headers ->> 'course_unit_id'))
-            WHERE entrypoint = 'resync_course_unit' AND status = 'queued'
-        DO UPDATE SET
-            execute_after = least(q.execute_after, excluded.execute_after),
-            updated       = now(),
-            headers       = q.headers || jsonb_build_object(
-                'events', CASE WHEN q.headers ->> 'events' ~ '^[0-9]{1,9}$'
-                               THEN (q.headers ->> 'events')::integer + 1 ELSE 2 END,
-                'last_reason', excluded.headers ->> 'reason');
+        PERFORM resync.queue_jobs(array[v_unit], array['deferred_after_' || v_action],
+                                  interval '0', NULL, NULL, true);
         RETURN NULL;
     ELSIF v_mode <> 'inline' THEN
         RAISE EXCEPTION 'invalid value for ue_resync.mode: "%"', v_mode
@@ -409,6 +417,7 @@ CREATE OR REPLACE TRIGGER course_unit_elements_resync_row
     EXECUTE FUNCTION resync.on_element_row_changed();
 
 REVOKE EXECUTE ON FUNCTION
+    resync.queue_jobs(bigint[], text[], interval, text, text, boolean),
     resync.record_sync_failure(bigint[], text[], text, text),
     resync.on_element_row_changed()
 FROM PUBLIC;

@@ -184,6 +184,21 @@ def test_deferred_changes_on_a_unit_the_daemon_just_resynced_wait_for_the_deboun
     assert catalog.jobs(conn, recent)[0]["headers"]["events"] == 2
 
 
+def test_the_debounce_applies_to_the_statement_path_too(conn):
+    # A deferred statement of two rows takes the statement path: the same rule holds.
+    u = catalog.unit(conn)
+    a, b = catalog.element(conn, u), catalog.element(conn, u)
+    conn.execute("SELECT resync.sync_now(%s)", (u,))
+    conn.execute("SET ue_resync.mode = deferred")
+    route = _route(conn, "UPDATE course_unit_elements SET credits = 7 WHERE id IN (%s, %s)", a, b)
+    assert route == "2"
+    row = conn.execute(
+        "SELECT q.execute_after - u.last_job_sync FROM resync.pgqueuer q "
+        "JOIN course_units u ON u.id = (q.headers ->> 'course_unit_id')::bigint"
+    ).fetchone()
+    assert row is not None and row[0].total_seconds() == 2
+
+
 def test_the_debounce_can_be_turned_off_and_is_checked(conn):
     u = catalog.unit(conn)
     e = catalog.element(conn, u)
