@@ -84,7 +84,9 @@ def jobs(conn: psycopg.Connection, unit_id: int | None = None) -> list[dict[str,
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             "SELECT id, status::text AS status, execute_after, attempts, headers, "
-            "       resync.payload_json(payload) AS payload, execute_after - now() AS due_in "
+            "       resync.payload_json(payload) AS payload, execute_after - now() AS due_in, "
+            "       resync_events AS events, resync_last_reason AS last_reason, "
+            "       resync_deadline - now() AS deadline_in "
             "FROM resync.pgqueuer "
             "WHERE %(unit)s::bigint IS NULL OR headers ->> 'course_unit_id' = %(unit)s::text "
             "ORDER BY id",

@@ -129,7 +129,7 @@ def test_writer_does_not_wait_for_a_locked_unit_and_queues_a_job(conn, locked_un
     job = one_job(conn, u)
     assert job["payload"]["reason"] == "sync_error_after_updated"
     assert job["headers"]["reason"] == "sync_error_after_updated"
-    assert job["headers"]["events"] == 1
+    assert job["events"] == 1
     assert job["payload"]["sqlstate"] == "55P03"
     assert job["payload"]["error"] == "canceling statement due to lock timeout"
     assert 115 < seconds(job["due_in"]) <= 120
@@ -427,7 +427,7 @@ def test_deferred_mode_queues_one_job_per_unit_due_now(conn):
     for j in found:
         assert j["payload"]["reason"] == "deferred_after_updated"
         assert j["payload"]["sqlstate"] is None
-        assert j["headers"]["events"] == 1
+        assert j["events"] == 1
         assert -5 < seconds(j["due_in"]) <= 0
     assert failures(conn) == []
 
@@ -505,7 +505,7 @@ def test_off_mode_does_nothing_and_enqueue_drifted_catches_up(conn):
     assert all(-5 < seconds(j["due_in"]) <= 0 for j in found)
     # A second sweep coalesces into the queued jobs.
     assert conn.execute("SELECT resync.enqueue_drifted()").fetchone()[0] == 2
-    assert [j["headers"]["events"] for j in catalog.jobs(conn)] == [2, 2]
+    assert [j["events"] for j in catalog.jobs(conn)] == [2, 2]
 
 
 def test_enqueue_drifted_with_no_drift_queues_nothing(conn):
@@ -558,8 +558,8 @@ def test_second_event_coalesces_into_the_queued_job(conn):
     job = one_job(conn, u)
     assert job["id"] == first["id"]
     assert job["execute_after"] == first["execute_after"]  # earliest kept
-    assert job["headers"]["events"] == 3
-    assert job["headers"]["last_reason"] == "deferred_after_restored"
+    assert job["events"] == 3
+    assert job["last_reason"] == "deferred_after_restored"
     assert job["payload"]["reason"] == "deferred_after_updated"  # the first event's payload
 
 
@@ -582,7 +582,7 @@ def test_coalescing_keeps_the_earliest_execute_after(conn):
     )
     job = one_job(conn, u)
     assert -5 < seconds(job["due_in"]) <= 0
-    assert job["headers"]["events"] == 3
+    assert job["events"] == 3
 
 
 def test_event_during_a_running_job_gets_its_own_job(conn):
@@ -597,7 +597,7 @@ def test_event_during_a_running_job_gets_its_own_job(conn):
     conn.execute("UPDATE course_unit_elements SET credits = 4 WHERE id = %s", (e,))
 
     found = catalog.jobs(conn, u)
-    assert [(j["id"] == running, j["status"], j["headers"]["events"]) for j in found] == [
+    assert [(j["id"] == running, j["status"], j["events"]) for j in found] == [
         (True, "picked", 1),
         (False, "queued", 2),
     ]
@@ -620,8 +620,8 @@ def test_two_sessions_enqueuing_the_same_unit_end_with_one_job(conn, dsn):
         second = waiter.finish()
     assert second == first
     job = one_job(conn, u)
-    assert job["headers"]["events"] == 2
-    assert job["headers"]["last_reason"] == "from_s2"
+    assert job["events"] == 2
+    assert job["last_reason"] == "from_s2"
     assert conn.execute("SELECT array_agg(job_id ORDER BY id) FROM resync.requests").fetchone()[
         0
     ] == [first, first]

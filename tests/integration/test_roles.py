@@ -416,7 +416,7 @@ def test_a_hostile_search_path_does_not_hijack_the_triggers(conn, login, dsn):
     assert catalog.read_unit(conn, u)["hours_distribution"] == {"cm": 43.8, "td": 28.1, "tp": 28.1}
     assert [j["headers"]["reason"] for j in catalog.jobs(conn, u)] == ["sync_error_after_updated"]
     [job] = catalog.jobs(conn, v)
-    assert job["headers"]["events"] == 2
+    assert job["events"] == 2
 
 
 # -- resync_worker ----------------------------------------------------------------------------

@@ -1,0 +1,134 @@
+-- 0011: coalescing that leaves the job's index entries alone, and a trailing debounce.
+--
+-- 1. A coalesced event used to rewrite the job's `headers` (the events count) and `updated`,
+--    both under indexes of the queue table: every absorbed event wrote a new job version with
+--    an entry in each of its five indexes (queued jobs' partial indexes, primary key, ours).
+--    What coalescing keeps now lives in columns no index reads, on pages with room to spare,
+--    so an absorbed event is a HOT update of the job row (one heap write, no index entry)
+--    unless it moves the due time. pgqueuer reads jobs into a model that ignores columns it
+--    does not know; its own queries name theirs.
+-- 2. Deferred-mode events on a UE the daemon is resyncing, or resynced less than
+--    ue_resync.debounce ago, are debounced on the trailing edge: due a debounce after the last
+--    such event, but never later than ue_resync.debounce_max_wait after the first one absorbed
+--    by the job, nor later than any other event it absorbed asked for. An isolated change is
+--    still due at once; a burst of edits on one UE gets a resync at its start and one when it
+--    quiets down (bench/burst). 0010's rule (due a debounce after the last resync, the earliest
+--    due time kept) resynced a UE under a long burst once per debounce period.
+
+-- Section: where coalescing writes
+
+ALTER TABLE resync.pgqueuer
+    -- The events this job stands for (1 at insert, + 1 per absorbed event).
+    ADD COLUMN IF NOT EXISTS resync_events integer NOT NULL DEFAULT 1,
+    -- The reason of the last event it absorbed (the first one's is in headers and payload).
+    ADD COLUMN IF NOT EXISTS resync_last_reason text,
+    -- Set while the job holds debounced events: the latest time it may become due. NULL:
+    -- its due time is its deadline (a job nothing debounced touched).
+    ADD COLUMN IF NOT EXISTS resync_deadline timestamptz;
+
+-- Room on each page for the new versions of coalesced jobs (HOT needs the same page).
+ALTER TABLE resync.pgqueuer SET (fillfactor = 70);
+
+-- Jobs queued before this migration carried their count in headers.
+UPDATE resync.pgqueuer
+SET resync_events      = (headers ->> 'events')::integer,
+    resync_last_reason = headers ->> 'last_reason',
+    headers            = headers - 'events' - 'last_reason'
+WHERE entrypoint = 'resync_course_unit'
+  AND status = 'queued'
+  AND headers ->> 'events' ~ '^[0-9]{1,9}$';
+
+-- The UEs the daemon holds (picked: waiting for or in their resync), for the debounce.
+CREATE INDEX IF NOT EXISTS pgqueuer_resync_picked_per_unit
+    ON resync.pgqueuer ((headers ->> 'course_unit_id'))
+    WHERE entrypoint = 'resync_course_unit' AND status = 'picked';
+
+-- Section: the one queueing statement
+
+-- resync.queue_jobs (0010's signature and contract, new coalescing and debounce).
+-- Every event has a due time and a deadline (the latest it accepts): a plain event (failed
+-- inline sync, request, drift sweep, or a deferred-mode event on a quiet UE) is due at
+-- now() + p_delay with that same deadline; a debounced one is due now() + debounce with the
+-- deadline now() + debounce_max_wait. A job keeps the earliest deadline of its events, and is
+-- due at the earliest due time of its plain events or the latest of its debounced ones,
+-- whichever is earlier, never after its deadline.
+CREATE OR REPLACE FUNCTION resync.queue_jobs(
+    p_units bigint[], p_reasons text[], p_delay interval,
+    p_sqlstate text, p_error text, p_deferred_mode boolean
+) RETURNS TABLE (course_unit_id bigint, job_id bigint, coalesced boolean)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+-- One shape whatever the arrays hold (0010: planned at every call without it).
+SET plan_cache_mode = force_generic_plan
+AS $$
+DECLARE
+    v_debounce interval := interval '0';
+    v_max_wait interval := interval '0';
+BEGIN
+    IF p_deferred_mode THEN
+        -- The writer's settings; malformed, they are the writer's error.
+        v_debounce := coalesce(nullif(current_setting('ue_resync.debounce', true), ''),
+                               '2s')::interval;
+        v_max_wait := coalesce(nullif(current_setting('ue_resync.debounce_max_wait', true), ''),
+                               '60s')::interval;
+    END IF;
+    RETURN QUERY
+    INSERT INTO resync.pgqueuer AS q
+        (priority, entrypoint, status, execute_after, payload, headers,
+         resync_last_reason, resync_deadline)
+    SELECT 0, 'resync_course_unit', 'queued',
+           CASE WHEN c.debounced THEN now() + least(v_debounce, v_max_wait)
+                ELSE now() + p_delay END,
+           convert_to(jsonb_build_object(
+               'course_unit_id', u.id,
+               'reason',         u.reason,
+               'sqlstate',       p_sqlstate,
+               'error',          left(p_error, 1000),
+               'enqueued_at',    now())::text, 'UTF8'),
+           jsonb_build_object('course_unit_id', u.id::text, 'reason', u.reason),
+           u.reason,
+           CASE WHEN c.debounced THEN now() + v_max_wait END
+    FROM unnest(p_units, p_reasons) AS u(id, reason)
+    -- Deferred-mode events only: the UE itself (auto_sync_enabled, last resync by the daemon).
+    LEFT JOIN LATERAL (
+        SELECT cu.auto_sync_enabled,
+               v_debounce > interval '0'
+               AND CASE WHEN cu.last_job_sync > now() - v_debounce THEN true
+                        ELSE EXISTS (SELECT 1 FROM resync.pgqueuer p
+                                     WHERE (p.headers ->> 'course_unit_id') = u.id::text
+                                       AND p.entrypoint = 'resync_course_unit'
+                                       AND p.status = 'picked') END AS debounced
+        FROM public.course_units cu
+        WHERE p_deferred_mode AND cu.id = u.id
+    ) c ON true
+    WHERE NOT p_deferred_mode OR c.auto_sync_enabled
+    ORDER BY u.id  -- one insertion order for every writer: no deadlock on the key
+    ON CONFLICT ((headers ->> 'course_unit_id'))
+        WHERE entrypoint = 'resync_course_unit' AND status = 'queued'
+    DO UPDATE SET
+        -- Only execute_after is under an index, and it changes only when the event moves it.
+        execute_after = CASE
+            WHEN excluded.resync_deadline IS NULL
+            THEN least(q.execute_after, excluded.execute_after)
+            -- a debounced event: the latest debounced due time (the job's own, when it holds
+            -- one: due before its deadline), bounded by both deadlines (a job no debounced
+            -- event touched yet has its due time as deadline)
+            ELSE least(coalesce(q.resync_deadline, q.execute_after), excluded.resync_deadline,
+                       greatest(CASE WHEN q.execute_after < q.resync_deadline
+                                     THEN q.execute_after END,
+                                excluded.execute_after))
+            END,
+        resync_deadline = CASE
+            WHEN q.resync_deadline IS NULL AND excluded.resync_deadline IS NULL THEN NULL
+            ELSE least(coalesce(q.resync_deadline, q.execute_after),
+                       coalesce(excluded.resync_deadline, excluded.execute_after))
+            END,
+        resync_events      = q.resync_events + 1,
+        resync_last_reason = excluded.resync_last_reason
+    RETURNING (q.headers ->> 'course_unit_id')::bigint, q.id, (q.xmax <> 0);
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION resync.queue_jobs(bigint[], text[], interval, text, text, boolean)
+FROM PUBLIC;
