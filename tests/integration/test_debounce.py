@@ -65,11 +65,17 @@ def test_an_isolated_change_is_due_at_once(conn):
     with deferred(conn):
         edit(conn, e)
         assert job(conn, u) == {
-            "due": 0, "deadline": None, "events": 1, "last_reason": "deferred_after_updated"
+            "due": 0,
+            "deadline": None,
+            "events": 1,
+            "last_reason": "deferred_after_updated",
         }
         edit(conn, e)  # coalesced: still due at once, one more event
         assert job(conn, u) == {
-            "due": 0, "deadline": None, "events": 2, "last_reason": "deferred_after_updated"
+            "due": 0,
+            "deadline": None,
+            "events": 2,
+            "last_reason": "deferred_after_updated",
         }
 
 
@@ -100,7 +106,10 @@ def test_each_debounced_event_pushes_the_due_time_back(conn, hot):
         shift(conn, u, "0.5 s", "58.5 s")  # as if that event came 1.5 s ago
         edit(conn, e)
         assert job(conn, u) == {
-            "due": 2, "deadline": 58.5, "events": 2, "last_reason": "deferred_after_updated"
+            "due": 2,
+            "deadline": 58.5,
+            "events": 2,
+            "last_reason": "deferred_after_updated",
         }
 
 
@@ -125,8 +134,11 @@ def test_a_plain_event_lowers_the_deadline_and_keeps_the_earliest_due_time(conn,
     with deferred(conn):
         edit(conn, e)
         # A failed sync's job (policy delay 30 s) merges: due unchanged, deadline now 30 s.
-        conn.execute("SELECT resync.enqueue(array[%s::bigint], array['sync_error_after_updated'], "
-                     "interval '30 seconds')", (u,))
+        conn.execute(
+            "SELECT resync.enqueue(array[%s::bigint], array['sync_error_after_updated'], "
+            "interval '30 seconds')",
+            (u,),
+        )
         assert job(conn, u)["due"] == 2 and job(conn, u)["deadline"] == 30
         assert job(conn, u)["last_reason"] == "sync_error_after_updated"
         # Later debounced events cannot push the job past what the plain event asked for.
@@ -138,7 +150,10 @@ def test_a_plain_event_lowers_the_deadline_and_keeps_the_earliest_due_time(conn,
         conn.execute("SELECT resync.request(%s)", (u,))
         edit(conn, e)
         assert job(conn, u) == {
-            "due": 0, "deadline": 0, "events": 5, "last_reason": "deferred_after_updated"
+            "due": 0,
+            "deadline": 0,
+            "events": 5,
+            "last_reason": "deferred_after_updated",
         }
 
 
@@ -173,9 +188,11 @@ def test_the_debounce_can_be_turned_off(conn, hot):
 @pytest.mark.parametrize("name", ["debounce", "debounce_max_wait"])
 def test_a_malformed_setting_is_the_writers_error(conn, hot, name):
     u, e = hot
-    with pytest.raises(psycopg.errors.InvalidDatetimeFormat, match="soon"):
-        with deferred(conn, **{name: "soon"}):
-            edit(conn, e)
+    with (
+        pytest.raises(psycopg.errors.InvalidDatetimeFormat, match="soon"),
+        deferred(conn, **{name: "soon"}),
+    ):
+        edit(conn, e)
     assert catalog.jobs(conn, u) == []
 
 
