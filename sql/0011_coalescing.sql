@@ -7,13 +7,16 @@
 --    so an absorbed event is a HOT update of the job row (one heap write, no index entry)
 --    unless it moves the due time. pgqueuer reads jobs into a model that ignores columns it
 --    does not know; its own queries name theirs.
--- 2. Deferred-mode events on a UE the daemon is resyncing, or resynced less than
---    ue_resync.debounce ago, are debounced on the trailing edge: due a debounce after the last
---    such event, but never later than ue_resync.debounce_max_wait after the first one absorbed
---    by the job, nor later than any other event it absorbed asked for. An isolated change is
---    still due at once; a burst of edits on one UE gets a resync at its start and one when it
---    quiets down (bench/burst). 0010's rule (due a debounce after the last resync, the earliest
---    due time kept) resynced a UE under a long burst once per debounce period.
+-- 2. Deferred-mode events are debounced on the trailing edge. A change on a quiet UE is due at
+--    once, as before (the leading edge: an isolated change is resynced in milliseconds). A
+--    change on a UE the daemon is resyncing or resynced less than ue_resync.debounce ago, or
+--    on a UE whose job already waits for a debounced due time, makes the job due a debounce
+--    after it: a burst of edits gets one resync at its start and one when it quiets down
+--    (bench/burst). Bounds: never later than ue_resync.debounce_max_wait after the job's
+--    first deferred-mode event, nor later than any other event of the job asked for (a
+--    failed sync's policy delay, a request's run_at), and a job already due stays due.
+--    0010's rule (due a debounce after the last resync, earliest due time kept) resynced a
+--    UE under a long burst once per debounce period.
 
 -- Section: where coalescing writes
 
@@ -46,12 +49,12 @@ CREATE INDEX IF NOT EXISTS pgqueuer_resync_picked_per_unit
 -- Section: the one queueing statement
 
 -- resync.queue_jobs (0010's signature and contract, new coalescing and debounce).
--- Every event has a due time and a deadline (the latest it accepts): a plain event (failed
--- inline sync, request, drift sweep, or a deferred-mode event on a quiet UE) is due at
--- now() + p_delay with that same deadline; a debounced one is due now() + debounce with the
--- deadline now() + debounce_max_wait. A job keeps the earliest deadline of its events, and is
--- due at the earliest due time of its plain events or the latest of its debounced ones,
--- whichever is earlier, never after its deadline.
+-- Every event has a due time and a deadline (the latest it accepts). A plain event (failed
+-- inline sync, request, drift sweep, or any event with ue_resync.debounce = '0') is due at
+-- now() + p_delay, its deadline that same time (stored as NULL). A deferred-mode event is due
+-- now(), or now() + debounce on a UE the daemon holds or resynced within the debounce, with
+-- the deadline now() + debounce_max_wait. A job keeps the earliest deadline of its events
+-- (resync_deadline; NULL while only plain events made it) and is due no later than it.
 CREATE OR REPLACE FUNCTION resync.queue_jobs(
     p_units bigint[], p_reasons text[], p_delay interval,
     p_sqlstate text, p_error text, p_deferred_mode boolean
@@ -88,7 +91,7 @@ BEGIN
                'enqueued_at',    now())::text, 'UTF8'),
            jsonb_build_object('course_unit_id', u.id::text, 'reason', u.reason),
            u.reason,
-           CASE WHEN c.debounced THEN now() + v_max_wait END
+           CASE WHEN p_deferred_mode AND v_debounce > interval '0' THEN now() + v_max_wait END
     FROM unnest(p_units, p_reasons) AS u(id, reason)
     -- Deferred-mode events only: the UE itself (auto_sync_enabled, last resync by the daemon).
     LEFT JOIN LATERAL (
@@ -109,14 +112,17 @@ BEGIN
     DO UPDATE SET
         -- Only execute_after is under an index, and it changes only when the event moves it.
         execute_after = CASE
-            WHEN excluded.resync_deadline IS NULL
+            WHEN excluded.resync_deadline IS NULL  -- a plain event: the earliest due time
             THEN least(q.execute_after, excluded.execute_after)
-            -- a debounced event: the latest debounced due time (the job's own, when it holds
-            -- one: due before its deadline), bounded by both deadlines (a job no debounced
-            -- event touched yet has its due time as deadline)
+            WHEN q.execute_after <= now()  -- already due: stays due
+            THEN q.execute_after
+            -- A deferred-mode event on a job not yet due: a job holding a debounced due time
+            -- (before its deadline) is pushed a debounce past this event, even if the UE has
+            -- not been resynced lately (the burst goes on); within both deadlines (a plain
+            -- job's is its due time).
             ELSE least(coalesce(q.resync_deadline, q.execute_after), excluded.resync_deadline,
                        greatest(CASE WHEN q.execute_after < q.resync_deadline
-                                     THEN q.execute_after END,
+                                     THEN now() + v_debounce END,
                                 excluded.execute_after))
             END,
         resync_deadline = CASE

@@ -66,14 +66,14 @@ def test_an_isolated_change_is_due_at_once(conn):
         edit(conn, e)
         assert job(conn, u) == {
             "due": 0,
-            "deadline": None,
+            "deadline": 60,
             "events": 1,
             "last_reason": "deferred_after_updated",
         }
         edit(conn, e)  # coalesced: still due at once, one more event
         assert job(conn, u) == {
             "due": 0,
-            "deadline": None,
+            "deadline": 60,
             "events": 2,
             "last_reason": "deferred_after_updated",
         }
@@ -111,6 +111,27 @@ def test_each_debounced_event_pushes_the_due_time_back(conn, hot):
             "events": 2,
             "last_reason": "deferred_after_updated",
         }
+
+
+def test_a_burst_keeps_pushing_its_job_back_once_the_last_resync_is_old(conn):
+    # The UE is quiet by its last resync (never), but its job waits for a debounced due time:
+    # the burst goes on, so the job is pushed back all the same.
+    u = catalog.unit(conn)
+    e = catalog.element(conn, u)
+    with deferred(conn):
+        edit(conn, e)
+        shift(conn, u, "1 s", "59 s")
+        edit(conn, e)
+        assert job(conn, u)["due"] == 2 and job(conn, u)["deadline"] == 59
+
+
+def test_a_job_already_due_stays_due(conn, hot):
+    u, e = hot
+    conn.execute("SELECT resync.request(%s)", (u,))
+    with deferred(conn):
+        conn.execute("UPDATE resync.pgqueuer SET execute_after = now() - interval '1 s'")
+        edit(conn, e)
+        assert job(conn, u)["due"] == -1 and job(conn, u)["deadline"] == -1
 
 
 def test_the_deadline_bounds_the_debounce(conn, hot):
