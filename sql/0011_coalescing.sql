@@ -5,13 +5,13 @@
 --    an entry in each of its five indexes (queued jobs' partial indexes, primary key, ours).
 --    What coalescing keeps now lives in columns no index reads, on pages with room to spare,
 --    so an absorbed event is a HOT update of the job row (one heap write, no index entry)
---    unless it moves the due time. pgqueuer reads jobs into a model that ignores columns it
---    does not know; its own queries name theirs.
+--    unless it moves the due time. pgqueuer reads job rows (some with SELECT *) into a model
+--    that ignores columns it does not know.
 -- 2. Deferred-mode events are debounced on the trailing edge. A change on a quiet UE is due at
 --    once, as before (the leading edge: an isolated change is resynced in milliseconds). A
---    change on a UE the daemon is resyncing or resynced less than ue_resync.debounce ago, or
---    on a UE whose job already waits for a debounced due time, makes the job due a debounce
---    after it: a burst of edits gets one resync at its start and one when it quiets down
+--    change on a busy UE (the daemon holds a job of it or resynced it less than
+--    ue_resync.debounce ago, or a job of it is queued) makes the job due a debounce after it,
+--    and so does any change on a job waiting for a debounced due time: a burst of edits gets one resync at its start and one when it quiets down
 --    (bench/burst). Bounds: never later than ue_resync.debounce_max_wait after the job's
 --    first deferred-mode event, nor later than any other event of the job asked for (a
 --    failed sync's policy delay, a request's run_at), and a job already due stays due.
@@ -52,8 +52,8 @@ CREATE INDEX IF NOT EXISTS pgqueuer_resync_picked_per_unit
 -- Every event has a due time and a deadline (the latest it accepts). A plain event (failed
 -- inline sync, request, drift sweep, or any event with ue_resync.debounce = '0') is due at
 -- now() + p_delay, its deadline that same time (stored as NULL). A deferred-mode event is due
--- now(), or now() + debounce on a UE the daemon holds or resynced within the debounce, with
--- the deadline now() + debounce_max_wait. A job keeps the earliest deadline of its events
+-- now(), or now() + debounce on a busy UE (see above), with the deadline
+-- now() + debounce_max_wait. A job keeps the earliest deadline of its events
 -- (resync_deadline; NULL while only plain events made it) and is due no later than it.
 CREATE OR REPLACE FUNCTION resync.queue_jobs(
     p_units bigint[], p_reasons text[], p_delay interval,
@@ -98,10 +98,19 @@ BEGIN
         SELECT cu.auto_sync_enabled,
                v_debounce > interval '0'
                AND CASE WHEN cu.last_job_sync > now() - v_debounce THEN true
+                        -- A job of the UE, picked (its resync is under way) or queued: the
+                        -- UE is busy. (A queued job takes the event in by ON CONFLICT, where
+                        -- this verdict only matters for a job not yet due; but the daemon may
+                        -- pick that job between this statement's snapshot and its insert,
+                        -- and the event then makes a job of its own, to be debounced.)
                         ELSE EXISTS (SELECT 1 FROM resync.pgqueuer p
                                      WHERE (p.headers ->> 'course_unit_id') = u.id::text
                                        AND p.entrypoint = 'resync_course_unit'
-                                       AND p.status = 'picked') END AS debounced
+                                       AND p.status = 'picked')
+                          OR EXISTS (SELECT 1 FROM resync.pgqueuer p
+                                     WHERE (p.headers ->> 'course_unit_id') = u.id::text
+                                       AND p.entrypoint = 'resync_course_unit'
+                                       AND p.status = 'queued') END AS debounced
         FROM public.course_units cu
         WHERE p_deferred_mode AND cu.id = u.id
     ) c ON true

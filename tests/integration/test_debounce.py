@@ -99,6 +99,18 @@ def test_a_change_while_the_daemon_holds_the_unit_is_debounced(conn):
         assert job(conn, u)["due"] == 2 and job(conn, u)["deadline"] == 60
 
 
+def test_a_change_on_a_unit_with_a_job_waiting_is_debounced(conn):
+    # Not resynced lately, nothing picked, but a job queued for later (a request in 2 min):
+    # the UE is busy, the change trails. (The same verdict covers the daemon picking the UE's
+    # job between the writer's snapshot and its insert: the event then has a job of its own.)
+    u = catalog.unit(conn)
+    e = catalog.element(conn, u)
+    conn.execute("SELECT resync.request(%s, 'later', interval '2 minutes')", (u,))
+    with deferred(conn):
+        edit(conn, e)
+        assert job(conn, u)["due"] == 2 and job(conn, u)["deadline"] == 60
+
+
 def test_each_debounced_event_pushes_the_due_time_back(conn, hot):
     u, e = hot
     with deferred(conn):
