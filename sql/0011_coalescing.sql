@@ -12,11 +12,12 @@
 --    change on a busy UE (the daemon holds a job of it or resynced it less than
 --    ue_resync.debounce ago, or a job of it is queued) makes the job due a debounce after it,
 --    and so does any change on a job waiting for a debounced due time: a burst of edits
---    gets one resync at its start and one when it quiets down (bench/burst). Bounds: never later than ue_resync.debounce_max_wait after the job's
---    first deferred-mode event, nor later than any other event of the job asked for (a
---    failed sync's policy delay, a request's run_at), and a job already due stays due.
---    0010's rule (due a debounce after the last resync, earliest due time kept) resynced a
---    UE under a long burst once per debounce period.
+--    gets one resync at its start and one when it quiets down (bench/burst). Bounds: never
+--    later than ue_resync.debounce_max_wait after the job's first deferred-mode event, nor
+--    later than any other event of the job asked for (a failed sync's policy delay, a
+--    request's run_at), and a job already due stays due. 0010's rule (due a debounce after
+--    the last resync, earliest due time kept) resynced a UE under a long burst once per
+--    debounce period.
 
 -- Section: where coalescing writes
 
