@@ -10,7 +10,7 @@
 -- 2. Deferred-mode events are debounced on the trailing edge. A change on a quiet UE is due at
 --    once, as before (the leading edge: an isolated change is resynced in milliseconds). A
 --    change on a busy UE (the daemon holds a job of it or resynced it less than
---    ue_resync.debounce ago, or a job of it is queued) makes the job due a debounce after it,
+--    ue_resync.debounce ago, or a job of it is due) makes the job due a debounce after it,
 --    and so does any change on a job waiting for a debounced due time: a burst of edits
 --    gets one resync at its start and one when it quiets down (bench/burst). Bounds: never
 --    later than ue_resync.debounce_max_wait after the job's first deferred-mode event, nor
@@ -99,11 +99,13 @@ BEGIN
         SELECT cu.auto_sync_enabled,
                v_debounce > interval '0'
                AND CASE WHEN cu.last_job_sync > now() - v_debounce THEN true
-                        -- A job of the UE, picked (its resync is under way) or queued: the
-                        -- UE is busy. (A queued job takes the event in by ON CONFLICT, where
-                        -- this verdict only matters for a job not yet due; but the daemon may
-                        -- pick that job between this statement's snapshot and its insert,
-                        -- and the event then makes a job of its own, to be debounced.)
+                        -- A job of the UE picked (its resync is under way), or queued and due
+                        -- (about to be picked): the UE is busy. A queued job takes the event in
+                        -- by ON CONFLICT, where this verdict does not matter for a job already
+                        -- due; but the daemon may pick that job between this statement's
+                        -- snapshot and its insert, and the event then makes a job of its own,
+                        -- which must trail. (A job queued for later does not make the UE busy:
+                        -- the change is due at once, as issue 2 wants.)
                         ELSE EXISTS (SELECT 1 FROM resync.pgqueuer p
                                      WHERE (p.headers ->> 'course_unit_id') = u.id::text
                                        AND p.entrypoint = 'resync_course_unit'
@@ -111,7 +113,8 @@ BEGIN
                           OR EXISTS (SELECT 1 FROM resync.pgqueuer p
                                      WHERE (p.headers ->> 'course_unit_id') = u.id::text
                                        AND p.entrypoint = 'resync_course_unit'
-                                       AND p.status = 'queued') END AS debounced
+                                       AND p.status = 'queued'
+                                       AND p.execute_after <= now()) END AS debounced
         FROM public.course_units cu
         WHERE p_deferred_mode AND cu.id = u.id
     ) c ON true

@@ -5,6 +5,7 @@ is an exact offset from it. A job's state as if its first event came earlier is 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -99,16 +100,51 @@ def test_a_change_while_the_daemon_holds_the_unit_is_debounced(conn):
         assert job(conn, u)["due"] == 2 and job(conn, u)["deadline"] == 60
 
 
-def test_a_change_on_a_unit_with_a_job_waiting_is_debounced(conn):
-    # Not resynced lately, nothing picked, but a job queued for later (a request in 2 min):
-    # the UE is busy, the change trails. (The same verdict covers the daemon picking the UE's
-    # job between the writer's snapshot and its insert: the event then has a job of its own.)
+def test_a_change_on_a_unit_with_a_job_queued_for_later_is_due_at_once(conn):
+    # issue 2: deferred mode is "delay 0", and coalescing keeps the earliest due time.
     u = catalog.unit(conn)
     e = catalog.element(conn, u)
-    conn.execute("SELECT resync.request(%s, 'later', interval '2 minutes')", (u,))
+    conn.execute("SELECT resync.request(%s, 'later', interval '1 hour')", (u,))
     with deferred(conn):
         edit(conn, e)
-        assert job(conn, u)["due"] == 2 and job(conn, u)["deadline"] == 60
+        assert job(conn, u)["due"] == 0 and job(conn, u)["deadline"] == 60
+
+
+def test_a_change_racing_the_pick_of_the_units_due_job_trails(conn, dsn):
+    # The writer's statement sees the UE's job queued and due; the daemon picks it before the
+    # insert (the conflict check waits for the pick to commit, then finds no queued job): the
+    # event makes a job of its own, which trails the resync under way instead of running
+    # right after it.
+    u = catalog.unit(conn)
+    e = catalog.element(conn, u)
+    conn.execute("SELECT resync.request(%s)", (u,))
+    with psycopg.connect(dsn) as daemon, psycopg.connect(dsn, autocommit=True) as writer:
+        daemon.execute("UPDATE resync.pgqueuer SET status = 'picked'")  # not committed yet
+        writer_pid = writer.info.backend_pid
+        failure: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                with deferred(writer):
+                    edit(writer, e)
+            except BaseException as exc:  # reported below
+                failure.append(exc)
+
+        t = threading.Thread(target=write)
+        t.start()
+        catalog.wait_for(
+            lambda: conn.execute(
+                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
+                (writer_pid,),
+            ).fetchone()[0],
+            what="the writer's insert waiting for the pick",
+        )
+        daemon.commit()
+        t.join(timeout=30)
+        assert not t.is_alive() and failure == []
+    queued = [j for j in catalog.jobs(conn, u) if j["status"] == "queued"]
+    assert len(queued) == 1
+    assert 1 < queued[0]["due_in"].total_seconds() <= 2  # a debounce from the writer's now()
 
 
 def test_each_debounced_event_pushes_the_due_time_back(conn, hot):
