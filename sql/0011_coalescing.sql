@@ -139,7 +139,9 @@ BEGIN
                                 excluded.execute_after))
             END,
         resync_deadline = CASE
-            WHEN q.resync_deadline IS NULL AND excluded.resync_deadline IS NULL THEN NULL
+            WHEN q.execute_after <= now()  -- a due job only counts the event
+              OR (q.resync_deadline IS NULL AND excluded.resync_deadline IS NULL)
+            THEN q.resync_deadline
             ELSE least(coalesce(q.resync_deadline, q.execute_after),
                        coalesce(excluded.resync_deadline, excluded.execute_after))
             END,
@@ -149,5 +151,153 @@ BEGIN
 END
 $$;
 
-REVOKE EXECUTE ON FUNCTION resync.queue_jobs(bigint[], text[], interval, text, text, boolean)
+
+-- Section: the row path's deferred branch
+
+-- resync.on_element_row_changed (0010's, whole, as a forward-only migration must carry it):
+-- in deferred mode, an event for a UE whose job is already due only counts itself into that
+-- job, without calling resync.queue_jobs. Steady deferred writers (every UE's job queued and
+-- due, bench/writer_tps's case once each UE has been touched) went from 0.62× to 0.86× the
+-- baseline's transactions per second on the machine of docs/performance.md.
+
+CREATE OR REPLACE FUNCTION resync.on_element_row_changed() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_statement text := encode(timestamptz_send(statement_timestamp()), 'hex');
+    v_mode      text;
+    v_unit      bigint;
+    v_action    text;
+    v_saved     text;
+    v_set       text;
+    v_state     text;
+    v_message   text;
+BEGIN
+    -- More rows came after this one: the statement trigger syncs them all.
+    IF current_setting('ue_resync.statement_rows', true) IS DISTINCT FROM v_statement || ' 1' THEN
+        RETURN NULL;
+    END IF;
+
+    IF TG_OP = 'INSERT' THEN
+        v_unit := NEW.course_unit_id;
+        v_action := 'created';
+    ELSIF TG_OP = 'DELETE' THEN
+        v_unit := OLD.course_unit_id;
+        v_action := 'force_deleted';
+    ELSIF (OLD.credits, OLD.hours_cm, OLD.hours_td, OLD.hours_tp, OLD.hours_total,
+           OLD.status, OLD.deleted_at, OLD.course_unit_id)
+          IS NOT DISTINCT FROM
+          (NEW.credits, NEW.hours_cm, NEW.hours_td, NEW.hours_tp, NEW.hours_total,
+           NEW.status, NEW.deleted_at, NEW.course_unit_id) THEN
+        v_unit := NULL;  -- nothing counted changed
+    ELSIF OLD.course_unit_id IS DISTINCT FROM NEW.course_unit_id THEN
+        -- A move touches two UEs: left to the statement trigger.
+        v_set := set_config('ue_resync.statement_rows', v_statement || ' 2', true);
+        RETURN NULL;
+    ELSE
+        v_unit := NEW.course_unit_id;
+        v_action := CASE WHEN OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL THEN 'deleted'
+                         WHEN OLD.deleted_at IS NOT NULL AND NEW.deleted_at IS NULL THEN 'restored'
+                         ELSE 'updated' END;
+    END IF;
+    v_set := set_config('ue_resync.statement_rows', v_statement || ' done', true);
+    IF v_unit IS NULL THEN
+        RETURN NULL;
+    END IF;
+
+    v_mode := coalesce(nullif(current_setting('ue_resync.mode', true), ''), 'inline');
+    IF v_mode = 'off' THEN
+        RETURN NULL;
+    ELSIF v_mode = 'deferred' THEN
+        -- The UE's job already due: the event changes nothing but its count and last reason
+        -- (resync.queue_jobs does the same to a due job), and this statement, which opens no
+        -- index, costs a fraction of the INSERT … ON CONFLICT it saves.
+        UPDATE resync.pgqueuer q
+        SET resync_events      = q.resync_events + 1,
+            resync_last_reason = 'deferred_after_' || v_action
+        WHERE (q.headers ->> 'course_unit_id') = v_unit::text
+          AND q.entrypoint = 'resync_course_unit'
+          AND q.status = 'queued'
+          AND q.execute_after <= now()
+          AND EXISTS (SELECT 1 FROM public.course_units c
+                      WHERE c.id = v_unit AND c.auto_sync_enabled);
+        IF NOT FOUND THEN
+            PERFORM resync.queue_jobs(array[v_unit], array['deferred_after_' || v_action],
+                                      interval '0', NULL, NULL, true);
+        END IF;
+        RETURN NULL;
+    ELSIF v_mode <> 'inline' THEN
+        RAISE EXCEPTION 'invalid value for ue_resync.mode: "%"', v_mode
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use inline, deferred or off.';
+    END IF;
+
+    v_saved := current_setting('lock_timeout');
+    v_set := set_config('lock_timeout',
+        coalesce(nullif(current_setting('ue_resync.lock_timeout', true), ''), '100ms'), true);
+    BEGIN
+        -- x is the UE row as this statement's snapshot sees it, with its sums; u is the
+        -- row the UPDATE locks. They are the same version unless another transaction
+        -- updated the row since: then u is that newer version (read committed re-checks
+        -- the WHERE on it) and nothing is written.
+        UPDATE public.course_units u
+        SET credits            = CASE WHEN u.sync_credits_with_elements
+                                      THEN x.credits ELSE u.credits END,
+            hours_cm           = CASE WHEN u.sync_hours_with_elements
+                                      THEN x.cm ELSE u.hours_cm END,
+            hours_td           = CASE WHEN u.sync_hours_with_elements
+                                      THEN x.td ELSE u.hours_td END,
+            hours_tp           = CASE WHEN u.sync_hours_with_elements
+                                      THEN x.tp ELSE u.hours_tp END,
+            hours_total        = CASE WHEN u.sync_hours_with_elements
+                                      THEN x.total ELSE u.hours_total END,
+            elements_count     = x.n,
+            hours_distribution = CASE WHEN u.sync_hours_with_elements
+                                      THEN resync.hours_distribution(x.cm, x.td, x.tp, x.total)
+                                      ELSE resync.hours_distribution(u.hours_cm, u.hours_td,
+                                                                     u.hours_tp, u.hours_total) END,
+            last_element_sync  = greatest(u.last_element_sync, clock_timestamp())
+        FROM (SELECT seen.xmin AS seen, s.*
+              FROM public.course_units seen
+              CROSS JOIN LATERAL (
+                  SELECT coalesce(sum(e.credits::numeric), 0)     AS credits,
+                         coalesce(sum(e.hours_cm::numeric), 0)    AS cm,
+                         coalesce(sum(e.hours_td::numeric), 0)    AS td,
+                         coalesce(sum(e.hours_tp::numeric), 0)    AS tp,
+                         coalesce(sum(e.hours_total::numeric), 0) AS total,
+                         count(*)::integer                        AS n
+                  FROM public.course_unit_elements e
+                  WHERE e.course_unit_id = seen.id
+                    AND e.status = 'active'
+                    AND e.deleted_at IS NULL) s
+              WHERE seen.id = v_unit) x
+        WHERE u.id = v_unit
+          AND u.auto_sync_enabled
+          AND u.xmin = x.seen;
+        -- Not written: the row moved on, or the UE is gone or not synced automatically
+        -- (resync.sync_units skips those as well).
+        IF NOT FOUND THEN
+            PERFORM resync.sync_units(array[v_unit], false, true);
+        END IF;
+    EXCEPTION
+        -- OTHERS does not include query_canceled: a statement_timeout must defer too.
+        WHEN query_canceled THEN
+            v_state := SQLSTATE; v_message := SQLERRM;
+        WHEN OTHERS THEN
+            v_state := SQLSTATE; v_message := SQLERRM;
+    END;
+    v_set := set_config('lock_timeout', v_saved, true);
+
+    IF v_state IS NOT NULL THEN
+        PERFORM resync.record_sync_failure(array[v_unit], array[v_action], v_state, v_message);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+REVOKE EXECUTE ON FUNCTION
+    resync.queue_jobs(bigint[], text[], interval, text, text, boolean),
+    resync.on_element_row_changed()
 FROM PUBLIC;

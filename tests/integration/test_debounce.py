@@ -179,7 +179,56 @@ def test_a_job_already_due_stays_due(conn, hot):
     with deferred(conn):
         conn.execute("UPDATE resync.pgqueuer SET execute_after = now() - interval '1 s'")
         edit(conn, e)
-        assert job(conn, u)["due"] == -1 and job(conn, u)["deadline"] == -1
+        assert job(conn, u) == {
+            "due": -1,
+            "deadline": None,
+            "events": 2,
+            "last_reason": "deferred_after_updated",
+        }
+
+
+@pytest.mark.parametrize(("rows", "queue_calls"), [(1, 0), (2, 1)], ids=["row", "statement"])
+def test_both_paths_only_count_an_event_into_a_due_job(conn, rows, queue_calls):
+    # The row path updates a due job in place without resync.queue_jobs; the statement path
+    # goes through it: the job ends the same.
+    u = catalog.unit(conn)
+    elements = [catalog.element(conn, u) for _ in range(rows)]
+    conn.execute("SELECT resync.request(%s, 'ops', interval '30 seconds')", (u,))
+    with deferred(conn):
+        conn.execute("SET LOCAL track_functions = 'pl'")
+        conn.execute(
+            "UPDATE resync.pgqueuer SET execute_after = now() - interval '1 s', "
+            "resync_deadline = now() + interval '5 s'"
+        )
+        conn.execute(
+            "UPDATE course_unit_elements SET credits = credits + 1 WHERE id = ANY(%s)",
+            (elements,),
+        )
+        assert job(conn, u) == {
+            "due": -1,
+            "deadline": 5,
+            "events": 2,
+            "last_reason": "deferred_after_updated",
+        }
+        calls = conn.execute(
+            "SELECT coalesce(pg_stat_get_xact_function_calls("
+            "'resync.queue_jobs(bigint[], text[], interval, text, text, boolean)'"
+            "::regprocedure), 0)"
+        ).fetchone()
+        assert calls == (queue_calls,)
+
+
+@pytest.mark.parametrize("rows", [1, 2], ids=["row path", "statement path"])
+def test_a_unit_left_alone_does_not_count_into_its_due_job(conn, rows):
+    u = catalog.unit(conn, auto_sync_enabled=False)
+    elements = [catalog.element(conn, u) for _ in range(rows)]
+    conn.execute("SELECT resync.request(%s)", (u,))  # an explicit request still queues
+    with deferred(conn):
+        conn.execute(
+            "UPDATE course_unit_elements SET credits = credits + 1 WHERE id = ANY(%s)",
+            (elements,),
+        )
+        assert job(conn, u)["events"] == 1
 
 
 def test_the_deadline_bounds_the_debounce(conn, hot):
