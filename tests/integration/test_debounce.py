@@ -329,3 +329,34 @@ def test_a_coalesced_event_leaves_the_index_entries_alone(conn):
         ).fetchone()
         assert row == (2, 2)
         assert job(conn, u)["events"] == 3
+
+
+def test_plans_made_on_an_empty_queue_still_use_the_index(conn, dsn):
+    # The daemon keeps the queue near empty, so a writer's session often plans its queue
+    # statements then; those plans are kept. They must not scan the table once an import has
+    # queued thousands of jobs: with 10,000 queued, a scan per event made deferred writers
+    # 16 times slower (bench/writer_tps --no-commit-wait).
+    units = [catalog.unit(conn) for _ in range(8)]
+    elements = [catalog.element(conn, u) for u in units]
+    conn.execute("ANALYZE resync.pgqueuer")  # empty: a plan made now prefers a scan
+    with psycopg.connect(dsn, autocommit=True) as writer:
+        writer.execute("SET ue_resync.mode = deferred")
+        # Enough calls for PL/pgSQL to settle on generic plans, each path taken: a new job
+        # (resync.queue_jobs with its busy check) and an event into a due job (the row path's
+        # in-place count).
+        for e in elements[:6]:
+            edit(writer, e)
+            edit(writer, e)
+        conn.execute(
+            "SELECT resync.enqueue(array_agg(g::bigint), array_agg('filler'::text), interval '0') "
+            "FROM generate_series(1000001, 1002000) g"  # 2,000 jobs queued, due
+        )
+        with writer.transaction():
+            edit(writer, elements[6])  # a new job
+            edit(writer, elements[6])  # counted into it
+            edit(writer, elements[7])
+            scans = writer.execute(
+                "SELECT pg_stat_get_xact_numscans('resync.pgqueuer'::regclass)"
+            ).fetchone()
+        assert scans == (0,)
+    assert job(conn, units[6])["events"] == 2
