@@ -9,8 +9,8 @@
 --    that ignores columns it does not know.
 -- 2. Deferred-mode events are debounced on the trailing edge. A change on a quiet UE is due at
 --    once, as before (the leading edge: an isolated change is resynced in milliseconds). A
---    change on a busy UE (the daemon holds a job of it or resynced it less than
---    ue_resync.debounce ago, or a job of it is due) makes the job due a debounce after it,
+--    change on a busy UE (the daemon holds a job of it, or resynced it less than
+--    ue_resync.debounce ago) makes the job due a debounce after it,
 --    and so does any change on a job waiting for a debounced due time: a burst of edits
 --    gets one resync at its start and one when it quiets down (bench/burst). Bounds: never
 --    later than ue_resync.debounce_max_wait after the job's first deferred-mode event, nor
@@ -72,8 +72,12 @@ SET plan_cache_mode = force_generic_plan
 SET enable_seqscan = off
 AS $$
 DECLARE
-    v_debounce interval := interval '0';
-    v_max_wait interval := interval '0';
+    v_debounce  interval := interval '0';
+    v_max_wait  interval := interval '0';
+    v_units     bigint[];
+    v_ids       bigint[];
+    v_coalesced boolean[];
+    v_check     bigint[];
 BEGIN
     IF p_deferred_mode THEN
         -- The writer's settings; malformed, they are the writer's error.
@@ -82,77 +86,89 @@ BEGIN
         v_max_wait := coalesce(nullif(current_setting('ue_resync.debounce_max_wait', true), ''),
                                '60s')::interval;
     END IF;
-    RETURN QUERY
-    INSERT INTO resync.pgqueuer AS q
-        (priority, entrypoint, status, execute_after, payload, headers,
-         resync_last_reason, resync_deadline)
-    SELECT 0, 'resync_course_unit', 'queued',
-           CASE WHEN c.debounced THEN now() + least(v_debounce, v_max_wait)
-                ELSE now() + p_delay END,
-           convert_to(jsonb_build_object(
-               'course_unit_id', u.id,
-               'reason',         u.reason,
-               'sqlstate',       p_sqlstate,
-               'error',          left(p_error, 1000),
-               'enqueued_at',    now())::text, 'UTF8'),
-           jsonb_build_object('course_unit_id', u.id::text, 'reason', u.reason),
-           u.reason,
-           CASE WHEN p_deferred_mode AND v_debounce > interval '0' THEN now() + v_max_wait END
-    FROM unnest(p_units, p_reasons) AS u(id, reason)
-    -- Deferred-mode events only: the UE itself (auto_sync_enabled, last resync by the daemon).
-    LEFT JOIN LATERAL (
-        SELECT cu.auto_sync_enabled,
-               v_debounce > interval '0'
-               AND CASE WHEN cu.last_job_sync > now() - v_debounce THEN true
-                        -- A job of the UE picked (its resync is under way), or queued and due
-                        -- (about to be picked): the UE is busy. A queued job takes the event in
-                        -- by ON CONFLICT, where this verdict does not matter for a job already
-                        -- due; but the daemon may pick that job between this statement's
-                        -- snapshot and its insert, and the event then makes a job of its own,
-                        -- which must trail. (A job queued for later does not make the UE busy:
-                        -- the change is due at once, as issue 2 wants.)
-                        ELSE EXISTS (SELECT 1 FROM resync.pgqueuer p
-                                     WHERE (p.headers ->> 'course_unit_id') = u.id::text
-                                       AND p.entrypoint = 'resync_course_unit'
-                                       AND p.status = 'picked')
-                          OR EXISTS (SELECT 1 FROM resync.pgqueuer p
-                                     WHERE (p.headers ->> 'course_unit_id') = u.id::text
-                                       AND p.entrypoint = 'resync_course_unit'
-                                       AND p.status = 'queued'
-                                       AND p.execute_after <= now()) END AS debounced
-        FROM public.course_units cu
-        WHERE p_deferred_mode AND cu.id = u.id
-    ) c ON true
-    WHERE NOT p_deferred_mode OR c.auto_sync_enabled
-    ORDER BY u.id  -- one insertion order for every writer: no deadlock on the key
-    ON CONFLICT ((headers ->> 'course_unit_id'))
-        WHERE entrypoint = 'resync_course_unit' AND status = 'queued'
-    DO UPDATE SET
-        -- Only execute_after is under an index, and it changes only when the event moves it.
-        execute_after = CASE
-            WHEN excluded.resync_deadline IS NULL  -- a plain event: the earliest due time
-            THEN least(q.execute_after, excluded.execute_after)
-            WHEN q.execute_after <= now()  -- already due: stays due
-            THEN q.execute_after
-            -- A deferred-mode event on a job not yet due: a job holding a debounced due time
-            -- (before its deadline) is pushed a debounce past this event, even if the UE has
-            -- not been resynced lately (the burst goes on); within both deadlines (a plain
-            -- job's is its due time).
-            ELSE least(coalesce(q.resync_deadline, q.execute_after), excluded.resync_deadline,
-                       greatest(CASE WHEN q.execute_after < q.resync_deadline
-                                     THEN now() + v_debounce END,
-                                excluded.execute_after))
-            END,
-        resync_deadline = CASE
-            WHEN q.execute_after <= now()  -- a due job only counts the event
-              OR (q.resync_deadline IS NULL AND excluded.resync_deadline IS NULL)
-            THEN q.resync_deadline
-            ELSE least(coalesce(q.resync_deadline, q.execute_after),
-                       coalesce(excluded.resync_deadline, excluded.execute_after))
-            END,
-        resync_events      = q.resync_events + 1,
-        resync_last_reason = excluded.resync_last_reason
-    RETURNING (q.headers ->> 'course_unit_id')::bigint, q.id, (q.xmax <> 0);
+    WITH queued AS (
+        INSERT INTO resync.pgqueuer AS q
+            (priority, entrypoint, status, execute_after, payload, headers,
+             resync_last_reason, resync_deadline)
+        SELECT 0, 'resync_course_unit', 'queued',
+               CASE WHEN c.debounced THEN now() + least(v_debounce, v_max_wait)
+                    ELSE now() + p_delay END,
+               convert_to(jsonb_build_object(
+                   'course_unit_id', u.id,
+                   'reason',         u.reason,
+                   'sqlstate',       p_sqlstate,
+                   'error',          left(p_error, 1000),
+                   'enqueued_at',    now())::text, 'UTF8'),
+               jsonb_build_object('course_unit_id', u.id::text, 'reason', u.reason),
+               u.reason,
+               CASE WHEN p_deferred_mode AND v_debounce > interval '0' THEN now() + v_max_wait END
+        FROM unnest(p_units, p_reasons) AS u(id, reason)
+        -- Deferred-mode events only: the UE itself (auto_sync_enabled, last resync by the daemon).
+        LEFT JOIN LATERAL (
+            SELECT cu.auto_sync_enabled,
+                   v_debounce > interval '0'
+                   AND cu.last_job_sync > now() - v_debounce AS debounced
+            FROM public.course_units cu
+            WHERE p_deferred_mode AND cu.id = u.id
+        ) c ON true
+        WHERE NOT p_deferred_mode OR c.auto_sync_enabled
+        ORDER BY u.id  -- one insertion order for every writer: no deadlock on the key
+        ON CONFLICT ((headers ->> 'course_unit_id'))
+            WHERE entrypoint = 'resync_course_unit' AND status = 'queued'
+        DO UPDATE SET
+            -- Only execute_after is under an index, and it changes only when the event moves it.
+            execute_after = CASE
+                WHEN excluded.resync_deadline IS NULL  -- a plain event: the earliest due time
+                THEN least(q.execute_after, excluded.execute_after)
+                WHEN q.execute_after <= now()  -- already due: stays due
+                THEN q.execute_after
+                -- A deferred-mode event on a job not yet due: a job holding a debounced due time
+                -- (before its deadline) is pushed a debounce past this event, even if the UE has
+                -- not been resynced lately (the burst goes on); within both deadlines (a plain
+                -- job's is its due time).
+                ELSE least(coalesce(q.resync_deadline, q.execute_after), excluded.resync_deadline,
+                           greatest(CASE WHEN q.execute_after < q.resync_deadline
+                                         THEN now() + v_debounce END,
+                                    excluded.execute_after))
+                END,
+            resync_deadline = CASE
+                WHEN q.execute_after <= now()  -- a due job only counts the event
+                  OR (q.resync_deadline IS NULL AND excluded.resync_deadline IS NULL)
+                THEN q.resync_deadline
+                ELSE least(coalesce(q.resync_deadline, q.execute_after),
+                           coalesce(excluded.resync_deadline, excluded.execute_after))
+                END,
+            resync_events      = q.resync_events + 1,
+            resync_last_reason = excluded.resync_last_reason
+        RETURNING (q.headers ->> 'course_unit_id')::bigint AS unit, q.id, (q.xmax <> 0) AS coalesced,
+                  -- a deferred-mode event's new job, due now: is the UE being resynced?
+                  q.xmax = 0 AND q.resync_deadline IS NOT NULL AND q.execute_after <= now()
+                      AS check_busy
+    )
+    SELECT array_agg(queued.unit), array_agg(queued.id), array_agg(queued.coalesced),
+           array_agg(queued.id) FILTER (WHERE queued.check_busy)
+    INTO v_units, v_ids, v_coalesced, v_check
+    FROM queued;
+
+    -- A new job due now for a UE the daemon holds (a job of it picked: its resync is under
+    -- way, or about to be) trails that resync. Checked after the insert, by a statement of
+    -- its own, so that its snapshot also sees a pick that committed while this transaction
+    -- waited in the insert for the conflicting job (the daemon picked the UE's due job, which
+    -- would otherwise have absorbed this event, between the snapshot and the insert).
+    -- No status condition on q: the planner would then consider scanning pgqueuer's
+    -- indexes of queued jobs whole; the rows are this transaction's own, queued.
+    IF v_check IS NOT NULL THEN
+        UPDATE resync.pgqueuer q
+        SET execute_after = now() + least(v_debounce, v_max_wait)
+        WHERE q.id = ANY (v_check)
+          AND (SELECT true FROM resync.pgqueuer p
+               WHERE (p.headers ->> 'course_unit_id') = (q.headers ->> 'course_unit_id')
+                 AND p.entrypoint = 'resync_course_unit'
+                 AND p.status = 'picked'
+               LIMIT 1) IS NOT NULL;
+    END IF;
+
+    RETURN QUERY SELECT * FROM unnest(v_units, v_ids, v_coalesced);
 END
 $$;
 
