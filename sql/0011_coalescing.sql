@@ -151,7 +151,7 @@ BEGIN
     FROM queued;
 
     -- A new job due now for a UE the daemon holds (a job of it picked: its resync is under
-    -- way, or about to be) trails that resync. Checked after the insert, by a statement of
+    -- way, or about to be) or has just resynced trails that resync. Checked after the insert, by a statement of
     -- its own, so that its snapshot also sees a pick that committed while this transaction
     -- waited in the insert for the conflicting job (the daemon picked the UE's due job, which
     -- would otherwise have absorbed this event, between the snapshot and the insert).
@@ -161,11 +161,14 @@ BEGIN
         UPDATE resync.pgqueuer q
         SET execute_after = now() + least(v_debounce, v_max_wait)
         WHERE q.id = ANY (v_check)
-          AND (SELECT true FROM resync.pgqueuer p
-               WHERE (p.headers ->> 'course_unit_id') = (q.headers ->> 'course_unit_id')
-                 AND p.entrypoint = 'resync_course_unit'
-                 AND p.status = 'picked'
-               LIMIT 1) IS NOT NULL;
+          AND ((SELECT true FROM resync.pgqueuer p
+                WHERE (p.headers ->> 'course_unit_id') = (q.headers ->> 'course_unit_id')
+                  AND p.entrypoint = 'resync_course_unit'
+                  AND p.status = 'picked'
+                LIMIT 1) IS NOT NULL
+               -- or picked and resynced since the insert's snapshot
+               OR (SELECT c.last_job_sync > now() - v_debounce FROM public.course_units c
+                   WHERE c.id = (q.headers ->> 'course_unit_id')::bigint));
     END IF;
 
     RETURN QUERY SELECT * FROM unnest(v_units, v_ids, v_coalesced);
