@@ -107,7 +107,16 @@ BEGIN
         LEFT JOIN LATERAL (
             SELECT cu.auto_sync_enabled,
                    v_debounce > interval '0'
-                   AND cu.last_job_sync > now() - v_debounce AS debounced
+                   AND (cu.last_job_sync > now() - v_debounce
+                        -- or a job of it picked: its resync is under way (so an event that
+                        -- joins a job queued for later trails too; a new job is checked
+                        -- again after the insert, below). A scalar subquery with LIMIT, not
+                        -- EXISTS, which the planner may hash over every picked job.
+                        OR (SELECT true FROM resync.pgqueuer p
+                            WHERE (p.headers ->> 'course_unit_id') = u.id::text
+                              AND p.entrypoint = 'resync_course_unit'
+                              AND p.status = 'picked'
+                            LIMIT 1) IS NOT NULL) AS debounced
             FROM public.course_units cu
             WHERE p_deferred_mode AND cu.id = u.id
         ) c ON true

@@ -110,6 +110,20 @@ def test_a_change_on_a_unit_with_a_job_queued_for_later_is_due_at_once(conn):
         assert job(conn, u)["due"] == 0 and job(conn, u)["deadline"] == 60
 
 
+def test_a_change_joining_a_later_job_while_the_unit_is_resynced_trails(conn):
+    # The UE's resync is under way (a job picked) and another job waits for later (a failed
+    # sync's 2-minute policy delay): the change joins that job and trails the resync, instead
+    # of making it due at once, right behind the running one.
+    u = catalog.unit(conn)
+    e = catalog.element(conn, u)
+    conn.execute("SELECT resync.request(%s)", (u,))
+    conn.execute("UPDATE resync.pgqueuer SET status = 'picked'")
+    conn.execute("SELECT resync.request(%s, 'later', interval '2 minutes')", (u,))
+    with deferred(conn):
+        edit(conn, e)
+        assert job(conn, u)["due"] == 2 and job(conn, u)["deadline"] == 60
+
+
 def test_a_change_racing_the_pick_of_the_units_due_job_trails(conn, dsn):
     # The writer's statement sees the UE's job queued and due; the daemon picks it before the
     # insert (the conflict check waits for the pick to commit, then finds no queued job): the
