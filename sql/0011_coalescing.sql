@@ -66,7 +66,7 @@ SET search_path = pg_catalog, pg_temp
 -- One shape whatever the arrays hold (0010: planned at every call without it).
 SET plan_cache_mode = force_generic_plan
 -- The queue is often empty when a session first plans this (the daemon drains it), and a plan
--- made then scans the whole table for the busy check: with 10,000 jobs queued, every event
+-- made then may scan the whole table in its lookups: with 10,000 jobs queued, every event
 -- read them all (deferred writers 594 tps instead of ~10,000 CPU-only, bench/writer_tps
 -- --no-commit-wait). Index lookups whatever the statistics say.
 SET enable_seqscan = off
@@ -103,7 +103,7 @@ BEGIN
                u.reason,
                CASE WHEN p_deferred_mode AND v_debounce > interval '0' THEN now() + v_max_wait END
         FROM unnest(p_units, p_reasons) AS u(id, reason)
-        -- Deferred-mode events only: the UE itself (auto_sync_enabled, last resync by the daemon).
+        -- Deferred-mode events only: the UE itself (auto_sync_enabled, busy or not).
         LEFT JOIN LATERAL (
             SELECT cu.auto_sync_enabled,
                    v_debounce > interval '0'
@@ -125,16 +125,16 @@ BEGIN
         ON CONFLICT ((headers ->> 'course_unit_id'))
             WHERE entrypoint = 'resync_course_unit' AND status = 'queued'
         DO UPDATE SET
-            -- Only execute_after is under an index, and it changes only when the event moves it.
+            -- Only execute_after is under an index; it changes only when the event moves it.
             execute_after = CASE
                 WHEN excluded.resync_deadline IS NULL  -- a plain event: the earliest due time
                 THEN least(q.execute_after, excluded.execute_after)
                 WHEN q.execute_after <= now()  -- already due: stays due
                 THEN q.execute_after
-                -- A deferred-mode event on a job not yet due: a job holding a debounced due time
-                -- (before its deadline) is pushed a debounce past this event, even if the UE has
-                -- not been resynced lately (the burst goes on); within both deadlines (a plain
-                -- job's is its due time).
+                -- A deferred-mode event on a job not yet due: a job holding a debounced due
+                -- time (before its deadline) is pushed a debounce past this event, even if the
+                -- UE has not been resynced lately (the burst goes on); within both deadlines
+                -- (a plain job's is its due time).
                 ELSE least(coalesce(q.resync_deadline, q.execute_after), excluded.resync_deadline,
                            greatest(CASE WHEN q.execute_after < q.resync_deadline
                                          THEN now() + v_debounce END,
@@ -149,7 +149,8 @@ BEGIN
                 END,
             resync_events      = q.resync_events + 1,
             resync_last_reason = excluded.resync_last_reason
-        RETURNING (q.headers ->> 'course_unit_id')::bigint AS unit, q.id, (q.xmax <> 0) AS coalesced,
+        RETURNING (q.headers ->> 'course_unit_id')::bigint AS unit, q.id,
+                  (q.xmax <> 0) AS coalesced,
                   -- a deferred-mode event's new job, due now: is the UE being resynced?
                   q.xmax = 0 AND q.resync_deadline IS NOT NULL AND q.execute_after <= now()
                       AS check_busy
@@ -160,12 +161,12 @@ BEGIN
     FROM queued;
 
     -- A new job due now for a UE the daemon holds (a job of it picked: its resync is under
-    -- way, or about to be) or has just resynced trails that resync. Checked after the insert, by a statement of
-    -- its own, so that its snapshot also sees a pick that committed while this transaction
-    -- waited in the insert for the conflicting job (the daemon picked the UE's due job, which
+    -- way, or about to be) or has just resynced trails that resync. Checked again after the
+    -- insert, by a statement of its own, whose snapshot also sees a pick that committed while
+    -- the insert waited for the conflicting job (the daemon picked the UE's due job, which
     -- would otherwise have absorbed this event, between the snapshot and the insert).
-    -- No status condition on q: the planner would then consider scanning pgqueuer's
-    -- indexes of queued jobs whole; the rows are this transaction's own, queued.
+    -- No status condition on q: the planner would then consider scanning pgqueuer's indexes
+    -- of queued jobs whole; the rows are this transaction's own, queued.
     IF v_check IS NOT NULL THEN
         UPDATE resync.pgqueuer q
         SET execute_after = now() + least(v_debounce, v_max_wait)
