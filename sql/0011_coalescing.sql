@@ -24,10 +24,11 @@
 ALTER TABLE resync.pgqueuer
     -- The events this job stands for (1 at insert, + 1 per absorbed event).
     ADD COLUMN IF NOT EXISTS resync_events integer NOT NULL DEFAULT 1,
-    -- The reason of the last event it absorbed (the first one's is in headers and payload).
+    -- The reason of its latest event (at insert, the first one's, which headers and payload
+    -- keep).
     ADD COLUMN IF NOT EXISTS resync_last_reason text,
-    -- Set while the job holds debounced events: the latest time it may become due. NULL:
-    -- its due time is its deadline (a job nothing debounced touched).
+    -- Set once the job holds a deferred-mode event: the latest time it may become due.
+    -- NULL: its due time is its deadline (only plain events made it).
     ADD COLUMN IF NOT EXISTS resync_deadline timestamptz;
 
 -- Room on each page for the new versions of coalesced jobs (HOT needs the same page).
@@ -36,7 +37,7 @@ ALTER TABLE resync.pgqueuer SET (fillfactor = 70);
 -- Jobs queued before this migration carried their count in headers.
 UPDATE resync.pgqueuer
 SET resync_events      = (headers ->> 'events')::integer,
-    resync_last_reason = headers ->> 'last_reason',
+    resync_last_reason = coalesce(headers ->> 'last_reason', headers ->> 'reason'),
     headers            = headers - 'events' - 'last_reason'
 WHERE entrypoint = 'resync_course_unit'
   AND status = 'queued'

@@ -1,7 +1,8 @@
 """Coalescing and the trailing debounce of deferred-mode events (sql/0011).
 
-Each test works inside one transaction, where now() does not move: every due time and deadline
-is an exact offset from it. A job's state as if its first event came earlier is set by hand."""
+The checks of due times work inside one transaction, where now() does not move: every due time
+and deadline is an exact offset from it. A job's state as if its first event came earlier is
+set by hand. Races with the daemon's pick use a second session."""
 
 from __future__ import annotations
 
