@@ -1,0 +1,15 @@
+-- 0012: the statement triggers run without JIT compilation.
+--
+-- The statement path reads the transition tables in one query whose cost grows with the
+-- statement's rows; past jit_above_cost (100,000 by default: a few thousand rows) PostgreSQL
+-- compiled it with LLVM before running it. On a server built with JIT (Debian's and most
+-- distributions' packages; the embedded server used by default has none) one UPDATE of 40,000
+-- elements spent ~400 ms compiling a query that runs in ~30 ms: the bulk statement took 4× its
+-- time without our triggers instead of 2× (bench/bulk_update on PostgreSQL 15). Everything the
+-- trigger calls (sync_units, queue_jobs) runs under the same setting, restored on return. Its
+-- cost for the single-row statements that return at once: one more setting applied with
+-- search_path on entry.
+--
+-- Re-running 0010 by hand (CREATE OR REPLACE with its own SET list) drops this setting:
+-- re-run this file after it.
+ALTER FUNCTION resync.on_elements_changed() SET jit = off;
