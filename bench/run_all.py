@@ -34,6 +34,13 @@ BEGIN = "<!-- bench:results:begin (written by python -m bench.run_all) -->"
 END = "<!-- bench:results:end -->"
 
 
+def jit(server: dict[str, Any]) -> str:
+    """The server's JIT as the benchmarks met it: on, off, or none built in."""
+    if server.get("jit_available") is False:
+        return "not available"
+    return str(server["settings"].get("jit", "?"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.run_all", description=__doc__)
     p.add_argument("--quick", action="store_true", help="every benchmark in its --quick mode")
@@ -116,7 +123,8 @@ def render(results: list[dict[str, Any]], quick: bool, seconds: float, failed: l
             f"{m['server']['kind']} PostgreSQL {m['server']['version']} "
             f"(fsync {m['server']['settings']['fsync']}, synchronous_commit "
             f"{m['server']['settings']['synchronous_commit']}, shared_buffers "
-            f"{m['server']['settings']['shared_buffers']}), {m['cores']} cores, "
+            f"{m['server']['settings']['shared_buffers']}, JIT "
+            f"{jit(m['server'])}), {m['cores']} cores, "
             f"pgqueuer {m['packages']['pgqueuer']}, psycopg {m['packages']['psycopg']}, "
             f"Python {m['python']}."
         )

@@ -118,7 +118,9 @@ def meta(conn: psycopg.Connection, server: Server) -> dict[str, Any]:
         "work_mem",
     ):
         shown[name] = conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()[0]
-    row = conn.execute("SELECT current_setting('server_version'), version()").fetchone()
+    row = conn.execute(
+        "SELECT current_setting('server_version'), version(), pg_jit_available()"
+    ).fetchone()
     return {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "git": git_state(),
@@ -135,6 +137,8 @@ def meta(conn: psycopg.Connection, server: Server) -> dict[str, Any]:
             "version_full": row[1],
             "local": server.is_local(),
             "settings": shown,
+            # jit = on means nothing without a JIT provider (the embedded server has none).
+            "jit_available": row[2],
         },
     }
 
