@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import common, daemons
-from bench.common import DOCS, RESULTS, Bench, Target, log
+from bench.common import DOCS, Bench, Target, experiment, log, result_path
 from bench.workload import element_of, load_catalogue
 
 NAME = "latency"
@@ -148,8 +148,8 @@ def plot(
     started: list[list[float]],
     baseline: list[list[float]],
 ) -> None:
-    """The three latency distributions as CDFs on a log axis: docs/latency.png in full mode,
-    bench/results/latency.quick.png in quick mode. Skipped when matplotlib is missing."""
+    """The three latency distributions as CDFs on a log axis: docs/latency.png in a full run,
+    bench/results/latency[.experiment][.quick].png otherwise. Skipped without matplotlib."""
     try:
         import matplotlib
 
@@ -159,7 +159,10 @@ def plot(
         log("latency: matplotlib is not installed (pip install matplotlib): no plot")
         b.notes.append("plot skipped: matplotlib not installed")
         return
-    path: Path = RESULTS / "latency.quick.png" if b.quick else DOCS / "latency.png"
+    # docs/ holds the figure of a full run of the checkout only (not of an experiment, nor of a
+    # run_all --no-docs, e.g. against another server).
+    to_docs = not b.quick and not experiment() and not os.environ.get("BENCH_NO_DOCS")
+    path: Path = DOCS / "latency.png" if to_docs else result_path(NAME, b.quick).with_suffix(".png")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     series = (

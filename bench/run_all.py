@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -72,7 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"run_all: {name}")
         cmd = [sys.executable, "-m", f"bench.{name}", *(["--quick"] if args.quick else [])]
         try:
-            code = subprocess.run(cmd, cwd=ROOT, timeout=300 if args.quick else 1500).returncode
+            env = {**os.environ, **({"BENCH_NO_DOCS": "1"} if args.no_docs else {})}
+            code = subprocess.run(
+                cmd, cwd=ROOT, env=env, timeout=300 if args.quick else 1500
+            ).returncode
         except subprocess.TimeoutExpired:
             code = -1
             log(f"run_all: {name} timed out")
