@@ -10,7 +10,12 @@ Each run starts from the same state: queue emptied, tables vacuumed, a checkpoin
 an unmeasured warm-up of the same workload (3 s, 1 s with --quick) writes the full-page images
 the checkpoint makes owed, and only then is the run timed. Without it a run of a few seconds
 is dominated by the first write of every page after the checkpoint, which weighs on the
-variant that touches more pages (the UE pages) far more than between a server's checkpoints."""
+variant that touches more pages (the UE pages) far more than between a server's checkpoints.
+
+--floors adds two variants to the same rounds: the least a row trigger can do for each mode
+(bench/floor_triggers.sql, swapped in for the run and the real definitions put back after),
+so the real triggers are compared with the floor of any PL/pgSQL trigger design on this
+server, in the same run."""
 
 from __future__ import annotations
 
@@ -23,13 +28,24 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench import common
-from bench.common import Bench, Target
+from bench.common import ROOT, Bench, Target
 from bench.workload import load_catalogue
 
 NAME = "writer_tps"
 TITLE = "single-row element updates, one transaction each, 2 clients (pgbench)"
 CLIENTS = 2
 TABLES = ("public.course_unit_elements", "public.course_units", "resync.pgqueuer")
+FLOORS = ROOT / "bench" / "floor_triggers.sql"
+
+# What floor_triggers.sql replaces, as statements that re-create it.
+DEFINITIONS = """
+SELECT pg_get_functiondef('resync.on_element_row_changed()'::regprocedure)
+UNION ALL
+SELECT regexp_replace(pg_get_triggerdef(t.oid), '^CREATE TRIGGER', 'CREATE OR REPLACE TRIGGER')
+FROM pg_trigger t
+WHERE t.tgrelid = 'public.course_unit_elements'::regclass
+  AND t.tgname IN ('course_unit_elements_resync_row', 'course_unit_elements_resync_update')
+"""
 
 
 def pgbench() -> Path:
@@ -73,7 +89,7 @@ def run_pgbench(b: Bench, script: Path, seconds: float, options: str = "") -> tu
     return float(tps.group(1)), float(lat.group(1))
 
 
-def measure(b: Bench, commit_wait: bool = True) -> None:
+def measure(b: Bench, commit_wait: bool = True, floors: bool = False) -> None:
     units = 2_000 if b.quick else 10_000
     seconds = 2 if b.quick else 8
     warmup = 1 if b.quick else 3
@@ -85,6 +101,7 @@ def measure(b: Bench, commit_wait: bool = True) -> None:
         warmup_seconds=warmup,
         tool="pgbench --protocol=prepared",
         synchronous_commit="on" if commit_wait else "off (every variant)",
+        floors=floors,
     )
     base = "" if commit_wait else "-c synchronous_commit=off"
     with b.connect() as conn:
@@ -94,11 +111,15 @@ def measure(b: Bench, commit_wait: bool = True) -> None:
         f"\\set id random(1, {units * 4})\n"
         "UPDATE course_unit_elements SET hours_td = hours_td + 1 WHERE id = :id;\n"
     )
-    latency: dict[str, list[float]] = {"baseline": [], "inline": [], "deferred": []}
+    latency: dict[str, list[float]] = {}
+    with b.connect() as conn:
+        real = [str(r[0]) for r in conn.execute(DEFINITIONS).fetchall()]
 
-    def variant(name: str, triggers: bool, options: str = "") -> float:
+    def variant(name: str, triggers: bool, options: str = "", floor: bool = False) -> float:
         with b.connect() as conn:
             common.set_triggers(conn, triggers)
+            if floor:
+                conn.execute(FLOORS.read_text().encode())
             conn.execute("TRUNCATE resync.pgqueuer")
             common.settle(conn, *TABLES)
         try:
@@ -107,22 +128,40 @@ def measure(b: Bench, commit_wait: bool = True) -> None:
             tps, lat = run_pgbench(b, script, seconds, options)
         finally:
             with b.connect() as conn:
+                if floor:
+                    for statement in real:
+                        conn.execute(statement.encode())
+                    put_back = [str(r[0]) for r in conn.execute(DEFINITIONS).fetchall()]
+                    assert put_back == real, "the real trigger definitions were not put back"
                 common.set_triggers(conn, True)
-        latency[name].append(lat)
+        latency.setdefault(name, []).append(lat)
         return tps
 
-    runs = b.alternate(
-        {
-            "baseline": lambda _: variant("baseline", False),
-            "inline": lambda _: variant("inline", True),
-            "deferred": lambda _: variant("deferred", True, "-c ue_resync.mode=deferred"),
-        }
-    )
+    deferred = "-c ue_resync.mode=deferred"
+    variants = {
+        "baseline": lambda _: variant("baseline", False),
+        "inline": lambda _: variant("inline", True),
+        "deferred": lambda _: variant("deferred", True, deferred),
+    }
+    if floors:
+        variants["inline floor"] = lambda _: variant("inline floor", True, floor=True)
+        variants["deferred floor"] = lambda _: variant("deferred floor", True, deferred, True)
+    runs = b.alternate(variants)
     base = runs["baseline"]
     b.paired("inline tps", "tps", runs["inline"], base, "triggers disabled", Target(">=", 0.85))
     b.paired("deferred tps", "tps", runs["deferred"], base, "triggers disabled", Target(">=", 0.90))
     b.paired("baseline tps (triggers disabled)", "tps", base)
-    for name in ("baseline", "inline", "deferred"):
+    if floors:
+        for mode in ("inline", "deferred"):
+            b.paired(f"{mode} floor tps", "tps", runs[f"{mode} floor"], base, "triggers disabled")
+            b.paired(
+                f"{mode} tps vs its floor",
+                "tps",
+                runs[mode],
+                runs[f"{mode} floor"],
+                f"{mode} floor (bench/floor_triggers.sql)",
+            )
+    for name in latency:
         b.paired(f"{name} mean latency", "ms", latency[name])
 
 
@@ -134,13 +173,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="every variant with synchronous_commit = off: what the triggers cost in CPU, "
         "whatever the disk (results in writer_tps_no_commit_wait.json)",
     )
+    p.add_argument(
+        "--floors",
+        action="store_true",
+        help="also measure, in the same rounds, the floor of each mode: the least a row "
+        "trigger can do (bench/floor_triggers.sql)",
+    )
     args = p.parse_args(argv)
     if not args.no_commit_wait:
-        return common.run(NAME, TITLE, measure, argv, __doc__, 5, 1, args)
+        return common.run(
+            NAME, TITLE, functools.partial(measure, floors=args.floors), argv, __doc__, 5, 1, args
+        )
     return common.run(
         f"{NAME}_no_commit_wait",
         f"{TITLE}, synchronous_commit = off",
-        functools.partial(measure, commit_wait=False),
+        functools.partial(measure, commit_wait=False, floors=args.floors),
         argv,
         __doc__,
         5,
