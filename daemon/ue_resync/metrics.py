@@ -9,6 +9,9 @@ from ue_resync import __version__
 
 class Metrics:
     def __init__(self) -> None:
+        # Whether anyone can read them: gauges that cost a scan of the queue are only
+        # refreshed when served.
+        self.served = False
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.resyncs = Counter(
@@ -44,3 +47,4 @@ class Metrics:
 
     def serve(self, port: int, address: str) -> None:
         start_http_server(port, addr=address, registry=self.registry)
+        self.served = True

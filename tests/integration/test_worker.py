@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 import time
+from typing import Any
 
 import psycopg
 import pytest
@@ -358,3 +359,23 @@ async def test_survives_a_server_restart_and_loses_nothing(conn, dsn, pg_server)
                             "WHERE job_id = ANY(%s) AND outcome = 'succeeded'", (before,)
                             ).fetchone()[0]
         assert ran == len(before)
+
+
+async def test_the_gauges_that_scan_the_queue_run_only_when_metrics_are_served(conn, dsn):
+    # ue_resync_deferred_jobs / ue_resync_coalesced_events read every queued job's payload;
+    # a daemon without --metrics-port must not pay that every few seconds.
+    conn.execute("SELECT resync.request(%s, 'later', interval '1 hour')", (catalog.unit(conn),))
+    async with running_worker(dsn) as worker:
+        m = worker.metrics
+
+        async def samples(gauge: Any) -> list[Any]:
+            return [s for metric in gauge.collect() for s in metric.samples]
+
+        async def delayed_counted() -> bool:
+            return bool(m.queue_depth.labels("delayed")._value.get() == 1)
+
+        await catalog.await_for(delayed_counted, 15, "the queue depth gauges")
+        assert await samples(m.deferred) == []
+        m.served = True
+        found = await catalog.await_for(lambda: samples(m.deferred), 15, "the deferred gauges")
+        assert [(s.labels, s.value) for s in found] == [({"reason": "later", "sqlstate": ""}, 1.0)]
