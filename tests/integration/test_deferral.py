@@ -515,6 +515,33 @@ def test_enqueue_drifted_with_no_drift_queues_nothing(conn):
     assert catalog.jobs(conn) == []
 
 
+def test_a_sweep_that_queues_many_jobs_analyses_the_queue(conn):
+    # pgqueuer's dequeue, planned on the statistics of a small queue, reads every due job at
+    # each pick; a sweep of 1,000 jobs or more refreshes them (sql/0013).
+    def reltuples() -> float:
+        row = conn.execute(
+            "SELECT reltuples FROM pg_class WHERE oid = 'resync.pgqueuer'::regclass"
+        ).fetchone()
+        assert row is not None
+        return float(row[0])
+
+    def drift(n: int, prefix: str) -> None:
+        conn.execute(
+            "INSERT INTO course_units (code, name, credits) "
+            "SELECT %s || g, 'Drifted ' || g, 1 FROM generate_series(1, %s) g",
+            (prefix, n),
+        )
+
+    drift(999, "A")
+    before = reltuples()
+    assert conn.execute("SELECT resync.enqueue_drifted()").fetchone()[0] == 999
+    assert reltuples() == before  # fewer than 1,000 jobs: not analysed
+    conn.execute("DELETE FROM resync.pgqueuer")
+    drift(1, "B")
+    assert conn.execute("SELECT resync.enqueue_drifted()").fetchone()[0] == 1000
+    assert reltuples() == 1000
+
+
 def test_invalid_mode_is_a_clear_error(conn):
     u = catalog.unit(conn)
     e = catalog.element(conn, u, credits=1)
