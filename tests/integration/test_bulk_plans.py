@@ -1,0 +1,86 @@
+"""Plans of bulk statements (sql/0014).
+
+auto_explain shows each statement the triggers run. Transition tables have no statistics:
+from about 1,000 rows on, the planner sorted both of them for a merge join (spilling to disk at
+40,000 rows) rather than hash them, which it prices as if there were only 200 distinct ids. And
+resync.sync_units' generic plan, made for 10 UEs, looks up each of thousands one by one: from
+2,000 UEs on, it plans the call with the actual array (a constant in the plan, not $1)."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from tests import catalog
+
+
+def _plans(conn: psycopg.Connection, statement: str) -> list[str]:
+    """The auto_explain plan of every statement run under `statement`, which must leave
+    the planner settings the triggers change as they were."""
+    notices: list[str] = []
+    conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
+    conn.execute("LOAD 'auto_explain'")
+    for name, value in (
+        ("auto_explain.log_min_duration", "0"),
+        ("auto_explain.log_nested_statements", "on"),
+        ("auto_explain.log_level", "notice"),
+        ("client_min_messages", "notice"),
+    ):
+        conn.execute("SELECT set_config(%s, %s, false)", (name, value))
+    with conn.transaction():
+        conn.execute(statement)
+        # Put back for the rest of the writer's transaction.
+        row = conn.execute(
+            "SELECT current_setting('enable_mergejoin'), current_setting('plan_cache_mode')"
+        ).fetchone()
+        assert row == ("on", "auto")
+    return [n for n in notices if n.startswith("duration:")]
+
+
+def _catalogue(conn: psycopg.Connection, units: int, per_unit: int) -> None:
+    conn.execute(
+        "INSERT INTO course_units (code, name) "
+        "SELECT 'P' || i, 'plan ' || i FROM generate_series(1, %s) i",
+        (units,),
+    )
+    conn.execute(
+        "INSERT INTO course_unit_elements (course_unit_id, code, name, credits) "
+        "SELECT u.id, 'E' || u.id || '_' || k, 'e', 1 "
+        "FROM course_units u CROSS JOIN generate_series(1, %s) k",
+        (per_unit,),
+    )
+
+
+@pytest.mark.parametrize("mode", ["inline", "deferred"])
+def test_a_bulk_update_pairs_its_rows_by_hash(conn, mode):
+    units, per_unit = 300, 4  # 1,200 rows: past where the planner took a merge join
+    _catalogue(conn, units, per_unit)
+    conn.execute("SELECT set_config('ue_resync.mode', %s, false)", (mode,))
+
+    plans = _plans(conn, "UPDATE course_unit_elements SET credits = credits + 1")
+
+    collect = [p for p in plans if "WITH changed" in p]
+    assert len(collect) == 1, plans
+    assert "Merge Join" not in collect[0]
+    assert "Hash Join" in collect[0] and "Named Tuplestore Scan" in collect[0]
+    # And the statement did its work.
+    if mode == "inline":
+        assert catalog.drift_count(conn) == 0
+        assert conn.execute("SELECT DISTINCT credits FROM course_units").fetchall() == [(8,)]
+    else:
+        assert len(catalog.jobs(conn)) == units
+
+
+@pytest.mark.parametrize(("units", "custom"), [(1999, False), (2000, True)])
+def test_sync_units_plans_a_call_for_2000_units_with_its_array(conn, units, custom):
+    _catalogue(conn, units, 1)
+
+    plans = _plans(conn, "UPDATE course_unit_elements SET credits = credits + 1")
+
+    # sync_units' statements: its lock, then its write (the one that reads the elements).
+    sync = [p for p in plans if "FOR NO KEY UPDATE" in p or "course_unit_elements e" in p]
+    assert len(sync) == 2, plans
+    for plan in sync:
+        assert ("ANY ($1)" not in plan) is custom, plan
+    assert catalog.drift_count(conn) == 0
+    assert conn.execute("SELECT DISTINCT credits FROM course_units").fetchall() == [(2,)]
