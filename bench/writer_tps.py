@@ -12,10 +12,12 @@ the checkpoint makes owed, and only then is the run timed. Without it a run of a
 is dominated by the first write of every page after the checkpoint, which weighs on the
 variant that touches more pages (the UE pages) far more than between a server's checkpoints.
 
---floors adds two variants to the same rounds: the least a row trigger can do for each mode
+--floors adds four variants to the same rounds: the least a row trigger can do for each mode
 (bench/floor_triggers.sql, swapped in for the run and the real definitions put back after),
 so the real triggers are compared with the floor of any PL/pgSQL trigger design on this
-server, in the same run."""
+server, in the same run; and that floor behind the real routing (bench/floor_routed.sql: the
+row trigger's WHEN clause and the statement triggers kept), which splits the real triggers'
+distance from their floor into what routing costs and what their own work costs."""
 
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ TITLE = "single-row element updates, one transaction each, 2 clients (pgbench)"
 CLIENTS = 2
 TABLES = ("public.course_unit_elements", "public.course_units", "resync.pgqueuer")
 FLOORS = ROOT / "bench" / "floor_triggers.sql"
+ROUTED = ROOT / "bench" / "floor_routed.sql"
 
 # What floor_triggers.sql replaces, as statements that re-create it.
 DEFINITIONS = """
@@ -115,11 +118,11 @@ def measure(b: Bench, commit_wait: bool = True, floors: bool = False) -> None:
     with b.connect() as conn:
         real = [str(r[0]) for r in conn.execute(DEFINITIONS).fetchall()]
 
-    def variant(name: str, triggers: bool, options: str = "", floor: bool = False) -> float:
+    def variant(name: str, triggers: bool, options: str = "", floor: Path | None = None) -> float:
         with b.connect() as conn:
             common.set_triggers(conn, triggers)
             if floor:
-                conn.execute(FLOORS.read_text().encode())
+                conn.execute(floor.read_text().encode())
             conn.execute("TRUNCATE resync.pgqueuer")
             common.settle(conn, *TABLES)
         try:
@@ -144,8 +147,14 @@ def measure(b: Bench, commit_wait: bool = True, floors: bool = False) -> None:
         "deferred": lambda _: variant("deferred", True, deferred),
     }
     if floors:
-        variants["inline floor"] = lambda _: variant("inline floor", True, floor=True)
-        variants["deferred floor"] = lambda _: variant("deferred floor", True, deferred, True)
+        variants["inline floor"] = lambda _: variant("inline floor", True, floor=FLOORS)
+        variants["deferred floor"] = lambda _: variant("deferred floor", True, deferred, FLOORS)
+        variants["inline routed floor"] = lambda _: variant(
+            "inline routed floor", True, floor=ROUTED
+        )
+        variants["deferred routed floor"] = lambda _: variant(
+            "deferred routed floor", True, deferred, ROUTED
+        )
     runs = b.alternate(variants)
     base = runs["baseline"]
     b.paired("inline tps", "tps", runs["inline"], base, "triggers disabled", Target(">=", 0.85))
@@ -160,6 +169,20 @@ def measure(b: Bench, commit_wait: bool = True, floors: bool = False) -> None:
                 runs[mode],
                 runs[f"{mode} floor"],
                 f"{mode} floor (bench/floor_triggers.sql)",
+            )
+            b.paired(
+                f"{mode} routed floor tps",
+                "tps",
+                runs[f"{mode} routed floor"],
+                runs[f"{mode} floor"],
+                f"{mode} floor (bench/floor_triggers.sql)",
+            )
+            b.paired(
+                f"{mode} tps vs its routed floor",
+                "tps",
+                runs[mode],
+                runs[f"{mode} routed floor"],
+                f"{mode} routed floor (bench/floor_routed.sql)",
             )
     for name in latency:
         b.paired(f"{name} mean latency", "ms", latency[name])
@@ -177,7 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--floors",
         action="store_true",
         help="also measure, in the same rounds, the floor of each mode: the least a row "
-        "trigger can do (bench/floor_triggers.sql)",
+        "trigger can do (bench/floor_triggers.sql), alone and behind the real routing "
+        "(bench/floor_routed.sql)",
     )
     args = p.parse_args(argv)
     if not args.no_commit_wait:

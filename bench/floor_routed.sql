@@ -1,0 +1,52 @@
+-- The floors of the writers' benchmark, behind the real routing.
+--
+--   python -m bench.writer_tps --floors
+--
+-- floor_triggers.sql's row function, behind the triggers as they are: the row trigger's WHEN
+-- clause that counts the statement's rows, and the statement triggers, which return at once
+-- for a statement this function marked done. What this adds to floor_triggers.sql is what
+-- routing single-row and bulk statements costs; what the real triggers add to this is their
+-- own work (the flags, the optimistic write, error handling and the queue's contract).
+CREATE OR REPLACE FUNCTION resync.on_element_row_changed() RETURNS trigger
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_statement text := encode(timestamptz_send(statement_timestamp()), 'hex');
+BEGIN
+    IF current_setting('ue_resync.statement_rows', true) IS DISTINCT FROM v_statement || ' 1' THEN
+        RETURN NULL;
+    END IF;
+    PERFORM set_config('ue_resync.statement_rows', v_statement || ' done', true);
+    IF current_setting('ue_resync.mode', true) = 'deferred' THEN
+        INSERT INTO resync.pgqueuer AS q
+            (priority, entrypoint, status, execute_after, payload, headers)
+        VALUES (0, 'resync_course_unit', 'queued', now(), '\x'::bytea,
+                jsonb_build_object('course_unit_id', NEW.course_unit_id::text))
+        ON CONFLICT ((headers ->> 'course_unit_id'))
+            WHERE entrypoint = 'resync_course_unit' AND status = 'queued'
+        DO UPDATE SET resync_events = q.resync_events + 1;
+    ELSE
+        UPDATE public.course_units u
+        SET credits            = s.credits,
+            hours_cm           = s.cm,
+            hours_td           = s.td,
+            hours_tp           = s.tp,
+            hours_total        = s.total,
+            elements_count     = s.n,
+            hours_distribution = resync.hours_distribution(s.cm, s.td, s.tp, s.total),
+            last_element_sync  = clock_timestamp()
+        FROM (SELECT coalesce(sum(e.credits::numeric), 0)     AS credits,
+                     coalesce(sum(e.hours_cm::numeric), 0)    AS cm,
+                     coalesce(sum(e.hours_td::numeric), 0)    AS td,
+                     coalesce(sum(e.hours_tp::numeric), 0)    AS tp,
+                     coalesce(sum(e.hours_total::numeric), 0) AS total,
+                     count(*)::integer                        AS n
+              FROM public.course_unit_elements e
+              WHERE e.course_unit_id = NEW.course_unit_id
+                AND e.status = 'active'
+                AND e.deleted_at IS NULL) s
+        WHERE u.id = NEW.course_unit_id;
+    END IF;
+    RETURN NULL;
+END
+$$;
