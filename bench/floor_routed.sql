@@ -4,9 +4,11 @@
 --
 -- floor_triggers.sql's row function, behind the triggers as they are: the row trigger's WHEN
 -- clause that counts the statement's rows, and the statement triggers, which return at once
--- for a statement this function marked done. What this adds to floor_triggers.sql is what
--- routing single-row and bulk statements costs; what the real triggers add to this is their
--- own work (the flags, the optimistic write, error handling and the queue's contract).
+-- for a statement this function marked done. Its work is a copy of floor_triggers.sql's (a
+-- call to a shared function would cost what the floor must not); bench.writer_tps refuses to
+-- run if the two differ. What this adds to floor_triggers.sql is what routing single-row and
+-- bulk statements costs; what the real triggers add to this is their own work (the flags, the
+-- optimistic write, error handling and the queue's contract).
 CREATE OR REPLACE FUNCTION resync.on_element_row_changed() RETURNS trigger
 LANGUAGE plpgsql
 AS $$

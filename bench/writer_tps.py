@@ -57,6 +57,14 @@ def pgbench() -> Path:
     return Path(POSTGRES_BIN_PATH) / "pgbench"
 
 
+def floor_work(path: Path) -> str:
+    """The part of a floor's row function that does the work (from its mode test to the end of
+    that IF): floor_routed.sql must do exactly what floor_triggers.sql does."""
+    text = path.read_text()
+    start = text.index("    IF current_setting('ue_resync.mode', true) = 'deferred' THEN")
+    return text[start : text.index("    END IF;", start)]
+
+
 def run_pgbench(b: Bench, script: Path, seconds: float, options: str = "") -> tuple[float, float]:
     """(tps, mean latency in ms) of one pgbench run against the benchmark's database."""
     env = dict(os.environ)
@@ -155,6 +163,8 @@ def measure(b: Bench, commit_wait: bool = True, floors: bool = False) -> None:
         variants["deferred routed floor"] = lambda _: variant(
             "deferred routed floor", True, deferred, ROUTED
         )
+    if floors:
+        assert floor_work(ROUTED) == floor_work(FLOORS), f"{ROUTED.name} differs from {FLOORS.name}"
     runs = b.alternate(variants)
     base = runs["baseline"]
     b.paired("inline tps", "tps", runs["inline"], base, "triggers disabled", Target(">=", 0.85))

@@ -12,29 +12,13 @@ import psycopg
 import pytest
 
 from tests import catalog
+from tests.explain import nested_plans
 
-
-def _plans(conn: psycopg.Connection, statement: str) -> list[str]:
-    """The auto_explain plan of every statement run under `statement`, which must leave
-    the planner settings the triggers change as they were."""
-    notices: list[str] = []
-    conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
-    conn.execute("LOAD 'auto_explain'")
-    for name, value in (
-        ("auto_explain.log_min_duration", "0"),
-        ("auto_explain.log_nested_statements", "on"),
-        ("auto_explain.log_level", "notice"),
-        ("client_min_messages", "notice"),
-    ):
-        conn.execute("SELECT set_config(%s, %s, false)", (name, value))
-    with conn.transaction():
-        conn.execute(statement)
-        # Put back for the rest of the writer's transaction.
-        row = conn.execute(
-            "SELECT current_setting('enable_mergejoin'), current_setting('plan_cache_mode')"
-        ).fetchone()
-        assert row == ("on", "auto")
-    return [n for n in notices if n.startswith("duration:")]
+# The writer's planner settings, as they were: the triggers put back what they change.
+UNCHANGED = (
+    "SELECT 'ok' WHERE current_setting('enable_mergejoin') = 'on' "
+    "AND current_setting('plan_cache_mode') = 'auto'"
+)
 
 
 def _catalogue(conn: psycopg.Connection, units: int, per_unit: int) -> None:
@@ -57,7 +41,9 @@ def test_a_bulk_update_pairs_its_rows_by_hash(conn, mode):
     _catalogue(conn, units, per_unit)
     conn.execute("SELECT set_config('ue_resync.mode', %s, false)", (mode,))
 
-    plans = _plans(conn, "UPDATE course_unit_elements SET credits = credits + 1")
+    plans = nested_plans(
+        conn, "UPDATE course_unit_elements SET credits = credits + 1", check=UNCHANGED
+    )
 
     collect = [p for p in plans if "WITH changed" in p]
     assert len(collect) == 1, plans
@@ -75,7 +61,9 @@ def test_a_bulk_update_pairs_its_rows_by_hash(conn, mode):
 def test_sync_units_plans_a_call_for_2000_units_with_its_array(conn, units, custom):
     _catalogue(conn, units, 1)
 
-    plans = _plans(conn, "UPDATE course_unit_elements SET credits = credits + 1")
+    plans = nested_plans(
+        conn, "UPDATE course_unit_elements SET credits = credits + 1", check=UNCHANGED
+    )
 
     # sync_units' statements: its lock, then its write (the one that reads the elements).
     sync = [p for p in plans if "FOR NO KEY UPDATE" in p or "course_unit_elements e" in p]

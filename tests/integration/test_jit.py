@@ -12,25 +12,7 @@ import psycopg
 import pytest
 
 from tests import catalog
-
-
-def _plans(conn: psycopg.Connection, statement: str, *params: object) -> list[str]:
-    """The auto_explain plan of `statement` and of every statement run under it."""
-    notices: list[str] = []
-    conn.add_notice_handler(lambda d: notices.append(d.message_primary or ""))
-    conn.execute("LOAD 'auto_explain'")
-    for name, value in (
-        ("auto_explain.log_min_duration", "0"),
-        ("auto_explain.log_nested_statements", "on"),
-        ("auto_explain.log_level", "notice"),
-        ("client_min_messages", "notice"),
-        ("jit", "on"),
-        ("jit_above_cost", "0"),
-    ):
-        conn.execute("SELECT set_config(%s, %s, false)", (name, value))
-    with conn.transaction():
-        conn.execute(statement, params)
-    return [n for n in notices if n.startswith("duration:")]
+from tests.explain import nested_plans
 
 
 def _jit_available(conn: psycopg.Connection) -> bool:
@@ -46,8 +28,11 @@ def test_the_statement_path_is_not_jit_compiled(conn, mode):
     elements = [catalog.element(conn, u, credits=1) for u in (u1, u1, u2)]
     conn.execute("SELECT set_config('ue_resync.mode', %s, false)", (mode,))
 
-    plans = _plans(
-        conn, "UPDATE course_unit_elements SET credits = credits + 1 WHERE id = ANY(%s)", elements
+    plans = nested_plans(
+        conn,
+        "UPDATE course_unit_elements SET credits = credits + 1 WHERE id = ANY(%s)",
+        [elements],
+        settings=[("jit", "on"), ("jit_above_cost", "0")],
     )
 
     outer = [p for p in plans if "UPDATE course_unit_elements SET credits" in p]
