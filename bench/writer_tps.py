@@ -155,6 +155,7 @@ def measure(b: Bench, commit_wait: bool = True, floors: bool = False) -> None:
         "deferred": lambda _: variant("deferred", True, deferred),
     }
     if floors:
+        assert floor_work(ROUTED) == floor_work(FLOORS), f"{ROUTED.name} differs from {FLOORS.name}"
         variants["inline floor"] = lambda _: variant("inline floor", True, floor=FLOORS)
         variants["deferred floor"] = lambda _: variant("deferred floor", True, deferred, FLOORS)
         variants["inline routed floor"] = lambda _: variant(
@@ -163,8 +164,6 @@ def measure(b: Bench, commit_wait: bool = True, floors: bool = False) -> None:
         variants["deferred routed floor"] = lambda _: variant(
             "deferred routed floor", True, deferred, ROUTED
         )
-    if floors:
-        assert floor_work(ROUTED) == floor_work(FLOORS), f"{ROUTED.name} differs from {FLOORS.name}"
     runs = b.alternate(variants)
     base = runs["baseline"]
     b.paired("inline tps", "tps", runs["inline"], base, "triggers disabled", Target(">=", 0.85))
