@@ -1,48 +1,54 @@
--- 0009: alerts an operator's monitoring reads (`ue-resync monitor --check`), their
--- thresholds, and the pruning of the history tables.
+-- The views monitoring reads (resync_monitor, `ue-resync monitor`, `ue-resync failed`). Each is
+-- a security barrier: they hide rows (failed jobs only, firing alerts only), and a reader may
+-- define a function in pg_temp; the barrier keeps the planner from running such a function in
+-- the reader's WHERE on rows the view filters out. Equality on ids stays pushed down (its
+-- operator is leakproof), so `WHERE job_id = …` keeps its index.
 
--- Section: settings
+-- resync.failed_jobs: jobs kept with status failed, with the last error we recorded and
+-- pgqueuer's traceback.
+CREATE OR REPLACE VIEW resync.failed_jobs WITH (security_barrier = true) AS
+SELECT q.id AS job_id,
+       coalesce(q.headers ->> 'course_unit_id',
+                resync.payload_json(q.payload) ->> 'course_unit_id') AS course_unit_id,
+       coalesce(resync.payload_json(q.payload) ->> 'reason', q.headers ->> 'reason') AS reason,
+       q.entrypoint,
+       q.attempts + 1 AS attempts,
+       last_run.error AS last_error,
+       last_run.sqlstate,
+       q.updated AS failed_at,
+       last_log.traceback,
+       q.payload
+FROM resync.pgqueuer q
+LEFT JOIN LATERAL (
+    SELECT r.error, r.sqlstate FROM resync.job_runs r
+    WHERE r.job_id = q.id ORDER BY r.id DESC LIMIT 1
+) last_run ON true
+LEFT JOIN LATERAL (
+    SELECT l.traceback FROM resync.pgqueuer_log l
+    WHERE l.job_id = q.id AND l.traceback IS NOT NULL ORDER BY l.created DESC LIMIT 1
+) last_log ON true
+WHERE q.status = 'failed';
 
--- Operator-editable knobs, one row each: `UPDATE resync.settings SET value = '20' WHERE name =
--- 'queued_jobs'`. A deleted row falls back to the default written here. Each value is checked
--- on write, so a typo fails the UPDATE rather than the monitoring.
-CREATE TABLE IF NOT EXISTS resync.settings (
-    name        text PRIMARY KEY,
-    value       text NOT NULL,
-    description text,
-    CONSTRAINT settings_value_sane CHECK (CASE
-        WHEN name IN ('failed_jobs_last_hour', 'queued_jobs', 'unit_failures_24h')
-            THEN value ~ '^[0-9]{1,9}$'
-        WHEN name IN ('due_job_wait', 'worker_heartbeat_fresh')
-            THEN value::interval > interval '0'
-        -- Below a day, the 24-hour alert would lose the failures it counts.
-        WHEN name = 'retention_success'
-            THEN value::interval >= interval '1 day'
-        ELSE true END)
-);
-
--- The first three are the old system's suggested alerts ("Alertes suggérées").
-INSERT INTO resync.settings (name, value, description) VALUES
-    ('failed_jobs_last_hour', '10',
-     'alert failed_jobs_last_hour (warning) when more jobs than this failed in the last hour '
-     'and are still failed'),
-    ('queued_jobs', '100',
-     'alert queued_jobs (warning) when more jobs than this are queued, due or delayed'),
-    ('unit_failures_24h', '3',
-     'alert unit_failures_24h (warning, one per UE) when a UE failed at least this many times '
-     'in 24 hours'),
-    ('due_job_wait', '5 minutes',
-     'alert due_job_wait (critical) when a due job has waited longer than this'),
-    ('worker_heartbeat_fresh', '30 seconds',
-     'a worker is live when its heartbeat is younger than this; alert no_live_worker '
-     '(critical) when jobs are due and no worker is live'),
-    ('retention_success', '30 days',
-     'resync.prune_history() deletes run history, pgqueuer log and statistics, sync failures '
-     'and stopped workers older than this; nothing about a job still in the queue (a failed '
-     'job included, until retried or forgotten) is deleted')
-ON CONFLICT (name) DO NOTHING;
-
--- Section: alerts
+-- resync.queue_status: one row, the figures of `ue-resync monitor`.
+CREATE OR REPLACE VIEW resync.queue_status WITH (security_barrier = true) AS
+SELECT
+    count(*) FILTER (WHERE q.status = 'queued')                                AS queued,
+    count(*) FILTER (WHERE q.status = 'queued' AND q.execute_after <= now())   AS due,
+    count(*) FILTER (WHERE q.status = 'queued' AND q.execute_after > now())    AS delayed,
+    count(*) FILTER (WHERE q.status = 'picked')                                AS running,
+    count(*) FILTER (WHERE q.status = 'failed'
+                       AND q.updated > now() - interval '1 hour')              AS failed_last_hour,
+    count(*) FILTER (WHERE q.status = 'failed')                                AS failed_total,
+    now() - min(q.execute_after) FILTER (WHERE q.status = 'queued'
+                                           AND q.execute_after <= now())       AS oldest_due_age,
+    (SELECT avg(r.finished_at - r.started_at) FROM resync.job_runs r
+     WHERE r.finished_at > now() - interval '1 hour' AND r.outcome <> 'crashed') AS run_time_avg,
+    (SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY r.finished_at - r.started_at)
+     FROM resync.job_runs r
+     WHERE r.finished_at > now() - interval '1 hour' AND r.outcome <> 'crashed')  AS run_time_p95,
+    (SELECT count(*) FROM resync.workers w
+     WHERE w.stopped_at IS NULL AND w.heartbeat_at > now() - interval '30 seconds') AS live_workers
+FROM resync.pgqueuer q;
 
 -- resync.alerts: one row per alert firing now; no row means all is well. Severities:
 --   critical  the queue is not being worked: due_job_wait, no_live_worker
@@ -62,7 +68,7 @@ s AS (
                AS due_job_wait,
            coalesce(max(value) FILTER (WHERE name = 'worker_heartbeat_fresh'), '30 seconds')
                AS worker_heartbeat_fresh
-    FROM resync.settings
+    FROM resync.thresholds
 ),
 -- The queue in one pass. failed_last_hour is the figure `ue-resync monitor` shows (as in
 -- resync.queue_status): a job retried or forgotten no longer counts, as in Laravel's
@@ -101,7 +107,7 @@ unit_failures AS (
            (array_agg(f.error ORDER BY f.at DESC))[1] AS last_error
     FROM (
         SELECT r.course_unit_id, r.finished_at AS at, r.error
-        FROM resync.run_history r
+        FROM resync.job_runs r
         WHERE r.outcome IN ('retrying', 'failed', 'superseded')
           AND r.finished_at > now() - interval '24 hours'
           AND r.course_unit_id IS NOT NULL
@@ -176,72 +182,3 @@ fired (name, severity, value, threshold, detail) AS (
 SELECT f.name, f.severity, f.value, f.threshold, f.detail
 FROM fired f
 ORDER BY f.severity = 'critical' DESC, f.name, f.detail;
-
--- Section: housekeeping
-
--- resync.prune_history: called by the check timer (and by hand); returns the rows deleted.
--- Deletes what is older than p_now - retention_success: finished runs, pgqueuer log rows,
--- pgqueuer statistics, sync failures, and workers stopped (or silent) since then that no
--- remaining run names. Nothing about a job still in resync.pgqueuer is deleted, so a failed
--- job keeps its runs, tracebacks and failures until it is retried or forgotten; 'running'
--- rows are never deleted. p_now is for tests, which prune "in 31 days" instead of waiting.
--- Two callers at once (two hosts' timers): the second returns 0 at once.
-CREATE OR REPLACE FUNCTION resync.prune_history(p_now timestamptz DEFAULT now())
-RETURNS integer
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_cutoff timestamptz;
-    v_rows   integer;
-    v_total  integer := 0;
-BEGIN
-    IF NOT pg_try_advisory_xact_lock(hashtext('ue-resync prune_history')) THEN
-        RETURN 0;
-    END IF;
-    v_cutoff := p_now - coalesce(
-        (SELECT s.value FROM resync.settings s WHERE s.name = 'retention_success'),
-        '30 days')::interval;
-
-    DELETE FROM resync.run_history r
-    WHERE r.outcome <> 'running'
-      AND coalesce(r.finished_at, r.started_at) < v_cutoff
-      AND NOT EXISTS (SELECT 1 FROM resync.pgqueuer q WHERE q.id = r.job_id);
-    GET DIAGNOSTICS v_rows = ROW_COUNT;
-    v_total := v_total + v_rows;
-
-    DELETE FROM resync.pgqueuer_log l
-    WHERE l.created < v_cutoff
-      AND NOT EXISTS (SELECT 1 FROM resync.pgqueuer q WHERE q.id = l.job_id);
-    GET DIAGNOSTICS v_rows = ROW_COUNT;
-    v_total := v_total + v_rows;
-
-    DELETE FROM resync.pgqueuer_statistics st
-    WHERE st.created < v_cutoff;
-    GET DIAGNOSTICS v_rows = ROW_COUNT;
-    v_total := v_total + v_rows;
-
-    DELETE FROM resync.sync_failures f
-    WHERE f.failed_at < v_cutoff
-      AND (f.job_id IS NULL
-           OR NOT EXISTS (SELECT 1 FROM resync.pgqueuer q WHERE q.id = f.job_id));
-    GET DIAGNOSTICS v_rows = ROW_COUNT;
-    v_total := v_total + v_rows;
-
-    -- After the runs: a worker row stays while a run still names it (job_runs shows its host).
-    DELETE FROM resync.workers w
-    WHERE greatest(w.heartbeat_at, w.stopped_at) < v_cutoff
-      AND NOT EXISTS (SELECT 1 FROM resync.run_history r WHERE r.worker_id = w.id);
-    GET DIAGNOSTICS v_rows = ROW_COUNT;
-    v_total := v_total + v_rows;
-
-    RETURN v_total;
-END
-$$;
-
--- Section: privileges (0008 explains why PUBLIC loses EXECUTE)
-
-REVOKE EXECUTE ON FUNCTION resync.prune_history(timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION resync.prune_history(timestamptz) TO resync_worker;
-GRANT SELECT ON resync.alerts TO resync_monitor;

@@ -1,118 +1,66 @@
--- 0010: single-row statements take a row-level fast path.
+-- The triggers on course_unit_elements: what happens to a UE when one of its elements is
+-- written. Settings the writer may set (per session, role or database, e.g.
+-- `ALTER DATABASE app SET ue_resync.lock_timeout = '250ms'`):
+--   ue_resync.mode               inline (default) | deferred | off
+--   ue_resync.lock_timeout       how long a writer waits for its UE row before deferring
+--                                (default 100ms; '0' means no limit, as for lock_timeout)
+--   ue_resync.debounce, ue_resync.debounce_max_wait   deferred mode (queueing.sql)
 --
--- Most writes an application makes change one element per statement. The statement-level
--- triggers of 0004 pay, for each of them, 15–60 µs per query that reads a transition table
--- (they behave as if planned at every call) and a set-based sync built for thousands of UEs:
--- ~190 µs per single-row UPDATE here, against ~40 µs for the UPDATE itself
--- (bench/writer_tps). A row trigger reads OLD and NEW for free, and its queries keep their
--- plans. A statement takes one path or the other, never both:
---
---   course_unit_elements_resync_row   AFTER ROW. Its WHEN clause, evaluated as each row is
---       written, counts the statement's rows in the transaction-local setting
---       ue_resync.statement_rows ('<statement timestamp> 1', then ' 2') and queues the event
---       of the first row only; from the third row on it only compares a string, with no
---       function call. When the event fires (end of statement) and the count still reads 1,
---       the function syncs or queues that row's UE and marks the statement ' done'.
---   course_unit_elements_resync_insert/update/delete (0004), AFTER STATEMENT: return at once
---       when the statement is ' done', else do what they always did, from the transition
---       tables.
+-- A statement takes one of two paths, never both:
+--   course_unit_elements_resync_row (AFTER ROW, resync.on_element_row): its WHEN clause,
+--       evaluated as each row is written, counts the statement's rows in the transaction-local
+--       setting ue_resync.statement_rows ('<statement timestamp> 1', then ' 2') and queues the
+--       event of the first row only; from the third row on it only compares a string. When the
+--       event fires (end of statement) and the count still reads 1, the function syncs or
+--       queues that row's UE and marks the statement ' done'.
+--   course_unit_elements_resync_statement_insert/update/delete (AFTER STATEMENT,
+--       resync.on_element_statement): return at once when the statement is ' done', else sync
+--       or queue every UE the statement touched, from the transition tables.
+-- Why two paths: a single-row statement is most of what an application writes, and a row
+-- trigger reads OLD and NEW for free with plans it keeps, where every query over a transition
+-- table is planned again at each call; a bulk statement needs the set-based path to sync each
+-- UE once.
 --
 -- Anything unexpected falls to the statement path, which is always right: statements inside
--- one function share a statement_timestamp (after a ' done' the next one counts afresh;
--- after a ' 2' every later one takes the statement path); a statement nested in another's
--- row processing pushes the shared count to 2; a row moved between UEs is handed over; with
--- the row trigger disabled nothing is ever marked ' done'. Disable the four triggers together or not
--- at all (bench/common.py does).
+-- one function share a statement_timestamp (after a ' done' the next one counts afresh; after
+-- a ' 2' every later one takes the statement path); a statement nested in another's row
+-- processing pushes the shared count to 2; a row moved between UEs is handed over; with the
+-- row trigger disabled nothing is ever marked ' done'. Disable the four triggers together or
+-- not at all (bench/common.py does).
+--
+-- On failure, inline mode: the sync runs in a subtransaction; on any error it rolls back, the
+-- writer's statement goes on, and resync.error_policy decides the job and its delay.
 
--- Section: shared by both paths
+-- Section: failed inline syncs
 
--- resync.hours_distribution was declared IMMUTABLE, but jsonb_build_object is only STABLE:
--- the planner refuses to inline an IMMUTABLE SQL function whose body is less than that, so
--- every sync and every row of resync.drift called it through the SQL-function executor
--- (~10 µs a call). STABLE is its true class, and lets it inline.
-ALTER FUNCTION resync.hours_distribution(numeric, numeric, numeric, numeric) STABLE;
-
--- resync.queue_jobs: resync.enqueue's statement, in PL/pgSQL (a SQL function that cannot be
--- inlined, being SECURITY DEFINER, is planned again at every call from a trigger; PL/pgSQL
--- keeps the plan), with one more argument. p_deferred_mode marks the events of
--- ue_resync.mode = 'deferred', from either trigger path: UEs with auto_sync_enabled = false are
--- skipped, and a UE the daemon resynced less than ue_resync.debounce ago (default 2s, '0' =
--- off) is due when that time is up, so a burst of edits on one UE is resynced once per period,
--- not once per pickup. Coalescing is unchanged (the earliest due time wins); an isolated change
--- is due at once. The two lookups of the UE run only for deferred-mode events.
--- A new name rather than a new signature for resync.enqueue: re-running 0004 (every file is
--- re-runnable) would otherwise leave two overloads that its callers cannot choose between.
-CREATE OR REPLACE FUNCTION resync.queue_jobs(
-    p_units bigint[], p_reasons text[], p_delay interval,
-    p_sqlstate text, p_error text, p_deferred_mode boolean
-) RETURNS TABLE (course_unit_id bigint, job_id bigint, coalesced boolean)
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
--- One shape whatever the arrays hold; without this PL/pgSQL kept planning it at every call
--- (deferred single-row writers 0.12× instead of 0.20× CPU-only, bench/writer_tps).
-SET plan_cache_mode = force_generic_plan
-AS $$
-DECLARE
-    v_debounce interval;
-BEGIN
-    IF p_deferred_mode THEN
-        -- The writer's setting; malformed, it is the writer's error.
-        v_debounce := coalesce(nullif(current_setting('ue_resync.debounce', true), ''),
-                               '2s')::interval;
-    END IF;
-    RETURN QUERY
-    INSERT INTO resync.pgqueuer AS q
-        (priority, entrypoint, status, execute_after, payload, headers)
-    SELECT 0, 'resync_course_unit', 'queued',
-           greatest(now() + p_delay,
-                    CASE WHEN p_deferred_mode
-                         THEN (SELECT c.last_job_sync FROM public.course_units c
-                               WHERE c.id = u.id) + v_debounce END),
-           convert_to(jsonb_build_object(
-               'course_unit_id', u.id,
-               'reason',         u.reason,
-               'sqlstate',       p_sqlstate,
-               'error',          left(p_error, 1000),
-               'enqueued_at',    now())::text, 'UTF8'),
-           jsonb_build_object('course_unit_id', u.id::text, 'reason', u.reason, 'events', 1)
-    FROM unnest(p_units, p_reasons) AS u(id, reason)
-    WHERE NOT p_deferred_mode
-       OR EXISTS (SELECT 1 FROM public.course_units c
-                  WHERE c.id = u.id AND c.auto_sync_enabled)
-    ORDER BY u.id  -- one insertion order for every writer: no deadlock on the key
-    ON CONFLICT ((headers ->> 'course_unit_id'))
-        WHERE entrypoint = 'resync_course_unit' AND status = 'queued'
-    DO UPDATE SET
-        execute_after = least(q.execute_after, excluded.execute_after),
-        updated       = now(),
-        headers       = q.headers || jsonb_build_object(
-            'events', CASE WHEN q.headers ->> 'events' ~ '^[0-9]{1,9}$'
-                           THEN (q.headers ->> 'events')::integer + 1 ELSE 2 END,
-            'last_reason', excluded.headers ->> 'reason')
-    RETURNING (q.headers ->> 'course_unit_id')::bigint, q.id, (q.xmax <> 0);
-END
-$$;
-
--- resync.enqueue (0004's contract, unchanged): resync.queue_jobs for anything but a
--- deferred-mode event.
-CREATE OR REPLACE FUNCTION resync.enqueue(
-    p_units bigint[], p_reasons text[], p_delay interval,
-    p_sqlstate text DEFAULT NULL, p_error text DEFAULT NULL
-) RETURNS TABLE (course_unit_id bigint, job_id bigint, coalesced boolean)
-LANGUAGE plpgsql
-SECURITY DEFINER
+-- The policy row for a SQLSTATE: exact code, then class, then the catch-all ''.
+-- With no catch-all row left, a failure still queues: sync_error after 2 minutes.
+CREATE OR REPLACE FUNCTION resync.policy_for(p_sqlstate text)
+RETURNS TABLE (reason_prefix text, delay interval, auto_resync boolean)
+LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
-BEGIN
-    RETURN QUERY
-    SELECT * FROM resync.queue_jobs(p_units, p_reasons, p_delay, p_sqlstate, p_error, false);
-END
+    SELECT * FROM (
+        SELECT p.reason_prefix, p.delay, p.auto_resync
+        FROM resync.error_policy p
+        WHERE p_sqlstate LIKE p.sqlstate_pattern || '%'
+        ORDER BY length(p.sqlstate_pattern) DESC
+        LIMIT 1
+    ) found
+    UNION ALL
+    SELECT 'sync_error', interval '2 minutes', true
+    WHERE NOT EXISTS (SELECT 1 FROM resync.error_policy p
+                      WHERE p_sqlstate LIKE p.sqlstate_pattern || '%')
 $$;
 
--- resync.record_sync_failure: after a failed inline sync (its subtransaction rolled back),
--- the error policy decides: a job after its delay (reason '<prefix>_after_<action>'), or
--- nothing; either way one resync.sync_failures row per UE and one WARNING for the writer.
+-- resync.record_sync_failure: after a failed inline sync.
+-- Called by: resync.on_element_statement and resync.on_element_row, once their sync's
+--   subtransaction has rolled back, with the UEs, their actions and the error.
+-- Writes: a job per UE (resync.enqueue, reason '<prefix>_after_<action>', after the policy's
+--   delay) unless the policy says auto_resync = false; one resync.sync_failures row per UE
+--   either way (with the job id or NULL); one WARNING to the writer.
+-- Why: UEs switched to auto_sync_enabled = false meanwhile are left out (the sync skips them
+--   too). The error itself is not re-raised: the writer's change is kept, the job repairs the UE.
 CREATE OR REPLACE FUNCTION resync.record_sync_failure(
     p_units bigint[], p_actions text[], p_sqlstate text, p_error text
 ) RETURNS void
@@ -156,12 +104,31 @@ BEGIN
 END
 $$;
 
--- Section: the statement path (0004's trigger function, with the early return and the helper)
+-- Section: the statement path
 
-CREATE OR REPLACE FUNCTION resync.on_elements_changed() RETURNS trigger
+-- resync.on_element_statement: the AFTER STATEMENT trigger function for INSERT, UPDATE, DELETE.
+-- Called by: course_unit_elements_resync_statement_*, once per statement, with its transition
+--   tables (new_rows, old_rows).
+-- Does: returns at once when resync.on_element_row handled the statement (' done'). Else
+--   collects the UEs touched (both of them for a move; for an UPDATE only rows whose counted
+--   fields moved), drops those with auto_sync_enabled = false, then by ue_resync.mode:
+--   inline   resync.sync_units, waiting at most ue_resync.lock_timeout for the UE rows; on any
+--            error resync.record_sync_failure (reason <prefix>_after_<action>);
+--   deferred resync.enqueue of a job per UE (reason deferred_after_<action>);
+--   off      nothing; resync.enqueue_drifted() catches up later.
+-- Writes: course_units (inline), resync.pgqueuer, resync.sync_failures (on failure).
+-- Why: jit = off, because a bulk statement's read of the transition tables costs more than
+--   JIT's threshold and the compilation takes longer than the query it compiles (servers built
+--   with LLVM). The UPDATE's join of old_rows to new_rows runs with enable_mergejoin off:
+--   transition tables have no statistics, so the planner would sort both for a merge join
+--   (spilling to disk for large statements) where a hash join on the distinct ids is cheaper;
+--   set for that query only, after the early return (a SET clause would cost every single-row
+--   statement a setting), and an error on the way ends the (sub)transaction, which restores it.
+CREATE OR REPLACE FUNCTION resync.on_element_statement() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
+SET jit = off
 AS $$
 DECLARE
     v_mode     text;
@@ -171,8 +138,9 @@ DECLARE
     v_actions  text[];
     v_state    text;
     v_message  text;
+    v_joins    text;
 BEGIN
-    -- A statement that changed one row: resync.on_element_row_changed has handled it.
+    -- A statement that changed one row: resync.on_element_row has handled it.
     -- Tested first: this is all a single-row statement pays here.
     IF current_setting('ue_resync.statement_rows', true)
        = encode(timestamptz_send(statement_timestamp()), 'hex') || ' done' THEN
@@ -204,7 +172,9 @@ BEGIN
               WHERE u.auto_sync_enabled) t;
     ELSE
         -- The transition tables are joined once; each changed row names its new UE and,
-        -- when it moved, its old one.
+        -- when it moved, its old one. By hash: see the header.
+        v_joins := current_setting('enable_mergejoin');
+        PERFORM set_config('enable_mergejoin', 'off', true);
         WITH changed AS MATERIALIZED (
             SELECT o.course_unit_id::bigint AS old_unit, n.course_unit_id::bigint AS new_unit,
                    CASE WHEN o.deleted_at IS NULL AND n.deleted_at IS NOT NULL THEN 1
@@ -230,6 +200,7 @@ BEGIN
         FROM per_unit p
         JOIN public.course_units u ON u.id = p.unit
         WHERE u.auto_sync_enabled;
+        PERFORM set_config('enable_mergejoin', v_joins, true);
     END IF;
 
     IF v_units IS NULL THEN
@@ -237,7 +208,7 @@ BEGIN
     END IF;
 
     IF v_mode = 'deferred' THEN
-        PERFORM resync.queue_jobs(
+        PERFORM resync.enqueue(
             v_units,
             array(SELECT 'deferred_after_' || a FROM unnest(v_actions) a),
             interval '0', NULL, NULL, true);
@@ -271,15 +242,19 @@ $$;
 
 -- Section: the row path
 
--- resync.on_element_row_changed: AFTER ROW, for a statement that changed one row. Does what
--- resync.on_elements_changed does for that row, then marks the statement ' done'.
--- Inline, optimistically in one statement: the UE's sums with the UE row's xmin as this
--- statement's snapshot sees them, written only if the row is still that version. When
--- another sync changed the row since (one committed, or one we waited for), our sums may miss
--- that writer's elements: nothing is written, and resync.sync_units (lock first, then read)
--- does it.
--- Keep the values it writes in step with resync.sync_units (0004) and resync.expected (0006).
-CREATE OR REPLACE FUNCTION resync.on_element_row_changed() RETURNS trigger
+-- resync.on_element_row: the AFTER ROW trigger function.
+-- Called by: course_unit_elements_resync_row, at the end of the statement, for the statement's
+--   first row only (its WHEN clause).
+-- Does: when the statement changed that one row only, what resync.on_element_statement would
+--   do for it, and marks the statement ' done'; a moved row, or a second row, leaves the
+--   statement to the statement path.
+-- Writes: course_units (inline), resync.pgqueuer (deferred), resync.sync_failures (on failure).
+-- Why: inline, optimistically in one statement: the UE's sums with the UE row's xmin as this
+--   statement's snapshot sees them, written only if the row is still that version. When
+--   another sync changed the row since (one committed, or one we waited for), our sums may miss
+--   that writer's elements: nothing is written, and resync.sync_units (lock first, then read)
+--   does it. The values it writes are those of resync.sync_units and resync.expected.
+CREATE OR REPLACE FUNCTION resync.on_element_row() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -330,7 +305,7 @@ BEGIN
     IF v_mode = 'off' THEN
         RETURN NULL;
     ELSIF v_mode = 'deferred' THEN
-        PERFORM resync.queue_jobs(array[v_unit], array['deferred_after_' || v_action],
+        PERFORM resync.enqueue(array[v_unit], array['deferred_after_' || v_action],
                                   interval '0', NULL, NULL, true);
         RETURN NULL;
     ELSIF v_mode <> 'inline' THEN
@@ -402,6 +377,8 @@ BEGIN
 END
 $$;
 
+-- Section: the triggers
+
 CREATE OR REPLACE TRIGGER course_unit_elements_resync_row
     AFTER INSERT OR UPDATE OR DELETE ON public.course_unit_elements
     FOR EACH ROW
@@ -417,10 +394,19 @@ CREATE OR REPLACE TRIGGER course_unit_elements_resync_row
                           encode(timestamptz_send(statement_timestamp()), 'hex') || ' 1',
                           true) IS NOT NULL
           END)
-    EXECUTE FUNCTION resync.on_element_row_changed();
+    EXECUTE FUNCTION resync.on_element_row();
 
-REVOKE EXECUTE ON FUNCTION
-    resync.queue_jobs(bigint[], text[], interval, text, text, boolean),
-    resync.record_sync_failure(bigint[], text[], text, text),
-    resync.on_element_row_changed()
-FROM PUBLIC;
+CREATE OR REPLACE TRIGGER course_unit_elements_resync_statement_insert
+    AFTER INSERT ON public.course_unit_elements
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION resync.on_element_statement();
+
+CREATE OR REPLACE TRIGGER course_unit_elements_resync_statement_update
+    AFTER UPDATE ON public.course_unit_elements
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION resync.on_element_statement();
+
+CREATE OR REPLACE TRIGGER course_unit_elements_resync_statement_delete
+    AFTER DELETE ON public.course_unit_elements
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION resync.on_element_statement();

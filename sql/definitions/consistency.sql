@@ -1,6 +1,8 @@
--- 0006: consistency checks operators and the drift sweep read.
+-- Consistency: what a sync would write now, the UEs that differ from it, the sweep that queues
+-- their resync, and the LMD checks on the stored values.
 
--- resync.expected: per UE (auto_sync_enabled only), what a sync would write now.
+-- resync.expected: per UE (auto_sync_enabled only), what a sync would write now. No role reads
+-- it but through resync.drift, which is the security barrier (monitoring_views.sql says why).
 CREATE OR REPLACE VIEW resync.expected AS
 WITH
 -- Sums over the elements that count, one pass over course_unit_elements.
@@ -40,7 +42,8 @@ FROM expected x;
 
 -- resync.drift: every UE whose stored totals differ from its active elements, stored
 -- next to expected. Units with auto_sync_enabled = false are deliberately out of sync.
-CREATE OR REPLACE VIEW resync.drift AS
+-- Read by resync_worker (the sweep) and resync_monitor.
+CREATE OR REPLACE VIEW resync.drift WITH (security_barrier = true) AS
 SELECT u.id                         AS course_unit_id,
        u.code,
        u.credits::numeric           AS stored_credits,       x.credits        AS expected_credits,
@@ -61,27 +64,9 @@ WHERE (u.credits::numeric, u.hours_cm::numeric, u.hours_td::numeric, u.hours_tp:
       (x.credits, x.hours_cm, x.hours_td, x.hours_tp, x.hours_total, x.elements_count,
        x.hours_distribution);
 
--- resync.enqueue_drifted: queue a resync (reason drift_detected, due now) for every
--- drifted UE; returns how many UEs it queued (coalesced into queued jobs where present).
-CREATE OR REPLACE FUNCTION resync.enqueue_drifted() RETURNS integer
-LANGUAGE sql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-    WITH drifted AS (
-        SELECT coalesce(array_agg(d.course_unit_id ORDER BY d.course_unit_id), '{}') AS ids
-        FROM resync.drift d
-    )
-    SELECT count(*)::integer
-    FROM drifted,
-         resync.enqueue(drifted.ids,
-                        array_fill('drift_detected'::text, array[cardinality(drifted.ids)]),
-                        interval '0')
-$$;
-
 -- resync.validation_warnings: the LMD checks the old job logged after each sync, on the
 -- stored values, one row per UE and warning.
-CREATE OR REPLACE VIEW resync.validation_warnings AS
+CREATE OR REPLACE VIEW resync.validation_warnings WITH (security_barrier = true) AS
 SELECT u.id AS course_unit_id, u.code, w.warning, w.detail
 FROM public.course_units u
 CROSS JOIN LATERAL (
@@ -106,3 +91,38 @@ CROSS JOIN LATERAL (
          CASE WHEN u.elements_count = 0 THEN 'no active element' END)
 ) AS w(warning, detail)
 WHERE w.detail IS NOT NULL;
+
+-- resync.enqueue_drifted: queue a resync (reason drift_detected, due now) for every drifted UE.
+-- Called by: `ue-resync check --enqueue` (the check timer), and by hand.
+-- Writes: resync.pgqueuer through resync.enqueue (coalesced into queued jobs where present);
+--   returns how many UEs it queued.
+-- Why: pgqueuer's dequeue takes the due jobs in priority order with a LIMIT; planned on
+--   statistics that say the queue is small (as after the daemon drained it), it reads and sorts
+--   every due job at each dequeue. Autovacuum refreshes the statistics a minute or more later
+--   (never, where it is off), and a sweep is the one place that queues that many jobs on
+--   purpose, so from 1,000 jobs on it analyses the queue table itself. The statistics are seen,
+--   and the daemons' plans made again, when the sweep's transaction commits.
+CREATE OR REPLACE FUNCTION resync.enqueue_drifted() RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_ids    bigint[];
+    v_queued integer;
+BEGIN
+    SELECT coalesce(array_agg(d.course_unit_id ORDER BY d.course_unit_id), '{}')
+    INTO v_ids
+    FROM resync.drift d;
+
+    SELECT count(*)::integer
+    INTO v_queued
+    FROM resync.enqueue(v_ids, array_fill('drift_detected'::text, array[cardinality(v_ids)]),
+                        interval '0');
+
+    IF v_queued >= 1000 THEN
+        ANALYZE resync.pgqueuer;
+    END IF;
+    RETURN v_queued;
+END
+$$;

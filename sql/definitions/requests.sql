@@ -1,22 +1,8 @@
--- 0005: what an operator types in psql to ask for a resync.
+-- Manual requests: what an operator or an application types to ask for a resync.
 --
 --   INSERT INTO resync.requests (course_unit_id, reason, run_at)
 --   VALUES (42, 'manual_trigger', now() + interval '1 hour');
 --   SELECT resync.request(42, 'reason', interval '2 minutes');   -- returns the job id
---   SELECT resync.sync_now(42);                                   -- resync right here
-
--- Every manual request is kept: who asked, what for, and the job it went into.
-CREATE TABLE IF NOT EXISTS resync.requests (
-    id              bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    course_unit_id  bigint,     -- NOT NULL is checked by the trigger, with a clearer message
-    reason          text        NOT NULL DEFAULT 'manual_trigger',
-    run_at          timestamptz NOT NULL DEFAULT now(),
-    requested_at    timestamptz NOT NULL DEFAULT now(),
-    requested_by    text        NOT NULL DEFAULT current_user,
-    job_id          bigint,     -- set by the trigger; the job may have absorbed other events
-    CONSTRAINT requests_reason_sane CHECK (reason ~ '^[[:alnum:]_.:/ -]{1,100}$')
-);
-CREATE INDEX IF NOT EXISTS requests_unit_idx ON resync.requests (course_unit_id);
 
 -- resync.on_request: BEFORE INSERT row trigger on resync.requests.
 -- Rejects a NULL or unknown course_unit_id with one clear error (nothing is queued: the
@@ -78,26 +64,4 @@ AS $$
     VALUES (p_course_unit_id, coalesce(p_reason, 'manual_trigger'),
             now() + coalesce(p_delay, interval '0'), session_user)
     RETURNING job_id
-$$;
-
--- resync.sync_now: resync one UE in the caller's transaction (the old dispatchSync).
--- Sets last_job_sync; returns {"course_unit_id", "code", "changes": {"col": [from, to]}}.
-CREATE OR REPLACE FUNCTION resync.sync_now(p_course_unit_id bigint) RETURNS jsonb
-LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    v_result jsonb;
-BEGIN
-    SELECT jsonb_build_object('course_unit_id', s.course_unit_id, 'code', s.code,
-                              'changes', s.changes)
-    INTO v_result
-    FROM resync.sync_units(array[p_course_unit_id], true, false) s;
-    IF v_result IS NULL THEN
-        RAISE EXCEPTION 'resync.sync_now: course unit % does not exist', p_course_unit_id
-            USING ERRCODE = 'no_data_found';
-    END IF;
-    RETURN v_result;
-END
 $$;

@@ -1,75 +1,42 @@
--- 0011: coalescing that leaves the job's index entries alone, and a trailing debounce.
---
--- 1. A coalesced event used to rewrite the job's `headers` (the events count) and `updated`,
---    both under indexes of the queue table: every absorbed event wrote a new job version with
---    an entry in each of its five indexes (queued jobs' partial indexes, primary key, ours).
---    What coalescing keeps now lives in columns no index reads, on pages with room to spare,
---    so an absorbed event is a HOT update of the job row (one heap write, no index entry)
---    unless it moves the due time. pgqueuer reads job rows (some with SELECT *) into a model
---    that ignores columns it does not know.
--- 2. Deferred-mode events are debounced on the trailing edge. A change on a quiet UE is due at
---    once, as before (the leading edge: an isolated change is resynced in milliseconds). A
---    change on a busy UE (the daemon holds a job of it, or resynced it less than
---    ue_resync.debounce ago) makes the job due a debounce after it,
---    and so does any change on a job waiting for a debounced due time: a burst of edits
---    gets one resync at its start and one when it quiets down (bench/burst). Bounds: never
---    later than ue_resync.debounce_max_wait after the job's first deferred-mode event, nor
---    later than any other event of the job asked for (a failed sync's policy delay, a
---    request's run_at), and a job already due stays due. 0010's rule (due a debounce after
---    the last resync, earliest due time kept) resynced a UE under a long burst once per
---    debounce period.
+-- Queueing a resync: the one statement that inserts jobs into pgqueuer's table, the reader of
+-- their payloads, and the wake-up of the workers for jobs queued by an UPDATE.
 
--- Section: where coalescing writes
-
-ALTER TABLE resync.pgqueuer
-    -- The events this job stands for (1 at insert, + 1 per absorbed event).
-    ADD COLUMN IF NOT EXISTS resync_events integer NOT NULL DEFAULT 1,
-    -- The reason of its latest event (at insert, the first one's, which headers and payload
-    -- keep).
-    ADD COLUMN IF NOT EXISTS resync_last_reason text,
-    -- Set once the job holds a deferred-mode event: the latest time it may become due.
-    -- NULL: its due time is its deadline (only plain events made it).
-    ADD COLUMN IF NOT EXISTS resync_deadline timestamptz;
-
--- Room on each page for the new versions of coalesced jobs (HOT needs the same page).
-ALTER TABLE resync.pgqueuer SET (fillfactor = 70);
-
--- Jobs queued before this migration carried their count in headers.
-UPDATE resync.pgqueuer
-SET resync_events      = (headers ->> 'events')::integer,
-    resync_last_reason = coalesce(headers ->> 'last_reason', headers ->> 'reason'),
-    headers            = headers - 'events' - 'last_reason'
-WHERE entrypoint = 'resync_course_unit'
-  AND status = 'queued'
-  AND headers ->> 'events' ~ '^[0-9]{1,9}$';
-
--- The UEs the daemon holds (picked: waiting for or in their resync), for the debounce.
-CREATE INDEX IF NOT EXISTS pgqueuer_resync_picked_per_unit
-    ON resync.pgqueuer ((headers ->> 'course_unit_id'))
-    WHERE entrypoint = 'resync_course_unit' AND status = 'picked';
-
--- Section: the one queueing statement
-
--- resync.queue_jobs (0010's signature and contract, new coalescing and debounce).
--- Every event has a due time and a deadline (the latest it accepts). A plain event (failed
--- inline sync, request, drift sweep, or any event with ue_resync.debounce = '0') is due at
--- now() + p_delay, its deadline that same time (stored as NULL). A deferred-mode event is due
--- now(), or now() + debounce on a busy UE (see above), with the deadline
--- now() + debounce_max_wait. A job keeps the earliest deadline of its events
--- (resync_deadline; NULL while only plain events made it) and is due no later than it.
-CREATE OR REPLACE FUNCTION resync.queue_jobs(
+-- resync.enqueue: queue a resync of each UE, coalesced into the UE's queued job when it has one.
+-- Called by: the element triggers (deferred mode, p_deferred_mode = true; a failed inline sync,
+--   through resync.record_sync_failure), resync.on_request (resync.requests), and
+--   resync.enqueue_drifted. p_units must be distinct; p_reasons is aligned with it.
+-- Writes: resync.pgqueuer, one row per UE at most while queued (the unique index
+--   pgqueuer_resync_one_queued_per_unit); pgqueuer's statement trigger NOTIFYs the workers when
+--   the caller commits. A job already picked absorbs nothing: a change during a running resync
+--   gets its own job. Returns, per UE, the job and whether the event joined an existing one.
+-- Every event has a due time and a deadline (the latest it accepts):
+--   plain event (failed inline sync, request, drift sweep, or any event with
+--     ue_resync.debounce = '0'): due at now() + p_delay; its deadline that same time (stored
+--     as NULL).
+--   deferred-mode event: UEs with auto_sync_enabled = false are skipped. Due now() on a quiet
+--     UE (the leading edge: an isolated change is resynced at once); on a busy UE (the daemon
+--     holds a job of it, or resynced it less than ue_resync.debounce ago, default 2s) due a
+--     debounce later, and so is any deferred-mode event joining a job that waits for a
+--     debounced due time (the trailing edge: a burst gets one resync at its start and one when
+--     it quiets down). Its deadline is now() + ue_resync.debounce_max_wait (default 60s).
+--   A job keeps the earliest deadline of its events (resync_deadline; NULL while only plain
+--   events made it), is never due later than it, and a job already due stays due.
+-- Why: a coalesced event writes only columns no index reads (resync_events,
+--   resync_last_reason, resync_deadline), so it is a HOT update unless it moves the due time.
+--   PL/pgSQL rather than SQL keeps the plan per session (a SECURITY DEFINER SQL function cannot
+--   be inlined, so it would be planned at every call); the statements have one shape whatever
+--   the arrays hold, hence the generic plan. enable_seqscan is off because a session often
+--   first plans this on an empty queue (the daemon drains it), and a plan made then would scan
+--   the whole queue in its busy lookups once jobs pile up.
+CREATE OR REPLACE FUNCTION resync.enqueue(
     p_units bigint[], p_reasons text[], p_delay interval,
-    p_sqlstate text, p_error text, p_deferred_mode boolean
+    p_sqlstate text DEFAULT NULL, p_error text DEFAULT NULL,
+    p_deferred_mode boolean DEFAULT false
 ) RETURNS TABLE (course_unit_id bigint, job_id bigint, coalesced boolean)
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
--- One shape whatever the arrays hold (0010: planned at every call without it).
 SET plan_cache_mode = force_generic_plan
--- The queue is often empty when a session first plans this (the daemon drains it), and a plan
--- made then may scan the whole table in its lookups: with 10,000 jobs queued, every event
--- read them all (deferred writers 594 tps instead of ~10,000 CPU-only, bench/writer_tps
--- --no-commit-wait). Index lookups whatever the statistics say.
 SET enable_seqscan = off
 AS $$
 DECLARE
@@ -186,6 +153,28 @@ BEGIN
 END
 $$;
 
+-- A payload as jsonb, or NULL when it is not a JSON object in UTF-8.
+CREATE OR REPLACE FUNCTION resync.payload_json(p_payload bytea) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v jsonb;
+BEGIN
+    v := convert_from(p_payload, 'UTF8')::jsonb;
+    RETURN CASE WHEN jsonb_typeof(v) = 'object' THEN v END;
+EXCEPTION WHEN OTHERS THEN
+    RETURN NULL;
+END
+$$;
 
-REVOKE EXECUTE ON FUNCTION resync.queue_jobs(bigint[], text[], interval, text, text, boolean)
-FROM PUBLIC;
+-- Wake every listening worker, in the shape pgqueuer's listener expects. An UPDATE that
+-- re-queues a job does not fire pgqueuer's INSERT notification, so re-queuers call this.
+CREATE OR REPLACE FUNCTION resync.wake_workers() RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT pg_notify('ue_resync', json_build_object(
+        'channel', 'ue_resync', 'operation', 'update', 'sent_at', now(),
+        'table', 'pgqueuer', 'type', 'table_changed_event')::text)
+$$;

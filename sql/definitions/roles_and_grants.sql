@@ -1,18 +1,22 @@
--- 0008: least privilege. Three group roles, none able to log in: an operator creates a login
--- role and grants it one of them (docs/operations.md).
+-- Least privilege: three group roles, none able to log in; an operator creates a login role
+-- and grants it one of them (docs/operations.md).
 --
 --   resync_worker     what `ue-resync work` and `ue-resync check --enqueue` run, nothing more
---   resync_monitor    read the operator views (resync.alerts is granted in 0009)
+--   resync_monitor    read the monitoring views and the run history
 --   resync_requester  ask for a resync: INSERT INTO resync.requests, resync.request()
 --
 -- The application role that writes course_unit_elements needs nothing here: the trigger
 -- functions are SECURITY DEFINER with a pinned search_path, and PostgreSQL checks neither
 -- EXECUTE on a trigger function nor USAGE on its schema when the trigger fires.
 --
--- Roles are cluster-wide, grants are per database: this file creates the roles when absent
--- (a second database on the same cluster reuses them) and re-grants on every run.
+-- Applied last of the definitions, so every object exists. It starts by taking back every
+-- right these roles and PUBLIC hold in schema resync, then grants the lists below: what this
+-- file says is all they have, whatever an earlier version granted.
 
 -- Section: the roles
+--
+-- Roles are cluster-wide, grants are per database: the roles are created when absent (a second
+-- database on the same cluster reuses them).
 
 DO $$
 DECLARE
@@ -43,16 +47,20 @@ BEGIN
     END LOOP;
 END $$;
 
--- Section: functions are not for everyone
+-- Section: from nothing
 --
 -- PostgreSQL grants EXECUTE on every new function to PUBLIC. Without USAGE on schema resync
 -- that grant is unreachable, but each role below gets USAGE, and a requester able to call
 -- resync.enqueue (SECURITY DEFINER) could fill the queue with any delay, resync.clear_queue
--- empty it. Revoke from PUBLIC, then grant each role its own list. ALTER DEFAULT PRIVILEGES
--- cannot do this per schema (a per-schema REVOKE does not undo the global default), so every
--- later migration that adds a function revokes it itself; tests/integration/test_roles.py
--- fails when one forgets.
-REVOKE EXECUTE ON ALL FUNCTIONS IN SCHEMA resync FROM PUBLIC;
+-- empty it. ALTER DEFAULT PRIVILEGES cannot take it back per schema (a per-schema REVOKE does
+-- not undo the global default), hence this REVOKE, re-run with every change of the definitions;
+-- tests/integration/test_roles.py fails when a function is left to PUBLIC.
+REVOKE ALL ON ALL TABLES IN SCHEMA resync
+    FROM PUBLIC, resync_worker, resync_monitor, resync_requester;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA resync
+    FROM PUBLIC, resync_worker, resync_monitor, resync_requester;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA resync
+    FROM PUBLIC, resync_worker, resync_monitor, resync_requester;
 REVOKE ALL ON SCHEMA resync FROM PUBLIC;
 GRANT USAGE ON SCHEMA resync TO resync_worker, resync_monitor, resync_requester;
 
@@ -66,7 +74,7 @@ GRANT USAGE ON SCHEMA resync TO resync_worker, resync_monitor, resync_requester;
 -- has a right on). LISTEN and pg_notify need no grant; TEMP is not used.
 
 -- migrate.check_current at start: the daemon refuses a schema older or newer than itself.
-GRANT SELECT ON resync.schema_migrations TO resync_worker;
+GRANT SELECT ON resync.schema_migrations, resync.schema_definitions TO resync_worker;
 -- Jobs are claimed, heartbeaten, re-queued, held as failed or deleted; never inserted (the
 -- SECURITY DEFINER resync.enqueue does that) and never truncated.
 GRANT SELECT, UPDATE, DELETE ON resync.pgqueuer TO resync_worker;
@@ -76,7 +84,7 @@ GRANT SELECT, INSERT, UPDATE ON resync.pgqueuer_statistics TO resync_worker;
 GRANT USAGE ON SEQUENCE resync.pgqueuer_statistics_id_seq TO resync_worker;  -- bigserial
 -- Its own registry row (worker_heartbeat, worker_stopped) and one run row per attempt.
 GRANT SELECT, INSERT, UPDATE ON resync.workers TO resync_worker;
-GRANT SELECT, INSERT, UPDATE ON resync.run_history TO resync_worker;
+GRANT SELECT, INSERT, UPDATE ON resync.job_runs TO resync_worker;
 -- Gauges, the LMD checks after each resync, and the drift sweep of `ue-resync check`.
 GRANT SELECT ON resync.queue_status, resync.validation_warnings, resync.drift TO resync_worker;
 GRANT EXECUTE ON FUNCTION
@@ -88,6 +96,7 @@ GRANT EXECUTE ON FUNCTION
     resync.release_jobs(uuid),
     resync.fail_unknown_entrypoints(uuid),
     resync.enqueue_drifted(),                            -- ue-resync check --enqueue
+    resync.prune_history(timestamptz),                   -- ue-resync check
     resync.payload_json(bytea),                          -- deferred_gauges.sql
     resync.hours_distribution(numeric, numeric, numeric, numeric)  -- resync.drift, see below
 TO resync_worker;
@@ -95,25 +104,17 @@ TO resync_worker;
 -- Section: resync_monitor
 --
 -- Views run with their owner's rights on tables, but a function a view calls is checked
--- against the reader (CREATE VIEW, "Notes"): hence the two pure helpers.
-GRANT SELECT ON resync.queue_status, resync.failed_jobs, resync.job_runs, resync.drift,
-                resync.validation_warnings
+-- against the reader (CREATE VIEW, "Notes"): hence the two pure helpers. The run history is a
+-- table it reads whole (no row of it is hidden from monitoring, so no view is needed to filter
+-- it), with the workers' table for the host a run ran on.
+GRANT SELECT ON resync.queue_status, resync.failed_jobs, resync.drift,
+                resync.validation_warnings, resync.alerts
 TO resync_monitor;
+GRANT SELECT ON resync.job_runs, resync.workers TO resync_monitor;
 GRANT EXECUTE ON FUNCTION
     resync.payload_json(bytea),                                     -- resync.failed_jobs
     resync.hours_distribution(numeric, numeric, numeric, numeric)   -- resync.drift (expected)
 TO resync_monitor;
-
--- The views hide rows (failed jobs only, drifted units only…). A reader may define a
--- function in pg_temp; security_barrier keeps the planner from running such a function in
--- the reader's WHERE on rows the view filters out. Equality on ids stays pushed down (its
--- operator is leakproof), so the daemon's `WHERE course_unit_id = ANY (…)` keeps its index.
--- resync.expected is read by no role, only through resync.drift, which is the barrier.
-ALTER VIEW resync.queue_status        SET (security_barrier = true);
-ALTER VIEW resync.failed_jobs         SET (security_barrier = true);
-ALTER VIEW resync.job_runs            SET (security_barrier = true);
-ALTER VIEW resync.drift               SET (security_barrier = true);
-ALTER VIEW resync.validation_warnings SET (security_barrier = true);
 
 -- Section: resync_requester
 --
