@@ -2,7 +2,10 @@
 -- dispatchSync), and the pruning the check timer runs.
 
 -- resync.sync_now: resync one UE in the caller's transaction (the old dispatchSync).
--- Sets last_job_sync; returns {"course_unit_id", "code", "changes": {"col": [from, to]}}.
+-- Called by: an operator in psql, `ue-resync sync` (sync_now.sql).
+-- Writes: course_units through resync.sync_units, last_job_sync included. Returns
+--   {"course_unit_id", "code", "changes": {"col": [from, to]}}; an unknown id is an error
+--   (no_data_found), so a typo is not mistaken for a UE already in sync.
 CREATE OR REPLACE FUNCTION resync.sync_now(p_course_unit_id bigint) RETURNS jsonb
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -23,10 +26,13 @@ BEGIN
 END
 $$;
 
--- resync.retry_failed: re-queue failed jobs now (NULL = all), attempts reset, and wake
--- the workers. A UE that meanwhile got a queued job keeps that one, due now; the failed
--- job is then dropped. Returns how many failed jobs were handled; an id that is not a
--- failed job is an error.
+-- resync.retry_failed: re-queue failed jobs now (NULL = all), the old queue:retry.
+-- Called by: an operator in psql, `ue-resync retry` (retry_failed.sql).
+-- Writes: resync.pgqueuer (status queued, due now, attempts reset), resync.pgqueuer_log, and a
+--   NOTIFY to the workers. A UE that meanwhile got a queued job keeps that one, made due now,
+--   and the failed job is dropped (logged 'deleted'). Returns how many failed jobs were handled;
+--   an id that is not a failed job is an error.
+-- Why: the NOTIFY, because pgqueuer's trigger only wakes workers on INSERT, not on this UPDATE.
 CREATE OR REPLACE FUNCTION resync.retry_failed(p_job_id bigint DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -76,8 +82,10 @@ BEGIN
 END
 $$;
 
--- resync.forget_failed: delete failed jobs (NULL = all, the old queue:flush). Returns how
--- many; an id that is not a failed job is an error.
+-- resync.forget_failed: delete failed jobs (NULL = all), the old queue:forget / queue:flush.
+-- Called by: an operator in psql, `ue-resync forget` and `ue-resync flush` (forget_failed.sql).
+-- Writes: resync.pgqueuer (DELETE), resync.pgqueuer_log ('deleted'). Returns how many; an id
+--   that is not a failed job is an error.
 CREATE OR REPLACE FUNCTION resync.forget_failed(p_job_id bigint DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER

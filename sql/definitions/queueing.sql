@@ -153,7 +153,10 @@ BEGIN
 END
 $$;
 
--- A payload as jsonb, or NULL when it is not a JSON object in UTF-8.
+-- resync.payload_json: a job's payload as jsonb, or NULL when it is not a JSON object in UTF-8.
+-- Called by: the view resync.failed_jobs and the daemon's deferred_gauges.sql; writes nothing.
+-- Why: a job inserted by hand may carry anything; parsing inside an exception block is the one
+--   sure test, and NULL lets the readers fall back on the job's headers.
 CREATE OR REPLACE FUNCTION resync.payload_json(p_payload bytea) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, pg_temp
@@ -168,8 +171,9 @@ EXCEPTION WHEN OTHERS THEN
 END
 $$;
 
--- Wake every listening worker, in the shape pgqueuer's listener expects. An UPDATE that
--- re-queues a job does not fire pgqueuer's INSERT notification, so re-queuers call this.
+-- resync.wake_workers: wake every listening worker, in the shape pgqueuer's listener expects.
+-- Called by: resync.retry_failed. An UPDATE that re-queues a job does not fire pgqueuer's
+-- INSERT notification, so re-queuers call this.
 CREATE OR REPLACE FUNCTION resync.wake_workers() RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp

@@ -4,10 +4,12 @@
 --   VALUES (42, 'manual_trigger', now() + interval '1 hour');
 --   SELECT resync.request(42, 'reason', interval '2 minutes');   -- returns the job id
 
--- resync.on_request: BEFORE INSERT row trigger on resync.requests.
--- Rejects a NULL or unknown course_unit_id with one clear error (nothing is queued: the
--- whole INSERT fails), otherwise queues the resync (coalesced) due at run_at and stores
--- the job id on the request row. run_at in the past means now.
+-- resync.on_request: the BEFORE INSERT row trigger function of resync.requests.
+-- Called by: requests_enqueue, for each request row (an INSERT, or resync.request()).
+-- Writes: resync.pgqueuer through resync.enqueue (coalesced, due at run_at; run_at in the past
+--   means now), and the job id into the request row (NEW.job_id).
+-- Why: it rejects a NULL or unknown course_unit_id, a bad reason or a run_at more than a year
+--   ahead with one clear error, and nothing is queued: the whole INSERT fails.
 CREATE OR REPLACE FUNCTION resync.on_request() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER

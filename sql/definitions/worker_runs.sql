@@ -3,10 +3,14 @@
 -- back after a lost connection, and fail jobs nobody can run. None is SECURITY DEFINER: they
 -- run with resync_worker's rights (roles_and_grants.sql).
 
--- resync.start_runs: called by a daemon right after pgqueuer handed it jobs.
--- Marks runs left 'running' by a dead daemon as 'crashed' and adds them to the job's
--- attempts (pgqueuer's stale re-pick does not count them), then opens one 'running' row
--- per job. Returns per job the attempt this run is (1 = first) and the run id.
+-- resync.start_runs: open one 'running' run per job the daemon was just handed.
+-- Called by: the daemon (start_runs.sql) right after pgqueuer's dequeue, in a transaction of its
+--   own that commits before the resync starts, so a run survives the resync's rollback.
+-- Writes: resync.job_runs (one row per job; runs a dead daemon left 'running' become
+--   'crashed'), resync.pgqueuer.attempts (+ 1 per crashed run). Returns per job the attempt
+--   this run is (1 = first) and the run id.
+-- Why: pgqueuer's re-pick of a stale job does not count the attempt that died with its daemon;
+--   without this a job that crashes its daemon would be retried forever.
 CREATE OR REPLACE FUNCTION resync.start_runs(
     p_job_ids bigint[], p_units bigint[], p_reasons text[], p_worker uuid
 ) RETURNS TABLE (job_id bigint, run_id bigint, attempt integer)
@@ -35,9 +39,13 @@ BEGIN
 END
 $$;
 
--- resync.release_jobs: a daemon that lost its database connection, once reconnected, hands
--- back the jobs it held: their open runs become 'interrupted' (not an attempt), and each job
--- is queued again now, or dropped when its UE already has a queued job. Returns how many.
+-- resync.release_jobs: hand back the jobs of a daemon that lost its database connection.
+-- Called by: that daemon once reconnected (release_jobs.sql), with its own queue_manager_id.
+-- Writes: resync.job_runs (its open runs become 'interrupted', not an attempt), resync.pgqueuer
+--   (each job it held is queued again now, or deleted when its UE already has a queued job,
+--   which will do the same work). Returns how many jobs it released.
+-- Why: SKIP LOCKED, because another daemon may already be taking the job over as stale; the UE
+--   test keeps the one-queued-job-per-UE index from refusing the re-queue.
 CREATE OR REPLACE FUNCTION resync.release_jobs(p_worker uuid) RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -125,9 +133,14 @@ AS $$
 $$;
 
 -- resync.retry_job: pgqueuer's retry (re-queue after a delay, attempts + 1, log 'queued'),
--- made coalescing-aware: when the UE already has a newer queued job, that job takes over
--- (due no later than this retry would have been) and this one leaves the queue as
--- 'deleted'. Returns true when this job itself was re-queued.
+-- made coalescing-aware.
+-- Called by: the daemon (retry_job.sql) for a failed attempt that has attempts left.
+-- Writes: resync.pgqueuer and resync.pgqueuer_log. When the UE already has a newer queued job,
+--   that job takes over (due no later than this retry would have been) and this one leaves the
+--   queue, logged 'deleted'; else this job is queued again. Returns true when this job itself
+--   was re-queued.
+-- Why: re-queuing this job next to the UE's queued one would break the one-queued-job-per-UE
+--   index that coalescing relies on.
 CREATE OR REPLACE FUNCTION resync.retry_job(p_job_id bigint, p_delay interval, p_traceback jsonb)
 RETURNS boolean
 LANGUAGE plpgsql
