@@ -25,9 +25,10 @@ CREATE TABLE IF NOT EXISTS resync.schema_definitions (
 DROP TRIGGER IF EXISTS course_unit_elements_resync_insert ON public.course_unit_elements;
 DROP TRIGGER IF EXISTS course_unit_elements_resync_update ON public.course_unit_elements;
 DROP TRIGGER IF EXISTS course_unit_elements_resync_delete ON public.course_unit_elements;
-DROP TRIGGER IF EXISTS course_unit_elements_resync_row ON public.course_unit_elements;
 DROP FUNCTION IF EXISTS resync.on_elements_changed();
-DROP FUNCTION IF EXISTS resync.on_element_row_changed();
+-- CASCADE: with it goes the old course_unit_elements_resync_row, whose name the new row trigger
+-- keeps (a DROP TRIGGER by name would take the new one too, were this file run again by hand).
+DROP FUNCTION IF EXISTS resync.on_element_row_changed() CASCADE;
 -- Both now one function, resync.enqueue with six arguments.
 DROP FUNCTION IF EXISTS resync.queue_jobs(bigint[], text[], interval, text, text, boolean);
 DROP FUNCTION IF EXISTS resync.enqueue(bigint[], text[], interval, text, text);
