@@ -75,8 +75,8 @@ Script = Migration | Definition
 
 
 def sql_dir() -> Path:
-    """`ue_resync/migrations` in an installed wheel; the checkout's `sql/` otherwise."""
-    packaged = Path(str(resources.files("ue_resync").joinpath("migrations")))
+    """`ue_resync/sql` in an installed wheel; the checkout's `sql/` otherwise."""
+    packaged = Path(str(resources.files("ue_resync").joinpath("sql")))
     if packaged.is_dir():
         return packaged
     return Path(__file__).resolve().parents[2] / "sql"
