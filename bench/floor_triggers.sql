@@ -16,11 +16,9 @@ AS $$
 BEGIN
     IF current_setting('ue_resync.mode', true) = 'deferred' THEN
         INSERT INTO resync.pgqueuer AS q
-            (priority, entrypoint, status, execute_after, payload, headers)
-        VALUES (0, 'resync_course_unit', 'queued', now(), '\x'::bytea,
-                jsonb_build_object('course_unit_id', NEW.course_unit_id::text))
-        ON CONFLICT ((headers ->> 'course_unit_id'))
-            WHERE entrypoint = 'resync_course_unit' AND status = 'queued'
+            (priority, entrypoint, status, execute_after, payload, resync_unit)
+        VALUES (0, 'resync_course_unit', 'queued', now(), '\x'::bytea, NEW.course_unit_id)
+        ON CONFLICT (resync_unit) WHERE entrypoint = 'resync_course_unit' AND status = 'queued'
         DO UPDATE SET resync_events = q.resync_events + 1;
     ELSE
         UPDATE public.course_units u

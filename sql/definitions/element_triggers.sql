@@ -254,6 +254,9 @@ $$;
 --   another sync changed the row since (one committed, or one we waited for), our sums may miss
 --   that writer's elements: nothing is written, and resync.sync_units (lock first, then read)
 --   does it. The values it writes are those of resync.sync_units and resync.expected.
+--   Deferred, resync.enqueue's statement for one UE written out here rather than called: the
+--   call (arrays, its settings and SECURITY DEFINER frame, its result set) cost more than the
+--   insert itself, and this is the path an import's single-row writes take.
 CREATE OR REPLACE FUNCTION resync.on_element_row() RETURNS trigger
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -268,6 +271,11 @@ DECLARE
     v_set       text;
     v_state     text;
     v_message   text;
+    v_debounce  interval;
+    v_max_wait  interval;
+    v_reason    text;
+    v_job       bigint;
+    v_check     boolean;
 BEGIN
     -- More rows came after this one: the statement trigger syncs them all.
     IF current_setting('ue_resync.statement_rows', true) IS DISTINCT FROM v_statement || ' 1' THEN
@@ -305,8 +313,76 @@ BEGIN
     IF v_mode = 'off' THEN
         RETURN NULL;
     ELSIF v_mode = 'deferred' THEN
-        PERFORM resync.enqueue(array[v_unit], array['deferred_after_' || v_action],
-                                  interval '0', NULL, NULL, true);
+        -- resync.enqueue's statement for one UE, with its deferred-mode rule (see its header;
+        -- keep the two in step), written here: a call would cost more than the insert.
+        -- Its statements are planned with enable_seqscan off, as resync.enqueue's are, for the
+        -- same reason; restored after them (an error on the way ends the (sub)transaction,
+        -- which restores it), not by a SET clause that every statement would pay for.
+        v_saved := current_setting('enable_seqscan');
+        v_set := set_config('enable_seqscan', 'off', true);
+        v_debounce := coalesce(nullif(current_setting('ue_resync.debounce', true), ''),
+                               '2s')::interval;
+        v_max_wait := coalesce(nullif(current_setting('ue_resync.debounce_max_wait', true), ''),
+                               '60s')::interval;
+        v_reason := 'deferred_after_' || v_action;
+        INSERT INTO resync.pgqueuer AS q
+            (priority, entrypoint, status, execute_after, payload, headers, resync_unit,
+             resync_last_reason, resync_deadline)
+        SELECT 0, 'resync_course_unit', 'queued',
+               CASE WHEN v_debounce > interval '0' AND u.last_job_sync > now() - v_debounce
+                    THEN now() + least(v_debounce, v_max_wait)
+                    ELSE now() END,
+               convert_to('{"course_unit_id": ' || v_unit || ', "reason": "' || v_reason
+                          || '", "sqlstate": null, "error": null}', 'UTF8'),
+               jsonb_build_object('course_unit_id', v_unit::text, 'reason', v_reason),
+               v_unit,
+               v_reason,
+               CASE WHEN v_debounce > interval '0' THEN now() + v_max_wait END
+        FROM public.course_units u
+        WHERE u.id = v_unit AND u.auto_sync_enabled
+        ON CONFLICT (resync_unit) WHERE entrypoint = 'resync_course_unit' AND status = 'queued'
+        DO UPDATE SET
+            execute_after = CASE
+                WHEN excluded.resync_deadline IS NULL
+                THEN least(q.execute_after, excluded.execute_after)
+                WHEN q.execute_after <= now()
+                THEN q.execute_after
+                ELSE least(coalesce(q.resync_deadline, q.execute_after), excluded.resync_deadline,
+                           greatest(CASE WHEN q.execute_after < q.resync_deadline
+                                         THEN now() + v_debounce END,
+                                    CASE WHEN excluded.execute_after > now()
+                                           OR (SELECT true FROM resync.pgqueuer p
+                                               WHERE p.resync_unit = v_unit
+                                                 AND p.entrypoint = 'resync_course_unit'
+                                                 AND p.status = 'picked'
+                                               LIMIT 1) IS NOT NULL
+                                         THEN now() + least(v_debounce, v_max_wait)
+                                         ELSE excluded.execute_after END))
+                END,
+            resync_deadline = CASE
+                WHEN q.execute_after <= now()
+                  OR (q.resync_deadline IS NULL AND excluded.resync_deadline IS NULL)
+                THEN q.resync_deadline
+                ELSE least(coalesce(q.resync_deadline, q.execute_after),
+                           coalesce(excluded.resync_deadline, excluded.execute_after))
+                END,
+            resync_events      = q.resync_events + 1,
+            resync_last_reason = excluded.resync_last_reason
+        RETURNING q.id, q.xmax = 0 AND q.resync_deadline IS NOT NULL AND q.execute_after <= now()
+        INTO v_job, v_check;
+        IF v_check THEN
+            UPDATE resync.pgqueuer q
+            SET execute_after = now() + least(v_debounce, v_max_wait)
+            WHERE q.id = v_job
+              AND ((SELECT true FROM resync.pgqueuer p
+                    WHERE p.resync_unit = v_unit
+                      AND p.entrypoint = 'resync_course_unit'
+                      AND p.status = 'picked'
+                    LIMIT 1) IS NOT NULL
+                   OR (SELECT c.last_job_sync > now() - v_debounce FROM public.course_units c
+                       WHERE c.id = v_unit));
+        END IF;
+        v_set := set_config('enable_seqscan', v_saved, true);
         RETURN NULL;
     ELSIF v_mode <> 'inline' THEN
         RAISE EXCEPTION 'invalid value for ue_resync.mode: "%"', v_mode

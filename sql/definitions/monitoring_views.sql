@@ -132,7 +132,7 @@ drifted AS (
         WHERE NOT EXISTS (
             SELECT 1 FROM resync.pgqueuer j
             WHERE j.entrypoint = 'resync_course_unit' AND j.status IN ('queued', 'picked')
-              AND j.headers ->> 'course_unit_id' = d.course_unit_id::text)
+              AND j.resync_unit = d.course_unit_id)
     ) d
 ),
 fired (name, severity, value, threshold, detail) AS (

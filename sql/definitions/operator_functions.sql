@@ -50,7 +50,7 @@ BEGIN
     END IF;
 
     FOR v_job IN
-        SELECT q.id, q.entrypoint, q.priority, q.headers ->> 'course_unit_id' AS unit
+        SELECT q.id, q.entrypoint, q.priority, q.resync_unit AS unit
         FROM resync.pgqueuer q
         WHERE q.status = 'failed' AND (p_job_id IS NULL OR q.id = p_job_id)
         ORDER BY q.id
@@ -58,7 +58,7 @@ BEGIN
     LOOP
         UPDATE resync.pgqueuer s SET execute_after = now(), updated = now()
         WHERE v_job.unit IS NOT NULL AND s.entrypoint = 'resync_course_unit'
-          AND s.status = 'queued' AND s.headers ->> 'course_unit_id' = v_job.unit;
+          AND s.status = 'queued' AND s.resync_unit = v_job.unit;
         IF FOUND THEN
             -- The UE's queued job, now due, does this job's work.
             DELETE FROM resync.pgqueuer WHERE id = v_job.id;

@@ -2,13 +2,17 @@
 -- their payloads, and the wake-up of the workers for jobs queued by an UPDATE.
 
 -- resync.enqueue: queue a resync of each UE, coalesced into the UE's queued job when it has one.
--- Called by: the element triggers (deferred mode, p_deferred_mode = true; a failed inline sync,
---   through resync.record_sync_failure), resync.on_request (resync.requests), and
---   resync.enqueue_drifted. p_units must be distinct; p_reasons is aligned with it.
+-- Called by: the element triggers' statement path (deferred mode, p_deferred_mode = true; a
+--   failed inline sync, through resync.record_sync_failure), resync.on_request
+--   (resync.requests), and resync.enqueue_drifted. p_units must be distinct; p_reasons is
+--   aligned with it. The row path (resync.on_element_row) queues a single-row statement's event
+--   with its own copy of this statement's deferred-mode rule: keep the two in step
+--   (tests/integration/test_debounce.py runs every case through both).
 -- Writes: resync.pgqueuer, one row per UE at most while queued (the unique index
---   pgqueuer_resync_one_queued_per_unit); pgqueuer's statement trigger NOTIFYs the workers when
---   the caller commits. A job already picked absorbs nothing: a change during a running resync
---   gets its own job. Returns, per UE, the job and whether the event joined an existing one.
+--   pgqueuer_resync_queued_unit on resync_unit); pgqueuer's statement trigger NOTIFYs the
+--   workers when the caller commits. A job already picked absorbs nothing: a change during a
+--   running resync gets its own job. Returns, per UE, the job and whether the event joined an
+--   existing one.
 -- Every event has a due time and a deadline (the latest it accepts):
 --   plain event (failed inline sync, request, drift sweep, or any event with
 --     ue_resync.debounce = '0'): due at now() + p_delay; its deadline that same time (stored
@@ -23,11 +27,16 @@
 --   events made it), is never due later than it, and a job already due stays due.
 -- Why: a coalesced event writes only columns no index reads (resync_events,
 --   resync_last_reason, resync_deadline), so it is a HOT update unless it moves the due time.
---   PL/pgSQL rather than SQL keeps the plan per session (a SECURITY DEFINER SQL function cannot
---   be inlined, so it would be planned at every call); the statements have one shape whatever
---   the arrays hold, hence the generic plan. enable_seqscan is off because a session often
---   first plans this on an empty queue (the daemon drains it), and a plan made then would scan
---   the whole queue in its busy lookups once jobs pile up.
+--   Whether the daemon holds the UE (a picked job) is looked up only where it decides
+--   something: for an event joining a job not yet due, and, after the insert, for a new job
+--   due now (which also catches a pick that committed while the insert ran). The payload is
+--   written as text: it is what the daemon parses, and building it through jsonb cost more
+--   than the rest of the row. PL/pgSQL rather than SQL keeps the plan per session (a SECURITY
+--   DEFINER SQL function cannot be inlined, so it would be planned at every call); the
+--   statements have one shape whatever the arrays hold, hence the generic plan.
+--   enable_seqscan is off because a session often first plans this on an empty queue (the
+--   daemon drains it), and a plan made then would scan the whole queue in its busy lookups
+--   once jobs pile up.
 CREATE OR REPLACE FUNCTION resync.enqueue(
     p_units bigint[], p_reasons text[], p_delay interval,
     p_sqlstate text DEFAULT NULL, p_error text DEFAULT NULL,
@@ -56,42 +65,28 @@ BEGIN
     END IF;
     WITH queued AS (
         INSERT INTO resync.pgqueuer AS q
-            (priority, entrypoint, status, execute_after, payload, headers,
+            (priority, entrypoint, status, execute_after, payload, headers, resync_unit,
              resync_last_reason, resync_deadline)
         SELECT 0, 'resync_course_unit', 'queued',
-               CASE WHEN c.debounced THEN now() + least(v_debounce, v_max_wait)
+               -- Resynced within the debounce: trails. (A job of it picked: checked below.)
+               CASE WHEN v_debounce > interval '0' AND cu.last_job_sync > now() - v_debounce
+                    THEN now() + least(v_debounce, v_max_wait)
                     ELSE now() + p_delay END,
-               convert_to(jsonb_build_object(
-                   'course_unit_id', u.id,
-                   'reason',         u.reason,
-                   'sqlstate',       p_sqlstate,
-                   'error',          left(p_error, 1000),
-                   'enqueued_at',    now())::text, 'UTF8'),
+               convert_to('{"course_unit_id": ' || u.id
+                          || ', "reason": ' || coalesce(to_json(u.reason)::text, 'null')
+                          || ', "sqlstate": ' || coalesce(to_json(p_sqlstate)::text, 'null')
+                          || ', "error": ' || coalesce(to_json(left(p_error, 1000))::text, 'null')
+                          || '}', 'UTF8'),
                jsonb_build_object('course_unit_id', u.id::text, 'reason', u.reason),
+               u.id,
                u.reason,
                CASE WHEN p_deferred_mode AND v_debounce > interval '0' THEN now() + v_max_wait END
         FROM unnest(p_units, p_reasons) AS u(id, reason)
-        -- Deferred-mode events only: the UE itself (auto_sync_enabled, busy or not).
-        LEFT JOIN LATERAL (
-            SELECT cu.auto_sync_enabled,
-                   v_debounce > interval '0'
-                   AND (cu.last_job_sync > now() - v_debounce
-                        -- or a job of it picked: its resync is under way (so an event that
-                        -- joins a job queued for later trails too; a new job is checked
-                        -- again after the insert, below). A scalar subquery with LIMIT, not
-                        -- EXISTS, which the planner may hash over every picked job.
-                        OR (SELECT true FROM resync.pgqueuer p
-                            WHERE (p.headers ->> 'course_unit_id') = u.id::text
-                              AND p.entrypoint = 'resync_course_unit'
-                              AND p.status = 'picked'
-                            LIMIT 1) IS NOT NULL) AS debounced
-            FROM public.course_units cu
-            WHERE p_deferred_mode AND cu.id = u.id
-        ) c ON true
-        WHERE NOT p_deferred_mode OR c.auto_sync_enabled
+        -- Deferred-mode events only: the UE itself (auto_sync_enabled, last resynced).
+        LEFT JOIN public.course_units cu ON p_deferred_mode AND cu.id = u.id
+        WHERE NOT p_deferred_mode OR cu.auto_sync_enabled
         ORDER BY u.id  -- one insertion order for every writer: no deadlock on the key
-        ON CONFLICT ((headers ->> 'course_unit_id'))
-            WHERE entrypoint = 'resync_course_unit' AND status = 'queued'
+        ON CONFLICT (resync_unit) WHERE entrypoint = 'resync_course_unit' AND status = 'queued'
         DO UPDATE SET
             -- Only execute_after is under an index; it changes only when the event moves it.
             execute_after = CASE
@@ -102,11 +97,21 @@ BEGIN
                 -- A deferred-mode event on a job not yet due: a job holding a debounced due
                 -- time (before its deadline) is pushed a debounce past this event, even if the
                 -- UE has not been resynced lately (the burst goes on); within both deadlines
-                -- (a plain job's is its due time).
+                -- (a plain job's is its due time). The event itself trails when the UE was
+                -- resynced lately or a job of it is picked (its resync is under way). A scalar
+                -- subquery with LIMIT, not EXISTS, which the planner may hash over every
+                -- picked job.
                 ELSE least(coalesce(q.resync_deadline, q.execute_after), excluded.resync_deadline,
                            greatest(CASE WHEN q.execute_after < q.resync_deadline
                                          THEN now() + v_debounce END,
-                                    excluded.execute_after))
+                                    CASE WHEN excluded.execute_after > now()
+                                           OR (SELECT true FROM resync.pgqueuer p
+                                               WHERE p.resync_unit = excluded.resync_unit
+                                                 AND p.entrypoint = 'resync_course_unit'
+                                                 AND p.status = 'picked'
+                                               LIMIT 1) IS NOT NULL
+                                         THEN now() + least(v_debounce, v_max_wait)
+                                         ELSE excluded.execute_after END))
                 END,
             resync_deadline = CASE
                 WHEN q.execute_after <= now()  -- a due job only counts the event
@@ -117,7 +122,7 @@ BEGIN
                 END,
             resync_events      = q.resync_events + 1,
             resync_last_reason = excluded.resync_last_reason
-        RETURNING (q.headers ->> 'course_unit_id')::bigint AS unit, q.id,
+        RETURNING q.resync_unit AS unit, q.id,
                   (q.xmax <> 0) AS coalesced,
                   -- a deferred-mode event's new job, due now: is the UE being resynced?
                   q.xmax = 0 AND q.resync_deadline IS NOT NULL AND q.execute_after <= now()
@@ -129,10 +134,10 @@ BEGIN
     FROM queued;
 
     -- A new job due now for a UE the daemon holds (a job of it picked: its resync is under
-    -- way, or about to be) or has just resynced trails that resync. Checked again after the
-    -- insert, by a statement of its own, whose snapshot also sees a pick that committed while
-    -- the insert waited for the conflicting job (the daemon picked the UE's due job, which
-    -- would otherwise have absorbed this event, between the snapshot and the insert).
+    -- way, or about to be) or has just resynced trails that resync. Looked up by a statement
+    -- of its own, whose snapshot also sees a pick that committed while the insert ran (the
+    -- daemon picked the UE's due job, which would otherwise have absorbed this event, between
+    -- the insert's snapshot and its conflict check).
     -- No status condition on q: the planner would then consider scanning pgqueuer's indexes
     -- of queued jobs whole; the rows are this transaction's own, queued.
     IF v_check IS NOT NULL THEN
@@ -140,13 +145,13 @@ BEGIN
         SET execute_after = now() + least(v_debounce, v_max_wait)
         WHERE q.id = ANY (v_check)
           AND ((SELECT true FROM resync.pgqueuer p
-                WHERE (p.headers ->> 'course_unit_id') = (q.headers ->> 'course_unit_id')
+                WHERE p.resync_unit = q.resync_unit
                   AND p.entrypoint = 'resync_course_unit'
                   AND p.status = 'picked'
                 LIMIT 1) IS NOT NULL
                -- or picked and resynced since the insert's snapshot
                OR (SELECT c.last_job_sync > now() - v_debounce FROM public.course_units c
-                   WHERE c.id = (q.headers ->> 'course_unit_id')::bigint));
+                   WHERE c.id = q.resync_unit));
     END IF;
 
     RETURN QUERY SELECT * FROM unnest(v_units, v_ids, v_coalesced);

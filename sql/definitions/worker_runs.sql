@@ -60,7 +60,7 @@ BEGIN
     WHERE r.worker_id = p_worker AND r.outcome = 'running';
 
     FOR v_job IN
-        SELECT q.id, q.headers ->> 'course_unit_id' AS unit
+        SELECT q.id, q.resync_unit AS unit
         FROM resync.pgqueuer q
         WHERE q.status = 'picked' AND q.queue_manager_id = p_worker
         ORDER BY q.id
@@ -69,7 +69,7 @@ BEGIN
         IF v_job.unit IS NOT NULL AND EXISTS (
             SELECT 1 FROM resync.pgqueuer s
             WHERE s.entrypoint = 'resync_course_unit' AND s.status = 'queued'
-              AND s.headers ->> 'course_unit_id' = v_job.unit
+              AND s.resync_unit = v_job.unit
         ) THEN
             DELETE FROM resync.pgqueuer WHERE id = v_job.id;
         ELSE
@@ -147,17 +147,17 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_unit text;
+    v_unit bigint;
     v_sibling bigint;
 BEGIN
-    SELECT q.headers ->> 'course_unit_id' INTO v_unit
+    SELECT q.resync_unit INTO v_unit
     FROM resync.pgqueuer q WHERE q.id = p_job_id AND q.entrypoint = 'resync_course_unit';
 
     IF v_unit IS NOT NULL THEN
         UPDATE resync.pgqueuer s
         SET execute_after = least(s.execute_after, now() + p_delay), updated = now()
         WHERE s.entrypoint = 'resync_course_unit' AND s.status = 'queued'
-          AND s.headers ->> 'course_unit_id' = v_unit AND s.id <> p_job_id
+          AND s.resync_unit = v_unit AND s.id <> p_job_id
         RETURNING s.id INTO v_sibling;
     END IF;
 

@@ -34,11 +34,12 @@ def seeded(conn):
     conn.execute("UPDATE resync.pgqueuer SET status = 'failed' WHERE id = %s", (failed[0],))
     failed.append(
         conn.execute(
-            "INSERT INTO resync.pgqueuer (priority, entrypoint, status, payload, headers) VALUES "
-            "(0, 'resync_course_unit', 'failed', %s, %s) RETURNING id",
+            "INSERT INTO resync.pgqueuer (priority, entrypoint, status, payload, headers, "
+            "resync_unit) VALUES (0, 'resync_course_unit', 'failed', %s, %s, %s) RETURNING id",
             (
                 json.dumps({"course_unit_id": b, "reason": "old"}).encode(),
                 json.dumps({"course_unit_id": str(b), "reason": "old"}),
+                b,
             ),
         ).fetchone()[0]
     )

@@ -370,3 +370,16 @@ def test_plans_made_on_an_empty_queue_still_use_the_index(conn, dsn):
         assert read is not None
         assert read[0] == 0 and read[1] < 20, read
     assert job(conn, units[6])["events"] == 2
+
+
+def test_the_writers_enable_seqscan_is_left_as_it_was(conn):
+    # The row path plans its queue statements with enable_seqscan off, and puts it back.
+    u = catalog.unit(conn)
+    e = catalog.element(conn, u)
+    with deferred(conn):
+        edit(conn, e)
+        assert conn.execute("SHOW enable_seqscan").fetchone() == ("on",)
+        conn.execute("SET LOCAL enable_seqscan = off")
+        edit(conn, e)
+        assert conn.execute("SHOW enable_seqscan").fetchone() == ("off",)
+    assert job(conn, u)["events"] == 2

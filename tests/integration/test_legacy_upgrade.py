@@ -88,14 +88,18 @@ def test_a_database_migrated_before_the_baseline_upgrades_to_a_fresh_install(
             migrate.check_current(conn)
 
         applied = migrate.apply(conn)
-        assert [s.name for s in applied] == ["0015_definitions_ledger", *migrate.DEFINITIONS]
+        assert [s.name for s in applied] == [
+            "0015_definitions_ledger",
+            "0016_queue_unit_column",
+            *migrate.DEFINITIONS,
+        ]
         assert migrate.check_current(conn) == migrate.code_schema_version()
         assert migrate.apply(conn) == []
 
     # dsn: a fresh install of this code (the test template).
     assert schema.snapshot(empty_dsn) == schema.snapshot(dsn)
     history = schema.ledger(empty_dsn)
-    assert [v for v, _, _ in history] == list(range(1, 16))
+    assert [v for v, _, _ in history] == list(range(1, 17))
     assert history[13][1] == "0014_bulk_statement_plans"  # the old history stays
     assert schema.definitions_ledger(empty_dsn) == schema.definitions_ledger(dsn)
 
@@ -104,6 +108,11 @@ def test_a_database_migrated_before_the_baseline_upgrades_to_a_fresh_install(
         assert conn.execute(JOBS).fetchall() == jobs
         assert conn.execute(RUNS.format("resync.job_runs")).fetchall() == runs
         assert conn.execute(KEPT).fetchone() == kept
+        # 0016 gave every job its UE in the column the coalescing key is on.
+        assert conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE resync_unit::text = "
+            "headers ->> 'course_unit_id') FROM resync.pgqueuer"
+        ).fetchone() == (len(jobs), len(jobs))
         assert conn.execute(
             "SELECT value FROM resync.thresholds WHERE name = 'queued_jobs'"
         ).fetchone() == ("20",)

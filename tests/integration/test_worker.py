@@ -306,9 +306,9 @@ def test_payload_json_helper_never_raises(conn):
     assert [r[0] for r in rows] == [None, {}, None, None]
     with pytest.raises(psycopg.errors.UniqueViolation):
         conn.execute(
-            "INSERT INTO resync.pgqueuer (priority, entrypoint, status, headers) "
-            "VALUES (0, 'resync_course_unit', 'queued', '{\"course_unit_id\": \"1\"}'), "
-            "(0, 'resync_course_unit', 'queued', '{\"course_unit_id\": \"1\"}')"
+            "INSERT INTO resync.pgqueuer (priority, entrypoint, status, resync_unit) "
+            "VALUES (0, 'resync_course_unit', 'queued', 1), "
+            "(0, 'resync_course_unit', 'queued', 1)"
         )
 
 
