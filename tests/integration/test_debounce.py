@@ -52,6 +52,18 @@ def shift(conn: psycopg.Connection, unit: int, due: str, deadline: str | None) -
     )
 
 
+@pytest.fixture(params=["row path", "statement path"], autouse=True)
+def path(request: pytest.FixtureRequest, conn: psycopg.Connection) -> str:
+    """Every case through both writers of the rule: the row function (a single-row statement)
+    and resync.enqueue (the statement triggers, which take every statement once the row
+    trigger is disabled)."""
+    if request.param == "statement path":
+        conn.execute(
+            "ALTER TABLE course_unit_elements DISABLE TRIGGER course_unit_elements_resync_row"
+        )
+    return str(request.param)
+
+
 @pytest.fixture
 def hot(conn: psycopg.Connection) -> tuple[int, int]:
     """A UE the daemon has just resynced (sync_now sets last_job_sync), and one element."""
