@@ -11,8 +11,8 @@ import time
 import psycopg
 import pytest
 
+from support.env import scrubbed_env
 from tests import catalog
-from tests.e2e.conftest import cli_env
 
 pytestmark = pytest.mark.e2e
 
@@ -21,7 +21,7 @@ def start_daemon(dsn: str, tmp_path, **env: str) -> subprocess.Popen[str]:
     with open(tmp_path / f"daemon-{time.monotonic_ns()}.log", "w") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "ue_resync", "work"],
-            env=cli_env(dsn, UE_RESYNC_SLEEP="0.2", **env),
+            env=scrubbed_env(dsn, UE_RESYNC_SLEEP="0.2", **env),
             cwd=tmp_path,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -133,7 +133,7 @@ def test_stop_when_empty_drains_what_is_due(conn, dsn, tmp_path):
 def test_the_demo_runs_to_completion(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "ue_resync", "demo", "--data-dir", str(tmp_path / "demo")],
-        env=cli_env(None),
+        env=scrubbed_env(None),
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -171,7 +171,7 @@ def test_json_logs_carry_the_job_and_the_old_tags(conn, dsn, tmp_path):
             "work",
             "--stop-when-empty",
         ],
-        env=cli_env(
+        env=scrubbed_env(
             dsn,
             UE_RESYNC_SLEEP="0.2",
             UE_RESYNC_DATABASE_URL=dsn.replace(

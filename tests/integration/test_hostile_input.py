@@ -34,8 +34,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from support.env import scrubbed_env
 from tests import catalog
-from tests.e2e.conftest import cli_env
 from ue_resync.settings import SettingsError, load
 
 TRIED: Counter[str] = Counter()
@@ -252,7 +252,7 @@ def start_daemon(dsn: str, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "ue_resync", "work"],
-            env=cli_env(dsn, UE_RESYNC_SLEEP="0.2", UE_RESYNC_TIME_SCALE="0.01"),
+            env=scrubbed_env(dsn, UE_RESYNC_SLEEP="0.2", UE_RESYNC_TIME_SCALE="0.01"),
             cwd=log.parent,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -505,7 +505,7 @@ def test_the_cli_refuses_bad_settings_in_one_line(env: dict[str, str], tmp_path:
         out = subprocess.run(
             [sys.executable, "-m", "ue_resync", "work"],
             # An unreachable database: settings are read before any connection is tried.
-            env=cli_env("postgresql://postgres@127.0.0.1:1/none", **values),
+            env=scrubbed_env("postgresql://postgres@127.0.0.1:1/none", **values),
             cwd=tmp_path,
             capture_output=True,
             text=True,
@@ -531,7 +531,7 @@ def test_a_schema_newer_than_the_code_is_refused_in_one_line(
     )
     out = subprocess.run(
         [sys.executable, "-m", "ue_resync", *command],
-        env=cli_env(dsn),
+        env=scrubbed_env(dsn),
         cwd=tmp_path,
         capture_output=True,
         text=True,
