@@ -15,6 +15,7 @@ import pytest
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from support.postgres import Postgres, start_postgres
+from tests.roles import login as login  # the fixture, for the least-privilege tests of both tiers
 from ue_resync import migrate
 
 
