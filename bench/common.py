@@ -1,7 +1,7 @@
 """What every benchmark shares: the A/B alternation, the statistics (median and spread, ratios
 against the same run's baseline), the output (a table on stdout, bench/results/<name>.json with
-every figure and what it was measured on), the entry point that starts the server (server.py)
-around a benchmark, and small database helpers."""
+every figure and what it was measured on), the entry point that starts the server
+around a benchmark (support.postgres), and small database helpers."""
 
 from __future__ import annotations
 
@@ -21,7 +21,10 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import sql
 
-from bench.server import ROOT, Server, experiment, log, meta
+from bench.server import ROOT, experiment, log, meta
+from support.catalogue import settle as settle
+from support.poll import wait_for as wait_for
+from support.postgres import Postgres, start_postgres
 
 RESULTS = ROOT / "bench" / "results"
 DOCS = ROOT / "docs"
@@ -151,7 +154,8 @@ class Bench:
         self.params: dict[str, Any] = {"rounds": rounds}
         self.notes: list[str] = []
         self.extra: dict[str, Any] = {}
-        self.server = Server()
+        self.server: Postgres | None = None
+        self.dbname = f"ue_resync_bench_{os.getpid()}"
         self.dsn = ""
         self.workdir = Path(tempfile.mkdtemp(prefix=f"ue-resync-bench-{name}-"))
 
@@ -361,35 +365,33 @@ def run(
     bench = Bench(name, title, args, rounds)
     started = time.monotonic()
     try:
-        bench.server.start()
-        bench.dsn = bench.server.create_database()
-        log(f"{name}: {bench.server.kind} server ready, database {bench.server.dbname}")
+        # The server of UE_RESYNC_DATABASE_URL, or an embedded one (bench/README.md).
+        server = bench.server = start_postgres(
+            os.environ.get("UE_RESYNC_DATABASE_URL"), prefix="ue-resync-bench-pg-"
+        )
+        bench.dsn = server.create_database(bench.dbname)
+        extra = os.environ.get("BENCH_EXTRA_SQL")
+        if extra:
+            # A candidate migration, measured before it lands (see bench/README.md).
+            log(f"EXPERIMENT: applying {extra} after the migrations")
+            with bench.connect() as conn, conn.transaction():
+                conn.execute(Path(extra).read_text().encode())
+        log(f"{name}: {server.kind} server ready, database {bench.dbname}")
         with bench.connect() as conn:
-            info = meta(conn, bench.server)
+            info = meta(conn, server)
         measure(bench)
         info["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
         info["seconds"] = round(time.monotonic() - started, 1)
         bench.report(info)
     finally:
-        bench.server.drop_database()
-        bench.server.stop()
+        if bench.server is not None:
+            bench.server.drop_database(bench.dbname)
+            bench.server.stop()
         shutil.rmtree(bench.workdir, ignore_errors=True)
     return 0
 
 
 # -- small helpers the benchmarks share ------------------------------------------------------------
-
-
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, poll: float = 0.02) -> T:
-    """The first truthy value of `predicate`, polled; TimeoutError naming `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(poll)
 
 
 def set_triggers(conn: psycopg.Connection, enabled: bool) -> None:
@@ -401,15 +403,6 @@ def set_triggers(conn: psycopg.Connection, enabled: bool) -> None:
                 sql.SQL(action), sql.Identifier(trigger)
             )
         )
-
-
-def settle(conn: psycopg.Connection, *tables: str) -> None:
-    """VACUUM (ANALYZE) the tables and CHECKPOINT, so every timed run starts from the same
-    state: no dead rows left by the previous one, no full-page writes owed to a checkpoint."""
-    for table in tables:
-        conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.SQL(table)))
-    with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
-        conn.execute("CHECKPOINT")
 
 
 def reset_queue(conn: psycopg.Connection) -> None:

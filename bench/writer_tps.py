@@ -31,7 +31,7 @@ from pathlib import Path
 
 from bench import common
 from bench.common import ROOT, Bench, Target
-from bench.workload import load_catalogue
+from support.catalogue import load_catalogue
 
 NAME = "writer_tps"
 TITLE = "single-row element updates, one transaction each, 2 clients (pgbench)"
