@@ -23,9 +23,10 @@ import psycopg
 from bench import common
 from bench.chaos import catalogue, checks
 from bench.chaos.faults import KINDS, Faults, registered
-from bench.chaos.processes import ROOT, Daemon, WriterProc, wait_until
+from bench.chaos.processes import ROOT, Daemon, WriterProc
 from bench.chaos.proxy import Proxy
 from bench.chaos.server import ChaosServer
+from support.poll import WaitTimeout, wait_for
 from ue_resync.jobs import human_duration, parse_duration
 
 TIME_SCALE = 0.01
@@ -152,15 +153,21 @@ class ChaosRun:
         for d in self.daemons:
             d.start()
         with self.connect() as conn:
-            up = wait_until(
-                lambda: (
-                    checks.one(conn, "SELECT count(*) FROM resync.workers WHERE stopped_at IS NULL")
-                    >= a.daemons
-                ),
-                60,
-            )
-        if not up:
-            raise RuntimeError("the daemons did not start:\n" + self.daemons[0].tail())
+            try:
+                wait_for(
+                    lambda: (
+                        checks.one(
+                            conn, "SELECT count(*) FROM resync.workers WHERE stopped_at IS NULL"
+                        )
+                        >= a.daemons
+                    ),
+                    60,
+                    "the daemons to start",
+                    interval=0.1,
+                )
+            except WaitTimeout:
+                tail = self.daemons[0].tail()
+                raise RuntimeError(f"the daemons did not start:\n{tail}") from None
         for i in range(a.writers):
             kind = WRITER_KINDS[i % len(WRITER_KINDS)]
             w = WriterProc(
@@ -327,11 +334,17 @@ class ChaosRun:
     def drain(self, what: str) -> None:
         with self.connect() as conn:
             started = time.monotonic()
-            done = wait_until(
-                lambda: (lambda q: q["queued"] == 0 and q["picked"] == 0)(checks.queue_state(conn)),
-                self.args.drain_s,
-                poll=0.2,
-            )
+            try:
+                done = wait_for(
+                    lambda: (lambda q: q["queued"] == 0 and q["picked"] == 0)(
+                        checks.queue_state(conn)
+                    ),
+                    self.args.drain_s,
+                    f"{what}: the queue to empty",
+                    interval=0.2,
+                )
+            except WaitTimeout:
+                done = False
             took = time.monotonic() - started
             if not done:
                 q = checks.queue_state(conn)
