@@ -51,7 +51,8 @@ def spawn_daemon(
     **settings: str,
 ) -> subprocess.Popen[bytes]:
     """`ue-resync work ARGS` against `dsn`, as spawn."""
-    return spawn(dsn, "work", *args, cwd=cwd, log=log, command=command, **settings)
+    env = scrubbed_env(dsn, **settings)
+    return spawn(dsn, "work", *args, cwd=cwd, log=log, command=command, env=env)
 
 
 def run(
