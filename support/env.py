@@ -9,9 +9,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# A developer's UE_RESYNC_* or DATABASE_URL would point the child at their database; the
-# NOTIFY_SOCKET, WATCHDOG_* or JOURNAL_STREAM of a systemd unit would make it talk to systemd.
-SCRUBBED_PREFIXES = ("UE_RESYNC_", "DATABASE_URL", "JOURNAL_STREAM", "NOTIFY_SOCKET", "WATCHDOG_")
+# A developer's UE_RESYNC_*, DATABASE_URL or Laravel DB_* would point the child at their
+# database; the NOTIFY_SOCKET, WATCHDOG_* or JOURNAL_STREAM of a systemd unit would make it talk
+# to systemd.
+SCRUBBED_PREFIXES = (
+    "UE_RESYNC_",
+    "DATABASE_URL",
+    "DB_",
+    "JOURNAL_STREAM",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_",
+)
 
 
 def scrubbed_env(dsn: str | None = None, **extra: str) -> dict[str, str]:

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from support.env import SCRUBBED_PREFIXES
 from tests.hostile import TRIED, fuzz
 from tests.hostile import report_inputs_tried as report_inputs_tried  # autouse
 from ue_resync.settings import SettingsError, load
@@ -37,7 +38,7 @@ OTHER = ("BACKOFF", "LOG_FORMAT", "LOG_LEVEL", "STOP_WHEN_EMPTY")
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in list(os.environ):
-        if name.startswith(("UE_RESYNC_", "DB_")) or name == "DATABASE_URL":
+        if name.startswith(SCRUBBED_PREFIXES):
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)  # no stray .env
 
