@@ -19,6 +19,7 @@ import psycopg
 
 from bench.common import Bench, wait_for
 from support import daemon
+from support.env import pythonpath, scrubbed_env
 
 NOOP = "bench_noop"
 
@@ -26,15 +27,15 @@ NOOP = "bench_noop"
 def start_daemon(bench: Bench, *args: str, **env: str) -> subprocess.Popen[bytes]:
     """`ue-resync work ARGS`; `env` adds UE_RESYNC_* settings (defaults otherwise).
     BENCH_DAEMON replaces `python -m ue_resync` (a candidate daemon, see bench/README.md)."""
-    command = shlex.split(os.environ.get("BENCH_DAEMON", "")) or list(daemon.UE_RESYNC)
+    candidate = shlex.split(os.environ.get("BENCH_DAEMON", ""))
     return daemon.spawn(
         bench.dsn,
         "work",
         *args,
         cwd=bench.workdir,
         log=bench.workdir / f"daemon-{time.monotonic_ns()}.log",
-        command=command,
-        **env,
+        command=candidate or daemon.UE_RESYNC,
+        env=scrubbed_env(bench.dsn, PYTHONPATH=pythonpath(checkout_daemon=not candidate), **env),
     )
 
 

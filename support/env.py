@@ -22,14 +22,19 @@ SCRUBBED_PREFIXES = (
 )
 
 
+def pythonpath(checkout_daemon: bool = True) -> str:
+    """The checkout first (its daemon too unless `checkout_daemon` is False: a candidate daemon
+    brings its own), then the caller's PYTHONPATH."""
+    first = [str(ROOT / "daemon")] if checkout_daemon else []
+    return os.pathsep.join(p for p in (*first, str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+
+
 def scrubbed_env(dsn: str | None = None, **extra: str) -> dict[str, str]:
     """os.environ without SCRUBBED_PREFIXES; UE_RESYNC_DATABASE_URL=`dsn` when given, text logs,
-    PYTHONPATH led by the checkout (so a run from a snapshot of the tree runs that snapshot);
+    the checkout first on PYTHONPATH (so a run from a snapshot of the tree runs that snapshot);
     `extra` last, so it may set anything back."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED_PREFIXES)}
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT / "daemon"), str(ROOT), env.get("PYTHONPATH", "")) if p
-    )
+    env["PYTHONPATH"] = pythonpath()
     if dsn is not None:
         env["UE_RESYNC_DATABASE_URL"] = dsn
     env["UE_RESYNC_LOG_FORMAT"] = "text"
