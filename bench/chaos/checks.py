@@ -201,7 +201,8 @@ def last_job_sync_of(
     """For the UEs of `expected` (UE → (first, last) deferred change, epoch): those whose
     last_job_sync is unset or older than their first deferred change (no job synced them since),
     and those whose last_job_sync is older than their last deferred change although a resync ran
-    after it (the timestamp went backwards: finding 1 of docs/reliability.md)."""
+    after it (the timestamp went backwards: docs/reliability.md, "What the checks guard against",
+    1)."""
     if not expected:
         return [], []
     rows = conn.execute(

@@ -406,8 +406,8 @@ class ChaosRun:
                 )
             if behind:
                 # Since sync_units takes its timestamp under the locks and never moves it back
-                # (finding 1 of docs/reliability.md), a resync that ran after the UE's last
-                # deferred change leaves a last_job_sync no older than that change.
+                # (docs/reliability.md, "What the checks guard against", 1), a resync that ran
+                # after the UE's last deferred change leaves a last_job_sync no older than it.
                 self.fail(
                     "last_job_sync is no older than the UE's last deferred change",
                     f"{len(behind)} UE(s) (unit, seconds behind): "

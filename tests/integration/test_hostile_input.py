@@ -465,7 +465,7 @@ BAD_ENV = [
     {"UE_RESYNC_STOP_WHEN_EMPTY": "maybe"},
     {"UE_RESYNC_DATABASE_URL": "", "DB_PORT": "abc", "DB_DATABASE": "x"},
 ]
-# Printed a traceback until 844555f (docs/reliability.md, Findings).
+# Printed a traceback once (docs/reliability.md, "What the checks guard against", 2).
 FORMERLY_BROKEN = [
     pytest.param(
         {"UE_RESYNC_LOG_FILE": "/proc/no-such-dir/ue.log"},
