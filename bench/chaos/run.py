@@ -266,7 +266,7 @@ class ChaosRun:
         try:
             with self.connect() as conn:
                 q = checks.queue_state(conn)
-                runs = checks.one(conn, "SELECT count(*) FROM resync.run_history")
+                runs = checks.one(conn, "SELECT count(*) FROM resync.job_runs")
                 fails = checks.one(conn, "SELECT count(*) FROM resync.sync_failures")
         except psycopg.Error as exc:
             return f"(server unreachable: {str(exc).strip().splitlines()[0]})"
@@ -360,7 +360,7 @@ class ChaosRun:
                 " AND w.stopped_at IS NULL AND w.heartbeat_at > now() - interval '30 seconds')",
             )
             running = checks.one(
-                conn, "SELECT count(*) FROM resync.run_history WHERE outcome = 'running'"
+                conn, "SELECT count(*) FROM resync.job_runs WHERE outcome = 'running'"
             )
             if stuck_due or stuck_picked or running:
                 self.fail(
@@ -406,8 +406,8 @@ class ChaosRun:
                 )
             if behind:
                 # Since sync_units takes its timestamp under the locks and never moves it back
-                # (docs/reliability.md, "What the checks guard against", 1), a resync that ran
-                # after the UE's last deferred change leaves a last_job_sync no older than it.
+                # (finding 1 of docs/reliability.md), a resync that ran after the UE's last
+                # deferred change leaves a last_job_sync no older than that change.
                 self.fail(
                     "last_job_sync is no older than the UE's last deferred change",
                     f"{len(behind)} UE(s) (unit, seconds behind): "
