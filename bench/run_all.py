@@ -5,9 +5,9 @@
 Prints each benchmark's table, then a summary of the figures that have a target, and writes it
 to bench/results/summary.md (summary.quick.md with --quick). A full run (or --from-results over
 every benchmark) also rewrites docs/performance-results.md, the latest figures, whole;
-docs/performance.md says what they measure and what limits them. --quick, --only, --no-docs and
-experiments never touch docs/. Exits 1 when a benchmark fails to run; a missed target is a
-finding, not a failure."""
+docs/performance.md says what they measure and what limits them. --quick, --only, --no-docs,
+experiments and a run with no result at all never touch docs/. Exits 1 when a benchmark fails
+to run; a missed target is a finding, not a failure."""
 
 from __future__ import annotations
 
@@ -113,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"run_all: {len(results)} benchmark(s) in {seconds:.0f} s; summary in {shown(out)}")
     if experiment():
         log(f"run_all: BENCH_EXTRA_SQL or BENCH_DAEMON set: docs/{FIGURES} left alone")
+    elif not results:
+        log(f"run_all: no results: docs/{FIGURES} left alone")
     elif not args.quick and not args.no_docs and not args.only:
         write_docs(DOCS / FIGURES, summary)
     if failed:

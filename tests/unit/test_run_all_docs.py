@@ -114,3 +114,12 @@ def test_a_missing_result_is_reported_and_fails_the_run(folders: tuple[Path, Pat
     (results / "burst.json").unlink()
     assert run_all.main(["--from-results"]) == 1
     assert "**Failed to run:** burst." in (docs / run_all.FIGURES).read_text()
+
+
+def test_no_results_at_all_leave_the_figures_file_alone(folders: tuple[Path, Path]) -> None:
+    results, docs = folders
+    (docs / run_all.FIGURES).write_text("the last full run's figures\n")
+    for path in results.iterdir():
+        path.unlink()
+    assert run_all.main(["--from-results"]) == 1
+    assert (docs / run_all.FIGURES).read_text() == "the last full run's figures\n"
