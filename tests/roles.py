@@ -85,7 +85,7 @@ def seed_operator_state(conn: psycopg.Connection) -> dict[str, int]:
         (failed,),
     )
     conn.execute(
-        "INSERT INTO resync.run_history (job_id, course_unit_id, attempt, outcome, finished_at, "
+        "INSERT INTO resync.job_runs (job_id, course_unit_id, attempt, outcome, finished_at, "
         "error) VALUES (%s, %s, 1, 'failed', now(), 'boom')",
         (failed, drifted),
     )

@@ -269,7 +269,7 @@ class ChaosRun:
         try:
             with self.connect() as conn:
                 q = checks.queue_state(conn)
-                runs = checks.one(conn, "SELECT count(*) FROM resync.run_history")
+                runs = checks.one(conn, "SELECT count(*) FROM resync.job_runs")
                 fails = checks.one(conn, "SELECT count(*) FROM resync.sync_failures")
         except psycopg.Error as exc:
             return f"(server unreachable: {str(exc).strip().splitlines()[0]})"

@@ -40,7 +40,7 @@ def assertions(run: ChaosRun, faults: Faults, chaos_s: float) -> None:
             " AND w.stopped_at IS NULL AND w.heartbeat_at > now() - interval '30 seconds')",
         )
         running = checks.one(
-            conn, "SELECT count(*) FROM resync.run_history WHERE outcome = 'running'"
+            conn, "SELECT count(*) FROM resync.job_runs WHERE outcome = 'running'"
         )
         if stuck_due or stuck_picked or running:
             run.fail(

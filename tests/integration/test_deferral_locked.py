@@ -1,5 +1,5 @@
 """A UE row locked by another session: the writer does not wait for it, commits, and the queue
-gets one job for the UE (sql/0004); a rollback leaves nothing behind."""
+gets one job for the UE (sql/definitions/element_triggers.sql); a rollback leaves nothing behind."""
 
 from __future__ import annotations
 

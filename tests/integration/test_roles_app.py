@@ -15,7 +15,7 @@ def test_an_application_role_without_queue_rights_syncs_inline(conn, login):
     app = login("app", *APP_GRANTS)
     assert not scalar(
         conn,
-        "SELECT has_function_privilege(%s, 'resync.on_elements_changed()', 'EXECUTE') "
+        "SELECT has_function_privilege(%s, 'resync.on_element_statement()', 'EXECUTE') "
         "    OR has_schema_privilege(%s, 'resync', 'USAGE')",
         (app.name, app.name),
     )

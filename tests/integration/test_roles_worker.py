@@ -70,10 +70,10 @@ def test_worker_cannot_write_the_catalogue_or_act_as_an_operator(conn, login):
             "INSERT INTO resync.pgqueuer (priority, entrypoint, status) "
             "VALUES (0, 'resync_course_unit', 'queued')",
             "TRUNCATE resync.pgqueuer",
-            "DELETE FROM resync.run_history",
+            "DELETE FROM resync.job_runs",
             "DELETE FROM resync.pgqueuer_log",
             "INSERT INTO resync.requests (course_unit_id) VALUES (%(u)s)",
-            "UPDATE resync.settings SET value = '1'",
+            "UPDATE resync.thresholds SET value = '1'",
             "UPDATE resync.error_policy SET auto_resync = false",
             "SELECT * FROM resync.clear_queue()",
             "SELECT resync.forget_failed(NULL)",

@@ -125,7 +125,8 @@ def test_enqueue_drifted_with_no_drift_queues_nothing(conn):
 
 def test_a_sweep_that_queues_many_jobs_analyses_the_queue(conn):
     # pgqueuer's dequeue, planned on the statistics of a small queue, reads every due job at
-    # each pick; a sweep of 1,000 jobs or more refreshes them (sql/0013).
+    # each pick; a sweep of 1,000 jobs or more refreshes them (resync.enqueue_drifted in
+    # sql/definitions/consistency.sql).
     def reltuples() -> float:
         row = conn.execute(
             "SELECT reltuples FROM pg_class WHERE oid = 'resync.pgqueuer'::regclass"
