@@ -36,8 +36,8 @@ from ue_resync import __version__, jobs, migrate, resync
 from ue_resync.db import connect, connect_sync, is_connection_loss
 from ue_resync.metrics import Metrics
 from ue_resync.queries import query, text
-from ue_resync.sdnotify import Notifier, watchdog_interval
 from ue_resync.settings import Settings
+from ue_resync.systemd import ServiceManager, watchdog_interval
 
 CHANNEL = "ue_resync"
 PGQ_SETTINGS = DBSettings(db_schema="resync", channel=types.Channel(CHANNEL))
@@ -153,7 +153,7 @@ class Worker:
         self.dsn = dsn
         self.id = uuid.uuid4()
         self.metrics = metrics or Metrics()
-        self.notifier = Notifier()
+        self.service = ServiceManager()
         self.stopping = asyncio.Event()
         self.lost = asyncio.Event()
         self.qm: ResyncQueueManager | None = None
@@ -200,15 +200,15 @@ class Worker:
                 self.metrics.reconnects.inc()
                 if time.monotonic() - started > 30:
                     delay = 0.5
-                self.notifier.status(f"reconnecting to the database in {delay:.1f} s")
+                self.service.status(f"reconnecting to the database in {delay:.1f} s")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.stopping.wait(), delay)
                 delay = min(delay * 2, RECONNECT_CAP)
         finally:
             for task in background:
                 task.cancel()
-            self.notifier.stopping(f"stopped: {self.exit_reason}")
-            self.notifier.close()
+            self.service.stopping(f"stopped: {self.exit_reason}")
+            self.service.close()
             self._mark_stopped()
         self.log.info("worker stopped ({})", self.exit_reason)
         return 0
@@ -218,7 +218,7 @@ class Worker:
             return
         self.exit_reason = reason
         self.log.info("stopping ({}): finishing the resyncs in flight", reason)
-        self.notifier.stopping(f"stopping: {reason}")
+        self.service.stopping(f"stopping: {reason}")
         self.stopping.set()
         if self.qm is not None:
             self.qm.shutdown.set()
@@ -277,7 +277,7 @@ class Worker:
             )
             if first:
                 self.ready_sent = True
-                self.notifier.ready(status)
+                self.service.ready(status)
                 self.log.info(
                     "worker started (pid {}, sleep {} s, tries {}, backoff {}, timeout {} s)",
                     os.getpid(),
@@ -287,7 +287,7 @@ class Worker:
                     self.settings.timeout,
                 )
             else:
-                self.notifier.status(status)
+                self.service.status(status)
             try:
                 await qm.run(
                     dequeue_timeout=timedelta(seconds=self.settings.sleep),
@@ -396,7 +396,7 @@ class Worker:
     async def _resync(self, conn: psycopg.AsyncConnection, items: list[_Item]) -> None:
         runs = [i.run for i in items if i.run is not None]
         try:
-            done = await resync.resync(conn, runs, self.settings.timeout)
+            done = await resync.resync_units(conn, runs, self.settings.timeout)
         except psycopg.Error as exc:
             if is_connection_loss(exc, conn):
                 raise
@@ -548,7 +548,7 @@ class Worker:
         ):
             self.metrics.queue_depth.labels(state).set(value)
         self.metrics.oldest_due.set(oldest)
-        self.notifier.status(
+        self.service.status(
             f"{self.counts['succeeded']} resynced, {self.counts['retried']} retried, "
             f"{self.counts['failed']} failed; queue: {due} due, {delayed} delayed, "
             f"{running} running"
@@ -572,7 +572,7 @@ class Worker:
         while True:
             # Healthy: the loop turns and, unless reconnecting, the database answered lately.
             if self.lost.is_set() or time.monotonic() - self.last_db_ok < 60:
-                self.notifier.watchdog()
+                self.service.watchdog()
             await asyncio.sleep(interval)
 
     async def _max_time(self) -> None:
