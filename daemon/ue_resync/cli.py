@@ -7,20 +7,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
-from ue_resync import __version__, jobs, log, migrate
+from ue_resync import __version__, jobs, log, migrate, output
 from ue_resync.db import connect_sync
+from ue_resync.log import one_line
 from ue_resync.queries import query
 from ue_resync.settings import Settings, SettingsError, load, redact
 
@@ -33,58 +32,6 @@ class CommandError(Exception):
     def __init__(self, message: str, status: int = EXIT_ERROR) -> None:
         super().__init__(message)
         self.status = status
-
-
-# -- output --------------------------------------------------------------------------------------
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return float(value) if value != value.to_integral() else int(value)
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    if isinstance(value, dt.timedelta):
-        return value.total_seconds()
-    return value
-
-
-def emit_json(data: Any) -> None:
-    print(json.dumps(data, default=_plain, ensure_ascii=False, indent=2))
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, dt.datetime):
-        return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-    value = _plain(value)
-    text = str(value)
-    return text if len(text) <= 70 else text[:67] + "..."
-
-
-def table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    """Aligned columns, header underlined; numbers right-aligned."""
-    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
-    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    numeric = [
-        all(isinstance(row.get(c), int | float | Decimal) or row.get(c) is None for row in rows)
-        for c in columns
-    ]
-
-    def line(values: Sequence[str]) -> str:
-        return "  ".join(
-            v.rjust(w) if num else v.ljust(w)
-            for v, w, num in zip(values, widths, numeric, strict=True)
-        ).rstrip()
-
-    out = [line(list(columns)), line(["-" * w for w in widths])]
-    out += [line(r) for r in cells]
-    return "\n".join(out)
-
-
-def _paint(text: str, colour: str) -> str:
-    codes = {"red": "31", "yellow": "33", "green": "32", "bold": "1"}
-    return f"\033[{codes[colour]}m{text}\033[0m" if sys.stdout.isatty() else text
 
 
 # -- commands -------------------------------------------------------------------------------------
@@ -122,7 +69,7 @@ def cmd_work(args: argparse.Namespace, settings: Settings) -> int:
         except (OSError, ValueError) as exc:
             raise CommandError(
                 f"cannot serve metrics on {settings.metrics_bind}:{settings.metrics_port}: "
-                f"{_first(exc)}",
+                f"{one_line(exc)}",
                 EXIT_USAGE,
             ) from None
     return asyncio.run(worker.run())
@@ -135,22 +82,6 @@ def _status(conn: psycopg.Connection) -> dict[str, Any]:
     return dict(row)
 
 
-def _monitor_text(status: dict[str, Any]) -> str:
-    failed = status["failed_last_hour"]
-    lines = [
-        _paint("ue-resync queue", "bold") + f"  ({dt.datetime.now().strftime('%H:%M:%S')})",
-        f"  queued   {status['queued']:>7}   due {status['due']}, delayed {status['delayed']}",
-        f"  running  {status['running']:>7}",
-        f"  failed   {status['failed_total']:>7}   "
-        + (_paint(f"{failed} in the last hour", "red") if failed else "0 in the last hour"),
-        f"  oldest due job waiting   {jobs.human_duration(status['oldest_due_age_seconds'])}",
-        f"  run time (last hour)     avg {jobs.human_duration(status['run_time_avg_seconds'])}, "
-        f"p95 {jobs.human_duration(status['run_time_p95_seconds'])}",
-        f"  live workers             {status['live_workers']}",
-    ]
-    return "\n".join(lines)
-
-
 NAGIOS = {0: "OK", 1: "WARNING", 2: "CRITICAL"}
 
 
@@ -160,7 +91,7 @@ def _check_alerts(conn: psycopg.Connection, as_json: bool) -> int:
         alerts = cur.execute(query("alerts")).fetchall()
     status = 2 if any(a["severity"] == "critical" for a in alerts) else (1 if alerts else 0)
     if as_json:
-        emit_json({"status": NAGIOS[status], "alerts": alerts})
+        output.emit_json({"status": NAGIOS[status], "alerts": alerts})
         return status
     if not alerts:
         print("UE-RESYNC OK - no alert")
@@ -180,11 +111,11 @@ def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
         while True:
             status = _status(conn)
             if args.json:
-                emit_json(status)
+                output.emit_json(status)
             else:
                 if args.watch and sys.stdout.isatty():
                     sys.stdout.write("\033[H\033[2J")
-                print(_monitor_text(status), flush=True)
+                print(output.monitor_text(status), flush=True)
             if not args.watch:
                 return EXIT_OK
             time.sleep(args.watch)
@@ -194,15 +125,9 @@ def cmd_failed(args: argparse.Namespace, settings: Settings) -> int:
     with _connect(settings, "failed") as conn, conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(query("failed_jobs")).fetchall()
     if args.json:
-        emit_json(rows)
-    elif not rows:
-        print("no failed jobs")
+        output.emit_json(rows)
     else:
-        print(
-            table(
-                rows, ["job_id", "course_unit_id", "reason", "attempts", "last_error", "failed_at"]
-            )
-        )
+        print(output.failed_text(rows))
     return EXIT_OK
 
 
@@ -257,9 +182,9 @@ def cmd_clear(args: argparse.Namespace, settings: Settings) -> int:
         with conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(query("clear_queue")).fetchall()
     if args.json:
-        emit_json(rows)
+        output.emit_json(rows)
     else:
-        print(table(rows, ["job_id", "course_unit_id", "reason", "execute_after"]))
+        print(output.table(rows, ["job_id", "course_unit_id", "reason", "execute_after"]))
         print(f"deleted {len(rows)} queued job(s)")
     return EXIT_OK
 
@@ -284,7 +209,7 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
         row = conn.execute(query("sync_now"), {"unit": args.id}).fetchone()
     result = row[0] if row else {}
     if args.json:
-        emit_json(result)
+        output.emit_json(result)
         return EXIT_OK
     changes = result.get("changes") or {}
     print(f"course unit {result.get('course_unit_id')} ({result.get('code')}) resynced")
@@ -303,13 +228,13 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
             found = cur.execute(query("enqueue_drifted")).fetchone()
             queued = found["queued"] if found else 0
     if args.json:
-        emit_json({"drifted": rows, "queued": queued})
+        output.emit_json({"drifted": rows, "queued": queued})
         return EXIT_OK
     if not rows:
         print("no drift: every course unit matches its elements")
         return EXIT_OK
     print(
-        table(
+        output.table(
             rows,
             [
                 "course_unit_id",
@@ -463,7 +388,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 settings.log_retention,
             )
         except (ValueError, TypeError, OSError) as exc:
-            raise SettingsError(f"invalid log setting: {_first(exc)}") from None
+            raise SettingsError(f"invalid log setting: {one_line(exc)}") from None
         return int(args.func(args, settings))
     except (SettingsError, migrate.MigrationError) as exc:
         print(f"ue-resync: {exc}", file=sys.stderr)
@@ -473,22 +398,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.status
     except psycopg.errors.UndefinedTable as exc:
         print(
-            f"ue-resync: the database is not migrated ({_first(exc)}): run `ue-resync migrate`",
+            f"ue-resync: the database is not migrated ({one_line(exc)}): run `ue-resync migrate`",
             file=sys.stderr,
         )
     except psycopg.errors.UndefinedFunction as exc:
         print(
-            f"ue-resync: the database schema is out of date ({_first(exc)}): "
+            f"ue-resync: the database schema is out of date ({one_line(exc)}): "
             "run `ue-resync migrate`",
             file=sys.stderr,
         )
     except psycopg.Error as exc:
-        print(f"ue-resync: {_first(exc)}", file=sys.stderr)
+        print(f"ue-resync: {one_line(exc)}", file=sys.stderr)
     except KeyboardInterrupt:
         return 130
     return EXIT_ERROR
-
-
-def _first(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.rows import dict_row
 
-from ue_resync import embedded, migrate
+from ue_resync import embedded, migrate, output
+from ue_resync.queries import query
 from ue_resync.settings import Settings
 
 DBNAME = "ue_resync_demo"
@@ -213,8 +215,6 @@ def run_demo(settings: Settings, data_dir: Path, keep: bool) -> int:
 
 
 def _walkthrough(server: embedded.EmbeddedServer, uri: str) -> int:
-    from ue_resync import cli
-
     with psycopg.connect(uri, autocommit=True) as conn:
         _step(2, "migrations")
         applied = migrate.apply(conn)
@@ -333,9 +333,12 @@ def _walkthrough(server: embedded.EmbeddedServer, uri: str) -> int:
             ):
                 _say(f"  attempt {attempt}: {outcome} — {error}")
 
-        _step(8, "ue-resync monitor")
-    cli.main(["--database-url", uri, "monitor"])
-    _say("")
-    cli.main(["--database-url", uri, "failed"])
+        _step(8, "ue-resync monitor, ue-resync failed")
+        with conn.cursor(row_factory=dict_row) as cur:
+            status = cur.execute(query("queue_status")).fetchone()
+            assert status is not None
+            _say(output.monitor_text(status))
+            _say("")
+            _say(output.failed_text(cur.execute(query("failed_jobs")).fetchall()))
     _say(f"\nConnect to the demo database with:\n  {server.psql_command(DBNAME)}")
     return 0
