@@ -260,9 +260,13 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from ue_resync import embedded
     from ue_resync.demo import run_demo
 
-    return run_demo(settings, data_dir=args.data_dir, keep=args.keep)
+    try:
+        return run_demo(settings, data_dir=args.data_dir, keep=args.keep)
+    except embedded.NotInstalled as exc:
+        raise CommandError(str(exc)) from None
 
 
 # -- parsing ---------------------------------------------------------------------------------------

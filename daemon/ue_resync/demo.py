@@ -192,6 +192,7 @@ def _scalar(conn: psycopg.Connection, sql: str, *params: Any) -> Any:
 
 
 def run_demo(settings: Settings, data_dir: Path, keep: bool) -> int:
+    embedded.load(data_dir.expanduser().resolve().parent)  # NotInstalled before any output
     if settings.has_database():
         _say("(a database is configured; the demo ignores it and uses its own embedded server)")
     _step(1, f"embedded PostgreSQL in {data_dir}")
