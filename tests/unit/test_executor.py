@@ -10,7 +10,7 @@ import itertools
 import json
 import types
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -45,6 +45,7 @@ class FakeStore:
         self.in_flight = 0
         self.most_in_flight = 0
         self.batches: list[list[int]] = []
+        self.entered: asyncio.Queue[list[int]] = asyncio.Queue()  # each batch as it starts
         self.failures: list[Failure] = []
         self.invalid: list[tuple[int, int, str]] = []
         self._run_ids = itertools.count(100)
@@ -58,6 +59,7 @@ class FakeStore:
     async def resync_units(self, conn: Any, runs: Sequence[Run], timeout: float) -> list[Synced]:
         units = [r.course_unit_id for r in runs]
         self.batches.append(units)
+        self.entered.put_nowait(units)
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
@@ -131,6 +133,16 @@ async def run(ex: Executor, *jobs: models.Job) -> list[BaseException | None]:
     return await asyncio.wait_for(handled, 10)  # a job left unanswered would hang pgqueuer
 
 
+async def until(condition: Callable[[], bool], timeout: float = 5) -> None:
+    """Let the event loop turn until `condition()` holds, or fail after `timeout`."""
+
+    async def turns() -> None:
+        while not condition():
+            await asyncio.sleep(0)  # one turn of the loop, not a delay
+
+    await asyncio.wait_for(turns(), timeout)
+
+
 def sample(ex: Executor, name: str, **labels: str) -> float:
     return ex.metrics.registry.get_sample_value(name, labels or None) or 0.0
 
@@ -165,16 +177,33 @@ async def test_no_more_batches_in_flight_than_concurrency():
     ex = executor(store, batch_size=2, concurrency=2)
     handled = asyncio.ensure_future(run(ex, *(job(n) for n in range(1, 9))))
 
-    async def two_started() -> None:
-        while len(store.batches) < 2:
-            await asyncio.sleep(0)
-
-    await asyncio.wait_for(two_started(), 5)
-    assert store.batches == [[1, 2], [3, 4]]  # the third waits for a free slot
+    started = [await asyncio.wait_for(store.entered.get(), 5) for _ in range(2)]
+    assert started == [[1, 2], [3, 4]]
+    assert store.entered.empty()  # the third waits for a free slot
     store.gate.set()
     assert await asyncio.wait_for(handled, 5) == [None] * 8
     assert store.most_in_flight == 2
     assert len(store.batches) == 4
+
+
+async def test_jobs_that_arrive_while_every_slot_is_busy_wait_and_share_one_batch():
+    store = FakeStore()
+    store.gate = asyncio.Event()
+    ex = executor(store, batch_size=10, concurrency=1)
+    first = asyncio.ensure_future(run(ex, job(1), job(2)))
+    assert await asyncio.wait_for(store.entered.get(), 5) == [1, 2]
+    # Two more dequeues while [1, 2] runs: their jobs wait for the slot, and join up.
+    later = [asyncio.ensure_future(run(ex, job(3), job(4)))]
+    await until(lambda: len(ex.pending) == 2)
+    later.append(asyncio.ensure_future(run(ex, job(5))))
+    await until(lambda: len(ex.pending) == 3)
+    store.gate.set()
+    assert await asyncio.wait_for(asyncio.gather(first, *later), 5) == [
+        [None] * 2,
+        [None] * 2,
+        [None],
+    ]
+    assert store.batches == [[1, 2], [3, 4, 5]]
 
 
 # -- a failing batch -------------------------------------------------------------------------------
