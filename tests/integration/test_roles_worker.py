@@ -16,7 +16,7 @@ from pgqueuer.ports.repository import EntrypointExecutionParameter
 
 from tests import catalog
 from tests.roles import denied, scalar
-from ue_resync.worker import PGQ_SETTINGS
+from ue_resync.queue_manager import PGQ_SETTINGS
 
 
 async def test_pgqueuer_own_queries_run_as_resync_worker(conn, login):
