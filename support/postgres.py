@@ -108,6 +108,8 @@ class Postgres:
         """`pg_ctl restart -m MODE` (same options as the start); seconds the server was away."""
         started = time.monotonic()
         self._pg_ctl("-m", mode, "-l", str(self.embedded.log), "restart")
+        # The handle must know the new postmaster: its cleanup() stops the one it knows.
+        self.embedded.ensure_postgres_running()
         self.restarts += 1
         return time.monotonic() - started
 
@@ -122,11 +124,10 @@ class Postgres:
         """Stop the embedded server and delete its files; a given server is left alone."""
         if self.embedded is None:
             return
-        # pg_ctl first: after a restart the handle's idea of the postmaster is stale, and its
-        # cleanup() would delete the data directory under a running server.
         with contextlib.suppress(Exception):
-            self._pg_ctl("-m", "fast", "stop", timeout=60)
-        with contextlib.suppress(Exception):
+            # The postmaster running now, should someone have restarted it behind our back:
+            # cleanup() stops the one the handle knows before it deletes the data directory.
+            self.embedded.ensure_postgres_running()
             self.embedded.cleanup()
         self.embedded = None
         if self._root is not None:
