@@ -1,4 +1,5 @@
-"""The chaos run: set-up, the chaos itself, the drains (its assertions and report: verdict.py).
+"""The chaos run: set-up and the chaos itself (the drains that end it: drains.py; its assertions
+and report: verdict.py).
 
 Exit status 0 when every assertion holds, 1 when one fails (each failure printed as
 `FAILED: <assertion>: <detail>`), 2 on a usage error."""
@@ -18,8 +19,8 @@ from typing import Any
 
 import psycopg
 
-from bench.chaos import catalogue, checks, verdict
-from bench.chaos.faults import Faults, registered
+from bench.chaos import catalogue, checks, drains, verdict
+from bench.chaos.faults import Faults
 from bench.chaos.processes import Daemon, WriterProc
 from bench.chaos.proxy import Proxy
 from bench.chaos.server import ChaosServer
@@ -83,6 +84,11 @@ class ChaosRun:
         self.max_picked_age = 0.0
         self.max_queued = 0
         self.elements_seen = (10**9, 0)
+        # What drains.finish learns once the chaos is over, for the verdict.
+        self.changes = checks.Changes.of([])
+        self.writer_counts: Counter[str] = Counter()
+        self.sweep_at = self.swept_end = 0.0
+        self.swept: list[int] = []
 
     # -- helpers --
 
@@ -121,9 +127,9 @@ class ChaosRun:
         started = time.monotonic()
         faults = self.chaos()
         chaos_s = time.monotonic() - started
-        self.finish(faults)
+        drains.finish(self, faults)
         verdict.assertions(self, faults, chaos_s)
-        self.stop_daemons()
+        drains.stop_daemons(self)
         verdict.report(self, faults, chaos_s)
         return 1 if self.failures else 0
 
@@ -281,83 +287,6 @@ class ChaosRun:
     def problems_seen(self, faults: Faults) -> None:
         for problem in faults.problems:
             self.fail("daemons exit 0 on SIGTERM", problem)
-
-    def finish(self, faults: Faults) -> None:
-        """Faults off, writers stopped, daemons drain; the operator's sweep for 'off' changes;
-        daemons drain again."""
-        self.say("chaos over: restoring links and daemons, stopping the writers")
-        faults.settle()
-        for d in self.daemons:
-            if not d.alive():
-                d.start()
-        records: list[dict[str, Any]] = []
-        summaries: list[dict[str, int]] = []
-        for w in self.writers:
-            code = w.stop(60)
-            if code is None:
-                self.fail("writers stop on SIGTERM", f"writer {w.index} ({w.kind}) was killed")
-            lines, summary = w.records()
-            records += lines
-            summaries.append(summary)
-        self.changes = checks.Changes.of(records)
-        self.writer_counts: Counter[str] = Counter()
-        for s in summaries:
-            self.writer_counts.update(s)
-
-        self.drain("first drain")
-        with self.connect() as conn:
-            self.sweep_at = float(
-                checks.one(conn, "SELECT extract(epoch FROM clock_timestamp())::float8")
-            )
-            before = checks.drifted(conn)
-            explained = self.changes.explained_drift()
-            unexplained = [u for u in before if u != self.cat.poison and u not in explained]
-            if unexplained:
-                self.fail(
-                    "drift before the sweep comes from 'off' changes only",
-                    f"{len(unexplained)} UE(s) drifted with no 'off' or unknown-outcome change: "
-                    f"{unexplained[:20]} (a deferred change was never resynced)",
-                )
-            self.swept = [u for u in before if u != self.cat.poison]
-            queued = checks.one(conn, "SELECT resync.enqueue_drifted()")
-        self.say(
-            f"operator's sweep: {len(before)} UE(s) drifted after the first drain "
-            f"({len(self.swept)} besides the poison UE); resync.enqueue_drifted() queued {queued}"
-        )
-        self.drain("second drain")
-        self.swept_end = self.server_now()
-
-    def drain(self, what: str) -> None:
-        with self.connect() as conn:
-            started = time.monotonic()
-            try:
-                done = wait_for(
-                    lambda: (lambda q: q["queued"] == 0 and q["picked"] == 0)(
-                        checks.queue_state(conn)
-                    ),
-                    self.args.drain_s,
-                    f"{what}: the queue to empty",
-                    interval=0.2,
-                )
-            except WaitTimeout:
-                done = False
-            took = time.monotonic() - started
-            if not done:
-                q = checks.queue_state(conn)
-                self.fail("the daemons drain the queue", f"{what}: still {q} after {took:.0f} s")
-            else:
-                self.say(f"{what}: queue empty after {took:.1f} s")
-            self.figures.setdefault("drain_seconds", {})[what] = round(took, 2)
-
-    def stop_daemons(self) -> None:
-        codes = []
-        for d in self.daemons:
-            registered(self.server.dsn, d, 30)
-            code = d.stop(30)
-            codes.append(code)
-            if code != 0:
-                self.fail("daemons exit 0 on SIGTERM", f"daemon {d.index} at the end: {code}")
-        self.figures["final_exit_codes"] = codes
 
     def cleanup(self) -> None:
         for w in self.writers:
