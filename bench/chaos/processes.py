@@ -1,6 +1,6 @@
-"""The processes of a chaos run: daemons (`python -m ue_resync work` through support.daemon, each
-through its own proxy link) and writers (`python -m bench.chaos.writer`), each logging to a file
-of the work dir."""
+"""The processes of a chaos run: daemons (`python -m ue_resync work`, each through its own proxy
+link) and writers (`python -m bench.chaos.writer`), started and stopped through support.daemon,
+each logging to a file of the work dir."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.chaos.proxy import Link
-from support.daemon import spawn_daemon
+from support import daemon
 from support.env import ROOT as ROOT
 from support.env import scrubbed_env
 
@@ -51,7 +51,7 @@ class Daemon:
         self.starts += 1
         path = self.workdir / f"daemon-{self.index}-{self.starts}.log"
         self.logs.append(path)
-        self.proc = spawn_daemon(self.dsn, cwd=self.workdir, log=path, **DAEMON_ENV)
+        self.proc = daemon.spawn_daemon(self.dsn, cwd=self.workdir, log=path, **DAEMON_ENV)
         self.expected_exit = False
 
     @property
@@ -75,19 +75,14 @@ class Daemon:
 
     def stop(self, timeout: float = 30) -> int | None:
         """SIGTERM, then the exit status (None when it had to be SIGKILLed)."""
-        if not self.alive():
-            return self.proc.returncode if self.proc is not None else None
-        self.signal(signal.SIGTERM)
-        code = self.wait(timeout)
-        if code is None:
-            self.signal(signal.SIGKILL)
-            self.wait(10)
-        return code
+        if self.proc is None:
+            return None
+        if self.alive():
+            self.expected_exit = True
+        return daemon.stop(self.proc, timeout)
 
     def tail(self, lines: int = 15) -> str:
-        if not self.logs or not self.logs[-1].exists():
-            return ""
-        return "\n".join(self.logs[-1].read_text(errors="replace").splitlines()[-lines:])
+        return daemon.tail(self.proc, lines) if self.proc is not None else ""
 
 
 class WriterProc:
@@ -100,28 +95,22 @@ class WriterProc:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        with open(self.err, "wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bench.chaos.writer", json.dumps(self.config)],
-                env=base_env(),
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
+        self.proc = daemon.spawn(
+            None,
+            json.dumps(self.config),
+            cwd=ROOT,
+            log=self.err,
+            command=(sys.executable, "-m", "bench.chaos.writer"),
+            env=base_env(),
+        )
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout: float = 30) -> int | None:
+        """SIGTERM, then the exit status (None when it had to be SIGKILLed)."""
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-            return None
+        return daemon.stop(self.proc, timeout)
 
     def records(self) -> tuple[list[dict[str, Any]], dict[str, int]]:
         lines, summary = [], {}

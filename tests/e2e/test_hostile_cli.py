@@ -6,14 +6,12 @@ How many inputs of each kind were tried is written to the terminal at the end of
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from support.env import scrubbed_env
+from support import daemon
 from tests.hostile import TRIED
 from tests.hostile import report_inputs_tried as report_inputs_tried  # autouse
 
@@ -76,14 +74,9 @@ def test_the_cli_refuses_bad_settings_in_one_line(env: dict[str, str], tmp_path:
         values = {k: v.format(tmp=tmp_path, busy=busy.getsockname()[1]) for k, v in env.items()}
         for k in env:
             TRIED[f"settings.cli.{k}"] += 1
-        out = subprocess.run(
-            [sys.executable, "-m", "ue_resync", "work"],
-            # An unreachable database: settings are read before any connection is tried.
-            env=scrubbed_env("postgresql://postgres@127.0.0.1:1/none", **values),
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=20,
+        # An unreachable database: settings are read before any connection is tried.
+        out = daemon.run(
+            "postgresql://postgres@127.0.0.1:1/none", "work", cwd=tmp_path, timeout=20, **values
         )
     lines = out.stderr.strip().splitlines()
     assert "Traceback" not in out.stderr, out.stderr[-2000:]
@@ -103,14 +96,7 @@ def test_a_schema_newer_than_the_code_is_refused_in_one_line(
         "INSERT INTO resync.schema_migrations (version, name, checksum) "
         "VALUES (999, '0999_from_the_future', 'x')"
     )
-    out = subprocess.run(
-        [sys.executable, "-m", "ue_resync", *command],
-        env=scrubbed_env(dsn),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    out = daemon.run(dsn, *command, cwd=tmp_path, timeout=30)
     lines = out.stderr.strip().splitlines()
     if command == ["monitor"]:
         # Reading the queue needs no particular schema version: it may answer.
