@@ -1,12 +1,12 @@
 """The element operations a chaos writer of kind mixed or rr picks from, by weight: one row's
 insert, update of a counted field, move, soft delete, restore and hard delete, and the bulk
-statements (update, insert, soft-delete toggle, move, delete). Each runs through `Writer.stmt`,
-which records the UEs it touched."""
+statements (update, insert, soft-delete toggle, move, delete). Each builds its statement (after
+locking the rows it picked, as an ORM does); `Writer.stmt` runs it and records the UEs touched."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -30,6 +30,8 @@ WEIGHTS = {
 }
 
 Changes = list[list[int]]
+# What Writer.stmt runs: (operation as counted, query, parameters, UEs a move or delete leaves).
+Statement = tuple[str, str, Any, Sequence[int]]
 
 
 def run_one(w: Writer, conn: psycopg.Connection, changes: Changes, mode: str) -> None:
@@ -41,8 +43,9 @@ def run_one(w: Writer, conn: psycopg.Connection, changes: Changes, mode: str) ->
         op = "hard_delete" if op == "insert" else "bulk_delete"
     elif size < 0.5 * target and op in ("hard_delete", "bulk_delete"):
         op = "insert" if op == "hard_delete" else "bulk_insert"
-    u = w.a_unit()
-    OPERATIONS.get(op, one_element)(w, conn, changes, mode, op, u)
+    statement = OPERATIONS.get(op, one_element)(w, conn, op, w.a_unit())
+    if statement is not None:
+        w.stmt(conn, changes, mode, *statement)
 
 
 def values(rng: random.Random) -> tuple[float, ...]:
@@ -56,18 +59,14 @@ def values(rng: random.Random) -> tuple[float, ...]:
     return (rng.choice((0.0, 1.0, 1.5, 2.0, 3.0, 4.0)), cm, td, tp, cm + td + tp)
 
 
-def insert(
-    w: Writer, conn: psycopg.Connection, changes: Changes, mode: str, op: str, u: int
-) -> None:
-    w.stmt(
-        conn,
-        changes,
-        mode,
+def insert(w: Writer, conn: psycopg.Connection, op: str, u: int) -> Statement | None:
+    return (
         op,
         "INSERT INTO course_unit_elements (course_unit_id, code, name, credits, "
         "hours_cm, hours_td, hours_tp, hours_total) VALUES (%s, %s, 'chaos', %s, %s, %s, "
         "%s, %s) RETURNING course_unit_id",
         (u, f"W{w.rng.randrange(10**9)}", *values(w.rng)),
+        (),
     )
 
 
@@ -83,9 +82,7 @@ ONE_ELEMENT = {
 }
 
 
-def one_element(
-    w: Writer, conn: psycopg.Connection, changes: Changes, mode: str, op: str, u: int
-) -> None:
+def one_element(w: Writer, conn: psycopg.Connection, op: str, u: int) -> Statement | None:
     """update (of one counted field), move, soft_delete, restore or hard_delete."""
     rng = w.rng
     where = {
@@ -94,7 +91,7 @@ def one_element(
     }.get(op, "course_unit_id = %s")
     picked = w.lock_elements(conn, where, (u,))
     if not picked:
-        return
+        return None
     ((eid, old),) = picked
     if op == "update":
         field = rng.choice(FIELDS)
@@ -105,10 +102,7 @@ def one_element(
             if field == "credits"
             else rng.choice((0, 2, 4.5, 8, 10, 12, 16, 24))
         )
-        w.stmt(
-            conn,
-            changes,
-            mode,
+        return (
             f"update_{field}",
             # Only a real change: a statement that changes no counted field syncs nothing and
             # queues nothing, by design.
@@ -117,40 +111,30 @@ def one_element(
             (value, eid, value),
             [old],
         )
-        return
     params: tuple[Any, ...] = (eid,)
     if op == "move":
         target = rng.choice(w.units)
         params = (target, eid, target)
-    w.stmt(conn, changes, mode, op, ONE_ELEMENT[op], params, [old])
+    return (op, ONE_ELEMENT[op], params, [old])
 
 
-def bulk_update(
-    w: Writer, conn: psycopg.Connection, changes: Changes, mode: str, op: str, u: int
-) -> None:
+def bulk_update(w: Writer, conn: psycopg.Connection, op: str, u: int) -> Statement | None:
     some = w.rng.sample(w.units, w.rng.randint(2, 10))
-    w.stmt(
-        conn,
-        changes,
-        mode,
+    return (
         op,
         "UPDATE course_unit_elements SET hours_td = (hours_td + 1) %% 40 "
         "WHERE course_unit_id = ANY(%s) RETURNING course_unit_id",
         (some,),
+        (),
     )
 
 
-def bulk_insert(
-    w: Writer, conn: psycopg.Connection, changes: Changes, mode: str, op: str, u: int
-) -> None:
+def bulk_insert(w: Writer, conn: psycopg.Connection, op: str, u: int) -> Statement | None:
     rng = w.rng
     n = rng.randint(5, 25)
     owners = [w.a_unit() for _ in range(rng.randint(1, 4))]
     rows = [(rng.choice(owners), f"B{rng.randrange(10**9)}", *values(rng)) for _ in range(n)]
-    w.stmt(
-        conn,
-        changes,
-        mode,
+    return (
         op,
         "INSERT INTO course_unit_elements (course_unit_id, code, name, credits, "
         "hours_cm, hours_td, hours_tp, hours_total) "
@@ -159,63 +143,52 @@ def bulk_insert(
         "%s::numeric[], %s::numeric[], %s::numeric[]) AS r(u, c, cr, cm, td, tp, tot) "
         "RETURNING course_unit_id",
         tuple(list(col) for col in zip(*rows, strict=True)),
+        (),
     )
 
 
-def bulk_toggle(
-    w: Writer, conn: psycopg.Connection, changes: Changes, mode: str, op: str, u: int
-) -> None:
-    w.stmt(
-        conn,
-        changes,
-        mode,
+def bulk_toggle(w: Writer, conn: psycopg.Connection, op: str, u: int) -> Statement | None:
+    return (
         op,
         "UPDATE course_unit_elements "
         "SET deleted_at = CASE WHEN deleted_at IS NULL THEN now() END "
         "WHERE id IN (SELECT id FROM course_unit_elements WHERE course_unit_id = %s "
         "  ORDER BY id FOR UPDATE) AND random() < 0.4 RETURNING course_unit_id",
         (u,),
+        (),
     )
 
 
-def bulk_move(
-    w: Writer, conn: psycopg.Connection, changes: Changes, mode: str, op: str, u: int
-) -> None:
+def bulk_move(w: Writer, conn: psycopg.Connection, op: str, u: int) -> Statement | None:
     picked = w.lock_elements(conn, "course_unit_id = %s", (u,), k=w.rng.randint(2, 6))
     if picked:
         target = w.rng.choice(w.units)
-        w.stmt(
-            conn,
-            changes,
-            mode,
+        return (
             op,
             "UPDATE course_unit_elements SET course_unit_id = %s WHERE id = ANY(%s) "
             "AND course_unit_id <> %s RETURNING course_unit_id",
             (target, [p[0] for p in picked], target),
             [p[1] for p in picked],
         )
+    return None
 
 
-def bulk_delete(
-    w: Writer, conn: psycopg.Connection, changes: Changes, mode: str, op: str, u: int
-) -> None:
+def bulk_delete(w: Writer, conn: psycopg.Connection, op: str, u: int) -> Statement | None:
     """Keeps the catalogue's size steady against the bulk inserts; never the poison UE's."""
     picked = w.lock_elements(
         conn, "course_unit_id <> %s", (w.cfg["poison"],), k=w.rng.randint(5, 25)
     )
     if picked:
-        w.stmt(
-            conn,
-            changes,
-            mode,
+        return (
             op,
             "DELETE FROM course_unit_elements WHERE id = ANY(%s) RETURNING course_unit_id",
             ([p[0] for p in picked],),
             [p[1] for p in picked],
         )
+    return None
 
 
-Operation = Callable[[Any, psycopg.Connection, Changes, str, str, int], None]
+Operation = Callable[[Any, psycopg.Connection, str, int], Statement | None]
 # The rest (update, move, soft_delete, restore, hard_delete): one_element.
 OPERATIONS: dict[str, Operation] = {
     "insert": insert,

@@ -26,6 +26,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -169,7 +170,7 @@ class Writer:
         op: str,
         query: str,
         params: Any,
-        old_units: list[int] | tuple[int, ...] = (),
+        old_units: Sequence[int] = (),
     ) -> int:
         """Run one element statement that RETURNs course_unit_id; record the UEs it touched
         (with `old_units`, those a move left), and whether its sync deferred."""
