@@ -94,20 +94,21 @@ UNITS = 2500
 PER_UNIT = 4
 
 
-def bulk_units(conn: psycopg.Connection) -> None:
+def bulk_units(conn: psycopg.Connection, units: int = UNITS) -> None:
     conn.execute(
         "INSERT INTO course_units (code, name) "
         "SELECT 'B' || i, 'bulk ' || i FROM generate_series(1, %s) i",
-        (UNITS,),
+        (units,),
     )
 
 
-def bulk_elements(conn: psycopg.Connection) -> None:
-    """PER_UNIT elements per unit, element k: credits k, hours k/2/3, total k+5."""
+def bulk_elements(conn: psycopg.Connection, per_unit: int = PER_UNIT) -> None:
+    """`per_unit` elements per unit in one statement, element k: credits k, hours k/2/3, total
+    k+5."""
     conn.execute(
         "INSERT INTO course_unit_elements "
         "    (course_unit_id, code, name, credits, hours_cm, hours_td, hours_tp, hours_total) "
         "SELECT u.id, 'E' || u.id || '_' || k, 'e', k, k, 2, 3, k + 5 "
         "FROM course_units u CROSS JOIN generate_series(1, %s) k",
-        (PER_UNIT,),
+        (per_unit,),
     )
