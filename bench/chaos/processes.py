@@ -14,7 +14,6 @@ from typing import Any
 from bench.chaos.proxy import Link
 from support import daemon
 from support.env import ROOT as ROOT
-from support.env import scrubbed_env
 
 # The daemons' settings: backoffs of 30/60/120 s become 0.3/0.6/1.2 s, a job held by a dead
 # daemon is taken over after 2 s, and the poll fallback is 0.5 s.
@@ -25,13 +24,6 @@ DAEMON_ENV = {
     "UE_RESYNC_MAX_TIME": "0",
     "UE_RESYNC_LOG_FORMAT": "text",
 }
-
-
-def base_env(**extra: str) -> dict[str, str]:
-    """The scrubbed environment (support.env): the daemon and the migrations of the checkout the
-    run comes from, whatever is installed, so a soak run from a snapshot of the tree is not
-    disturbed by edits to the working tree."""
-    return scrubbed_env(None, **extra)
 
 
 class Daemon:
@@ -101,7 +93,6 @@ class WriterProc:
             cwd=ROOT,
             log=self.err,
             command=(sys.executable, "-m", "bench.chaos.writer"),
-            env=base_env(),
         )
 
     def alive(self) -> bool:
