@@ -18,6 +18,7 @@ import pytest
 from loguru import logger
 from pgqueuer.domain import errors, models
 
+from support.poll import await_for
 from ue_resync.executor import POISON_ERROR, Executor, JobFailed
 from ue_resync.metrics import Metrics
 from ue_resync.queue_manager import CONNECTION_LOST
@@ -133,14 +134,13 @@ async def run(ex: Executor, *jobs: models.Job) -> list[BaseException | None]:
     return await asyncio.wait_for(handled, 10)  # a job left unanswered would hang pgqueuer
 
 
-async def until(condition: Callable[[], bool], timeout: float = 5) -> None:
-    """Let the event loop turn until `condition()` holds, or fail after `timeout`."""
+async def until(condition: Callable[[], bool], what: str, timeout: float = 5) -> None:
+    """Let the event loop turn (interval 0: one turn, not a delay) until `condition()` holds."""
 
-    async def turns() -> None:
-        while not condition():
-            await asyncio.sleep(0)  # one turn of the loop, not a delay
+    async def holds() -> bool:
+        return condition()
 
-    await asyncio.wait_for(turns(), timeout)
+    await await_for(holds, timeout, what, interval=0)
 
 
 def sample(ex: Executor, name: str, **labels: str) -> float:
@@ -194,9 +194,9 @@ async def test_jobs_that_arrive_while_every_slot_is_busy_wait_and_share_one_batc
     assert await asyncio.wait_for(store.entered.get(), 5) == [1, 2]
     # Two more dequeues while [1, 2] runs: their jobs wait for the slot, and join up.
     later = [asyncio.ensure_future(run(ex, job(3), job(4)))]
-    await until(lambda: len(ex.pending) == 2)
+    await until(lambda: len(ex.pending) == 2, "two jobs pending")
     later.append(asyncio.ensure_future(run(ex, job(5))))
-    await until(lambda: len(ex.pending) == 3)
+    await until(lambda: len(ex.pending) == 3, "three jobs pending")
     store.gate.set()
     assert await asyncio.wait_for(asyncio.gather(first, *later), 5) == [
         [None] * 2,
