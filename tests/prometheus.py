@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import string
@@ -16,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 
 from tests import catalog
+from ue_resync.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "prometheus" / "ue-resync.rules.yml"
@@ -36,6 +39,16 @@ def tool(name: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(f"{message}: CI never skips this test")
     pytest.skip(f"{message}; skipped because CI is not set")
+
+
+def exported_names() -> set[str]:
+    """Every metric family and sample name a daemon exports once it has read the database."""
+    metrics = Metrics()
+    metrics.enqueued.value = 0
+    text = generate_latest(metrics.registry).decode()
+    families = set(re.findall(r"^# TYPE (\S+)", text, re.M))
+    samples = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1] != "#"}
+    return families | samples
 
 
 def free_port() -> int:
