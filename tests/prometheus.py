@@ -63,6 +63,8 @@ class Prometheus:
 
     def __init__(self, root: Path, target: str) -> None:
         self.port = free_port()
+        while target.endswith(f":{self.port}"):  # the daemon binds its port later
+            self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = root / "prometheus.yml"
         config.write_text(
