@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -18,6 +20,8 @@ from pathlib import Path
 import psycopg
 import pytest
 import yaml
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from tests import catalog
 from tests.e2e.conftest import cli_env
@@ -93,6 +97,26 @@ def daemon(dsn: str, root: Path, port: int) -> Iterator[subprocess.Popen[bytes]]
 
 
 @pytest.fixture
+def worker_dsn(conn: psycopg.Connection, dsn: str) -> Iterator[str]:
+    """A login role granted resync_worker only, as operations.md sets the daemon up."""
+    name = f"ue_resync_t_prom_{os.getpid()}_{secrets.token_hex(4)}"
+    password = secrets.token_hex(16)
+    conn.execute(
+        sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE resync_worker").format(
+            sql.Identifier(name), sql.Literal(password)
+        )
+    )
+    try:
+        yield make_conninfo(dsn, user=name, password=password)
+    finally:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,)
+        )
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture
 def prometheus(tmp_path: Path) -> Iterator[tuple[Prometheus, int]]:
     port = free_port()
     root = tmp_path / "prometheus"
@@ -105,7 +129,7 @@ def prometheus(tmp_path: Path) -> Iterator[tuple[Prometheus, int]]:
         prom.stop()
 
 
-def test_prometheus_scrapes_what_the_database_shows(conn, dsn, tmp_path, prometheus):
+def test_prometheus_scrapes_what_the_database_shows(conn, dsn, worker_dsn, tmp_path, prometheus):
     prom, port = prometheus
     good = [catalog.unit(conn) for _ in range(GOOD)]
     poisoned = [catalog.unit(conn, code=f"POISON{n:03d}") for n in range(POISONED)]
@@ -125,7 +149,7 @@ def test_prometheus_scrapes_what_the_database_shows(conn, dsn, tmp_path, prometh
         "UPDATE resync.pgqueuer SET execute_after = now() - interval '10 minutes' WHERE id = %s",
         (held,),
     )
-    with psycopg.connect(dsn) as holder, daemon(dsn, tmp_path, port):
+    with psycopg.connect(dsn) as holder, daemon(worker_dsn, tmp_path, port):
         # Due, but locked: the daemon's dequeue skips it, so it waits past due_job_wait.
         holder.execute("SELECT 1 FROM resync.pgqueuer WHERE id = %s FOR UPDATE", (held,))
         # Scraped before the jobs run, so that rates and histograms see them arrive.
@@ -145,6 +169,8 @@ def test_prometheus_scrapes_what_the_database_shows(conn, dsn, tmp_path, prometh
         check_every_documented_series(prom)
         check_alerts_match_the_view(prom, conn)
         check_every_expression_evaluates(prom)
+    log = (tmp_path / "daemon.log").read_text()
+    assert "housekeeping failed" not in log and "permission denied" not in log, log
 
 
 def check_values(prom: Prometheus, conn: psycopg.Connection) -> None:
