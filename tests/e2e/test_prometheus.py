@@ -159,7 +159,7 @@ def test_prometheus_scrapes_what_the_database_shows(conn, dsn, worker_dsn, tmp_p
             lambda: (
                 one(conn, "SELECT count(*) FROM resync.pgqueuer WHERE status = 'failed'")
                 == POISONED
-                and one(conn, "SELECT count(*) FROM resync.run_history WHERE outcome = 'succeeded'")
+                and one(conn, "SELECT count(*) FROM resync.job_runs WHERE outcome = 'succeeded'")
                 == GOOD
             ),
             60,
@@ -182,22 +182,22 @@ def check_values(prom: Prometheus, conn: psycopg.Connection) -> None:
     expected = {
         # What this daemon did: the run history and the queue's log hold the same.
         'ue_resync_resyncs_total{outcome="succeeded"}': one(
-            conn, "SELECT count(*) FROM resync.run_history WHERE outcome = 'succeeded'"
+            conn, "SELECT count(*) FROM resync.job_runs WHERE outcome = 'succeeded'"
         ),
         'ue_resync_resyncs_total{outcome="retrying"}': one(
-            conn, "SELECT count(*) FROM resync.run_history WHERE outcome = 'retrying'"
+            conn, "SELECT count(*) FROM resync.job_runs WHERE outcome = 'retrying'"
         ),
         'ue_resync_resyncs_total{outcome="failed"}': one(
-            conn, "SELECT count(*) FROM resync.run_history WHERE outcome = 'failed'"
+            conn, "SELECT count(*) FROM resync.job_runs WHERE outcome = 'failed'"
         ),
         "ue_resync_retries_total": one(
-            conn, "SELECT count(*) FROM resync.run_history WHERE outcome = 'retrying'"
+            conn, "SELECT count(*) FROM resync.job_runs WHERE outcome = 'retrying'"
         ),
         "ue_resync_failures_total": one(
             conn, "SELECT count(*) FROM resync.pgqueuer WHERE status = 'failed'"
         ),
         "ue_resync_resync_duration_seconds_count": one(
-            conn, "SELECT count(*) FROM resync.run_history WHERE outcome = 'succeeded'"
+            conn, "SELECT count(*) FROM resync.job_runs WHERE outcome = 'succeeded'"
         ),
         "ue_resync_start_delay_seconds_count": one(
             conn, "SELECT count(*) FROM resync.pgqueuer_log WHERE status = 'picked'"
@@ -231,7 +231,7 @@ def check_values(prom: Prometheus, conn: psycopg.Connection) -> None:
         prom.wait_value(expr, value)
     run_seconds = one(
         conn,
-        "SELECT sum(extract(epoch FROM finished_at - started_at)) FROM resync.run_history "
+        "SELECT sum(extract(epoch FROM finished_at - started_at)) FROM resync.job_runs "
         "WHERE outcome = 'succeeded'",
     )
     prom.wait_value("ue_resync_resync_duration_seconds_sum", run_seconds, tol=1e-3)
@@ -294,7 +294,7 @@ def check_every_expression_evaluates(prom: Prometheus) -> None:
 
 
 def test_the_rules_thresholds_are_the_views_defaults(conn):
-    # resync.alerts name -> its setting in resync.settings.
+    # resync.alerts name -> its row in resync.thresholds.
     setting = {
         "failed_jobs_last_hour": "failed_jobs_last_hour",
         "queued_jobs": "queued_jobs",
@@ -305,7 +305,7 @@ def test_the_rules_thresholds_are_the_views_defaults(conn):
     defaults = dict(
         conn.execute(
             "SELECT name, CASE WHEN value ~ '^[0-9]+$' THEN value::float8 "
-            "ELSE extract(epoch FROM value::interval)::float8 END FROM resync.settings"
+            "ELSE extract(epoch FROM value::interval)::float8 END FROM resync.thresholds"
         ).fetchall()
     )
     checked = set()

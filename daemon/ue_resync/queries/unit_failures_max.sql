@@ -1,12 +1,13 @@
 -- The failures in the last 24 hours of the UE that failed most (ue_resync_unit_failures_24h_max):
--- the same failures resync.alerts counts for unit_failures_24h (sql/0009), the daemon's failed
--- attempts and the inline syncs that failed for another reason than contention.
+-- the failures resync.alerts counts for unit_failures_24h (sql/definitions/monitoring_views.sql),
+-- the daemon's failed attempts and the inline syncs that failed for another reason than
+-- contention.
 SELECT coalesce(max(n), 0)::float8 AS failures
 FROM (
     SELECT f.course_unit_id, count(*) AS n
     FROM (
         SELECT r.course_unit_id
-        FROM resync.run_history r
+        FROM resync.job_runs r
         WHERE r.outcome IN ('retrying', 'failed', 'superseded')
           AND r.finished_at > now() - interval '24 hours'
           AND r.course_unit_id IS NOT NULL
