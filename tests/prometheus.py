@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from prometheus_client import generate_latest
 
-from tests import catalog
+from support.poll import wait_for
 from ue_resync.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,7 +120,7 @@ class Prometheus:
 
     def wait_value(self, expr: str, expected: float, timeout: float = 30, tol: float = 0) -> None:
         """Poll until `expr` is `expected` (within `tol`): the scrapes run every second."""
-        catalog.wait_for(
+        wait_for(
             lambda: (v := self.value(expr)) is not None and abs(v - expected) <= tol,
             timeout,
             f"{expr} == {expected} (last {self.value(expr)})",

@@ -8,23 +8,18 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import re
-import secrets
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 import yaml
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
+from support import daemon
+from support.poll import wait_for
 from tests import catalog
-from tests.e2e.conftest import cli_env
 from tests.prometheus import DASHBOARD, OPERATIONS, RULES, Prometheus, free_port
 from ue_resync import __version__
 
@@ -69,51 +64,22 @@ def one(conn: psycopg.Connection, sql: str) -> float:
 
 
 @contextlib.contextmanager
-def daemon(dsn: str, root: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    with open(root / "daemon.log", "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ue_resync", "work"],
-            env=cli_env(
-                dsn,
-                UE_RESYNC_SLEEP="0.2",
-                UE_RESYNC_TRIES="3",
-                UE_RESYNC_BACKOFF="0",
-                UE_RESYNC_MAX_TIME="0",
-                UE_RESYNC_METRICS_PORT=str(port),
-            ),
-            cwd=root,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+def worker(dsn: str, root: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """`ue-resync work` serving its metrics on `port`: 3 tries, no backoff, logs in `root`."""
+    proc = daemon.spawn_daemon(
+        dsn,
+        cwd=root,
+        log=root / "daemon.log",
+        UE_RESYNC_SLEEP="0.2",
+        UE_RESYNC_TRIES="3",
+        UE_RESYNC_BACKOFF="0",
+        UE_RESYNC_MAX_TIME="0",
+        UE_RESYNC_METRICS_PORT=str(port),
+    )
     try:
         yield proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-
-
-@pytest.fixture
-def worker_dsn(conn: psycopg.Connection, dsn: str) -> Iterator[str]:
-    """A login role granted resync_worker only, as operations.md sets the daemon up."""
-    name = f"ue_resync_t_prom_{os.getpid()}_{secrets.token_hex(4)}"
-    password = secrets.token_hex(16)
-    conn.execute(
-        sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE resync_worker").format(
-            sql.Identifier(name), sql.Literal(password)
-        )
-    )
-    try:
-        yield make_conninfo(dsn, user=name, password=password)
-    finally:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", (name,)
-        )
-        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+        daemon.stop(proc)
 
 
 @pytest.fixture
@@ -123,13 +89,13 @@ def prometheus(tmp_path: Path) -> Iterator[tuple[Prometheus, int]]:
     root.mkdir()
     prom = Prometheus(root, f"127.0.0.1:{port}")
     try:
-        catalog.wait_for(prom.ready, 30, "prometheus to be ready", interval=0.2)
+        wait_for(prom.ready, 30, "prometheus to be ready", interval=0.2)
         yield prom, port
     finally:
         prom.stop()
 
 
-def test_prometheus_scrapes_what_the_database_shows(conn, dsn, worker_dsn, tmp_path, prometheus):
+def test_prometheus_scrapes_what_the_database_shows(conn, dsn, login, tmp_path, prometheus):
     prom, port = prometheus
     good = [catalog.unit(conn) for _ in range(GOOD)]
     poisoned = [catalog.unit(conn, code=f"POISON{n:03d}") for n in range(POISONED)]
@@ -149,13 +115,15 @@ def test_prometheus_scrapes_what_the_database_shows(conn, dsn, worker_dsn, tmp_p
         "UPDATE resync.pgqueuer SET execute_after = now() - interval '10 minutes' WHERE id = %s",
         (held,),
     )
-    with psycopg.connect(dsn) as holder, daemon(worker_dsn, tmp_path, port):
+    # As operations.md runs the daemon: a login role granted resync_worker only.
+    as_worker = login("worker", "resync_worker").dsn
+    with psycopg.connect(dsn) as holder, worker(as_worker, tmp_path, port):
         # Due, but locked: the daemon's dequeue skips it, so it waits past due_job_wait.
         holder.execute("SELECT 1 FROM resync.pgqueuer WHERE id = %s FOR UPDATE", (held,))
         # Scraped before the jobs run, so that rates and histograms see them arrive.
         prom.wait_value("count_over_time(ue_resync_enqueued_total[1m]) >= bool 2", 1)
         conn.execute("SELECT resync.request(u) FROM unnest(%s::bigint[]) u", (good + poisoned,))
-        catalog.wait_for(
+        wait_for(
             lambda: (
                 one(conn, "SELECT count(*) FROM resync.pgqueuer WHERE status = 'failed'")
                 == POISONED
@@ -274,7 +242,7 @@ def check_alerts_match_the_view(prom: Prometheus, conn: psycopg.Connection) -> N
         names = {a["labels"]["resync_alert"] for a in alerts if a["state"] == "firing"}
         return names if names == view else None
 
-    catalog.wait_for(firing, 30, f"the firing rules to be {view}", interval=0.2)
+    wait_for(firing, 30, f"the firing rules to be {view}", interval=0.2)
 
 
 def check_every_expression_evaluates(prom: Prometheus) -> None:
