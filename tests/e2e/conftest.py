@@ -35,3 +35,7 @@ def cli(dsn: str, tmp_path) -> Callable[..., subprocess.CompletedProcess[str]]:
         )
 
     return run
+
+
+# The fixture Laravel application (tests/laravel/), for tests/e2e/test_laravel_*.py.
+from tests.laravel.harness import laravel  # noqa: E402, F401
