@@ -334,6 +334,19 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
+def cmd_import_laravel(args: argparse.Namespace, settings: Settings) -> int:
+    from ue_resync import laravel_import
+
+    with _connect(settings, "import-laravel") as conn:
+        try:
+            status, left = laravel_import.run(conn, args)
+        except laravel_import.LaravelImportError as exc:
+            raise CommandError(str(exc), EXIT_USAGE) from None
+    for row in left:
+        print(f"ue-resync: {row.table} #{row.row_id} left in place: {row.why}", file=sys.stderr)
+    return status
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from ue_resync.demo import run_demo
 
@@ -422,6 +435,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("check", cmd_check, "list drifted course units (and --enqueue their resync)")
     p.add_argument("--enqueue", action="store_true")
     p.add_argument("--json", action="store_true")
+
+    p = add(
+        "import-laravel",
+        cmd_import_laravel,
+        "move Laravel's pending and failed ResyncCourseUnitJob rows into ue-resync "
+        "(exit 3: unreadable rows were left in place)",
+    )
+    from ue_resync.laravel_import import add_arguments
+
+    add_arguments(p)
 
     p = add("demo", cmd_demo, "run the whole system on an embedded PostgreSQL")
     p.add_argument("--keep", action="store_true", help="leave the server running at the end")
