@@ -30,6 +30,7 @@ BENCHMARKS = (
     "burst",
     "crash_recovery",
     "scale",
+    "laravel_writes",
 )
 BEGIN = "<!-- bench:results:begin (written by python -m bench.run_all) -->"
 END = "<!-- bench:results:end -->"

@@ -84,9 +84,10 @@ def test_soft_delete_restore_force_delete(laravel, conn, unit):
     consistent(conn, u)
 
     laravel.call("force_delete_element", id=e1)
-    assert conn.execute("SELECT count(*) FROM course_unit_elements WHERE id = %s", (e1,)).fetchone()[
-        0
-    ] == 0
+    assert (
+        conn.execute("SELECT count(*) FROM course_unit_elements WHERE id = %s", (e1,)).fetchone()[0]
+        == 0
+    )
     assert catalog.totals(conn, u) == (2, 4, 4, 2, 10, 1)
     consistent(conn, u)
 
@@ -118,8 +119,12 @@ def test_transaction_that_throws_changes_nothing_and_queues_nothing(laravel, con
         "import aborted"
     )
     assert catalog.read_unit(conn, u) == before
-    assert conn.execute("SELECT count(*) FROM course_unit_elements WHERE course_unit_id = %s",
-                        (u,)).fetchone()[0] == 2
+    assert (
+        conn.execute(
+            "SELECT count(*) FROM course_unit_elements WHERE course_unit_id = %s", (u,)
+        ).fetchone()[0]
+        == 2
+    )
     consistent(conn, u)
 
 

@@ -119,15 +119,17 @@ function scenarios(): array
         // The benchmark's two writers, timed here so PHP's start-up is not counted.
         'bench_saves' => function (array $a) {
             $ids = $a['ids'];
+            DB::select('select 1');  // the connection is opened before the clock starts
             $started = hrtime(true);
             for ($i = 0; $i < $a['n']; $i++) {
                 $element = CourseUnitElement::find($ids[$i % count($ids)]);
-                $element->hours_cm = 10 + $i % 7;
+                $element->hours_cm = (float) $element->hours_cm + 1;  // always a real change
                 $element->save();
             }
             return (hrtime(true) - $started) / 1e9;
         },
         'bench_import' => function (array $a) {
+            DB::select('select 1');
             $started = hrtime(true);
             DB::transaction(function () use ($a) {
                 $units = $a['units'];
