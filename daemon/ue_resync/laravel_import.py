@@ -21,6 +21,7 @@ from ue_resync.laravel_payload import (
     exception_messages,
     exception_summary,
     read_job,
+    sqlstate_of,
 )
 from ue_resync.queries import query
 
@@ -141,12 +142,24 @@ def _import_failed(
                 "connection": connection,
                 "queue": queue,
                 "exception": exception or "",
-                "error": exception_messages(exception or ""),
                 "exception_type": kind,
                 "exception_message": message,
             },
         ).fetchone()
         assert found is not None
+        run = conn.execute(
+            query("laravel_start_run"),
+            {"job_id": found[0], "unit": job.course_unit_id, "reason": job.reason[:100]},
+        ).fetchone()
+        assert run is not None
+        conn.execute(
+            query("laravel_fail_run"),
+            {
+                "run_id": run[0],
+                "error": exception_messages(exception or ""),
+                "sqlstate": sqlstate_of(exception or ""),
+            },
+        )
         lines.append(
             f"  {args.failed_table} #{row_id}: course unit {job.course_unit_id}, failed "
             f"{_when(failed_at)} ({kind}) -> failed job {found[0]}"

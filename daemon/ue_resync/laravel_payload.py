@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import Any
 
 DEFAULT_REASON = "sync_error_recovery"  # ResyncCourseUnitJob's constructor default
@@ -186,3 +187,9 @@ def exception_messages(text: str) -> str:
             in_trace = False
             kept.append(line)
     return "\n".join(kept)
+
+
+def sqlstate_of(text: str) -> str | None:
+    """The SQLSTATE a Laravel QueryException names ("SQLSTATE[55P03]: ..."), if any."""
+    found = re.search(r"SQLSTATE\[([0-9A-Z]{5})\]", text)
+    return found.group(1) if found else None

@@ -92,6 +92,7 @@ def test_import_moves_pending_and_failed_jobs(cli, conn, legacy):
     assert error.startswith("PDOException: SQLSTATE[55P03]: Lock not available"), error
     assert "Next Illuminate\\Database\\QueryException: SQLSTATE[55P03]" in error
     assert dt.datetime.fromisoformat(failed[0]["failed_at"]) == legacy["failed_at"]
+    assert conn.execute("SELECT sqlstate FROM resync.failed_jobs").fetchone() == ("55P03",)
     assert str(failed[0]["job_id"]) in cli("failed").stdout
 
     # Retried, the imported failure runs like any failed job and fixes its UE.

@@ -95,7 +95,7 @@ def test_seed_worker_runs_the_jobs(laravel, conn, cli, units):
     assert done.returncode == 0, done.stderr
     assert drifted(conn) == []
     outcomes = conn.execute(
-        "SELECT course_unit_id, outcome FROM resync.run_history ORDER BY course_unit_id"
+        "SELECT course_unit_id, outcome FROM resync.job_runs ORDER BY course_unit_id"
     ).fetchall()
     assert outcomes == [(u, "succeeded") for u in units]
     assert laravel.call("queue_status")["queued"] == 0

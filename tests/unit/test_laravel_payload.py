@@ -13,6 +13,7 @@ from ue_resync.laravel_payload import (
     exception_messages,
     exception_summary,
     read_job,
+    sqlstate_of,
     unserialize,
 )
 
@@ -120,3 +121,8 @@ def test_exception_text_without_its_stack_traces():
         "SQLSTATE[55P03]: Lock not available in /x/Connection.php:368",
     )
     assert exception_summary("something odd happened") == ("Exception", "something odd happened")
+
+
+def test_sqlstate_of_a_query_exception():
+    assert sqlstate_of(CHAINED) == "55P03"
+    assert sqlstate_of("RuntimeException: validation failed") is None

@@ -1,8 +1,8 @@
 -- import-laravel: one Laravel failed job becomes a failed resync job, as the daemon leaves
 -- one after its last attempt: the job kept with status failed since failed_at (what
--- resync.failed_jobs and `ue-resync failed` show, and resync.retry_failed re-queues), a
--- 'failed' run carrying Laravel's exception messages, and pgqueuer's log entry with the
--- whole text (stack traces included).
+-- resync.failed_jobs and `ue-resync failed` show, and resync.retry_failed re-queues), and
+-- pgqueuer's log entry with Laravel's whole exception text. Its run (laravel_start_run.sql,
+-- laravel_fail_run.sql) is recorded next, by the daemon's own functions.
 WITH job AS (
     INSERT INTO resync.pgqueuer
         (priority, entrypoint, status, execute_after, updated, attempts, payload, headers,
@@ -18,12 +18,6 @@ WITH job AS (
                                'reason', %(reason)s::text),
             %(reason)s::text)
     RETURNING id, entrypoint, priority
-), run AS (
-    INSERT INTO resync.run_history
-        (job_id, course_unit_id, attempt, reason, started_at, finished_at, outcome, error)
-    SELECT job.id, %(unit)s::bigint, %(attempts)s, %(reason)s::text, %(failed_at)s,
-           %(failed_at)s, 'failed', left(%(error)s::text, 4000)
-    FROM job
 ), logged AS (
     INSERT INTO resync.pgqueuer_log (job_id, status, entrypoint, priority, traceback)
     SELECT job.id, 'failed', job.entrypoint, job.priority,
