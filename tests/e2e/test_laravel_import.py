@@ -180,3 +180,17 @@ def test_table_names_are_options(cli, conn, legacy):
     assert done.returncode == 0, done.stderr
     assert "imported 3 pending" in done.stdout and "imported 1 failed" in done.stdout
     assert [cls for _, cls in laravel_rows(conn, "laravel_jobs")] == ["App\\Jobs\\SendReportJob"]
+
+
+def test_job_class_is_an_option(cli, conn, legacy):
+    """An application whose resync job has another class: only that class's rows move (here
+    SendReportJob, whose public courseUnitId is read; it has no reason: the default)."""
+    a, _, _ = legacy["units"]
+    done = cli("import-laravel", "--job-class", "App\\Jobs\\SendReportJob")
+    assert done.returncode == 0, done.stderr
+    assert "imported 1 pending SendReportJob row(s) from jobs" in done.stdout
+    assert "imported 0 failed SendReportJob row(s)" in done.stdout
+    classes = [cls for _, cls in laravel_rows(conn, "jobs")]
+    assert classes == ["App\\Jobs\\ResyncCourseUnitJob"] * 3
+    [job] = catalog.jobs(conn, a)
+    assert job["payload"]["reason"] == "sync_error_recovery"
