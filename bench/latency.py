@@ -23,7 +23,7 @@ from typing import Any
 
 from bench import common, daemons
 from bench.common import DOCS, Bench, Target, experiment, log, result_path
-from bench.workload import element_of, load_catalogue
+from support.catalogue import element_of, load_catalogue
 
 NAME = "latency"
 TITLE = "commit (deferred mode) → UE resynced by the daemon, vs pgqueuer enqueue → handler"
@@ -76,7 +76,7 @@ def measure(b: Bench) -> None:
                     ).fetchall()
                     return rows if len(rows) >= samples else []
 
-                rows = common.wait_for(runs, 30, "every change to be resynced", poll=0.05)
+                rows = common.wait_for(runs, 30, "every change to be resynced", interval=0.05)
         finally:
             daemons.stop(proc)
         pickups.append([(s - committed[u]).total_seconds() * 1000 for u, s, _ in rows])
@@ -107,7 +107,7 @@ def measure(b: Bench) -> None:
                     ),
                     30,
                     "the baseline worker to run every job",
-                    poll=0.05,
+                    interval=0.05,
                 )
         finally:
             daemons.stop(proc)
