@@ -13,7 +13,6 @@ sync, and ue-resync against the observer. Needs php-cli, php-pgsql, php-laravel-
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -24,7 +23,8 @@ from psycopg.conninfo import conninfo_to_dict
 
 from bench import common
 from bench.common import ROOT, Bench, Target
-from bench.workload import load_catalogue
+from support.catalogue import load_catalogue
+from support.env import scrubbed_env
 
 NAME = "laravel_writes"
 TITLE = "Eloquent writes from Laravel: no sync, old observer, ue-resync triggers"
@@ -44,7 +44,7 @@ def _php(dsn: str, observer: bool, *args: str) -> Any:
         raise SystemExit("laravel_writes needs php-cli, php-pgsql and php-laravel-framework")
     params = conninfo_to_dict(dsn)
     env = {
-        **os.environ,
+        **scrubbed_env(),
         "DB_HOST": str(params.get("host") or "127.0.0.1"),
         "DB_PORT": str(params.get("port") or 5432),
         "DB_DATABASE": str(params["dbname"]),

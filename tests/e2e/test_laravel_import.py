@@ -8,6 +8,7 @@ import json
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from tests import catalog
 
@@ -16,7 +17,9 @@ pytestmark = pytest.mark.e2e
 
 def laravel_rows(conn, table: str) -> list[tuple[int, str | None]]:
     """(id, class) of each row of a Laravel queue table; class None when unreadable."""
-    rows = conn.execute(f"SELECT id, payload FROM {table} ORDER BY id").fetchall()
+    rows = conn.execute(
+        sql.SQL("SELECT id, payload FROM {} ORDER BY id").format(sql.Identifier(table))
+    ).fetchall()
     out: list[tuple[int, str | None]] = []
     for i, payload in rows:
         try:

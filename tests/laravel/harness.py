@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from support.env import scrubbed_env
+
 APP = Path(__file__).resolve().parent
 ARTISAN = APP / "artisan.php"
 ILLUMINATE = Path("/usr/share/php/Illuminate/autoload.php")
@@ -46,7 +48,7 @@ class Laravel:
         self.php = php
         self.dsn = dsn
         self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("DB_", "RESYNC_"))},
+            **{k: v for k, v in scrubbed_env().items() if not k.startswith(("DB_", "RESYNC_"))},
             "DB_HOST": str(params.get("host") or "127.0.0.1"),
             "DB_PORT": str(params.get("port") or 5432),
             "DB_DATABASE": str(params["dbname"]),
