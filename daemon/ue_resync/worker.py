@@ -32,7 +32,7 @@ from pgqueuer.domain import errors, models, types
 from pgqueuer.domain.settings import DBSettings
 from pgqueuer.ports.driver import NotifyCallback
 
-from ue_resync import __version__, jobs, migrate, resync
+from ue_resync import __version__, jobs, migrate, resync, wakeups
 from ue_resync.db import connect, connect_sync, is_connection_loss
 from ue_resync.metrics import Metrics
 from ue_resync.queries import query, text
@@ -69,6 +69,7 @@ class SplitDriver(PsycopgDriver):
         super().__init__(connection)
         self._listen = listen
         self._on_lost = on_lost
+        self.listening = asyncio.Event()  # set once a LISTEN is in place
 
     async def add_listener(self, channel: str, callback: NotifyCallback) -> None:
         if channel not in self._listeners:
@@ -80,6 +81,7 @@ class SplitDriver(PsycopgDriver):
         if self._watcher is None:
             self._watcher = asyncio.create_task(self.watch_notifies(), name="ue_resync_listener")
             self._tm.add(self._watcher)
+        self.listening.set()
 
     async def watch_notifies(self) -> None:
         try:
@@ -124,7 +126,15 @@ class ResyncQueries(Queries):
 
 class ResyncQueueManager(QueueManager):
     """--stop-when-empty drains what is due, not what is delayed (pgqueuer's drain waits for
-    every queued job, a retry due in two minutes included)."""
+    every queued job, a retry due in two minutes included). While the daemon's wake-ups fail
+    (wakeups.py), the wait between two dequeues is capped."""
+
+    wakeups: wakeups.Wakeups | None = None
+
+    async def _effective_dequeue_timeout(self, dequeue_timeout: timedelta) -> timedelta:
+        timeout = await super()._effective_dequeue_timeout(dequeue_timeout)
+        cap = self.wakeups.poll_interval() if self.wakeups is not None else None
+        return timeout if cap is None else min(timeout, cap)
 
     async def _maybe_drain_shutdown(
         self, mode: types.QueueExecutionMode, task_manager: TaskManager
@@ -167,6 +177,7 @@ class Worker:
         self.ready_sent = False
         self.lost_reason = ""
         self.log = logger.bind(component="worker", worker_id=str(self.id)[:8])
+        self.wakeups = wakeups.Wakeups(settings.sleep, settings.sleep_without_wakeups, self.log)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -242,7 +253,7 @@ class Worker:
             await asyncio.to_thread(self._check_schema)
             main = await connect(self.dsn, "queue")
             conns.append(main)
-            listen = await connect(self.dsn, "listen")
+            listen = await connect(self.settings.listen_dsn(), "listen", listen=True)
             conns.append(listen)
             self.pool = asyncio.Queue()
             for n in range(self.settings.concurrency):
@@ -263,6 +274,7 @@ class Worker:
             )
             qm = ResyncQueueManager(queries, channel=types.Channel(CHANNEL))
             qm.queue_manager_id = types.QueueManagerId(self.id)
+            qm.wakeups = self.wakeups
             # pgqueuer never sleeps less than this (100 ms by default), which made a delayed
             # job up to 100 ms late (bench/lateness); 5 ms keeps the loop from spinning.
             qm.min_dequeue_poll_interval = timedelta(milliseconds=5)
@@ -271,6 +283,9 @@ class Worker:
             if self.stopping.is_set():
                 return
             house = asyncio.create_task(self._housekeeping(main), name="housekeeping")
+            check = asyncio.create_task(
+                self.wakeups.watch(qm, driver.listening), name="wakeups_check"
+            )
             status = (
                 f"ready: worker {str(self.id)[:8]}, concurrency {self.settings.concurrency}, "
                 f"tries {self.settings.tries}"
@@ -304,9 +319,10 @@ class Worker:
                     log_aggregation_interval=timedelta(seconds=30),
                 )
             finally:
-                house.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await house
+                for task in (house, check):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
             if self.lost.is_set():
                 raise ConnectionLost("the database connection was lost")
         finally:
