@@ -26,13 +26,13 @@ HEARD = "wake-ups checked"
 
 @pytest.fixture(scope="module")
 def tx_bouncer(pg_server) -> Iterator[pgbouncer.Pgbouncer]:
-    with pgbouncer.running(pg_server.host, pg_server.port, "transaction") as b:
+    with pgbouncer.started(pg_server.host, pg_server.port, "transaction") as b:
         yield b
 
 
 @pytest.fixture(scope="module")
 def session_bouncer(pg_server) -> Iterator[pgbouncer.Pgbouncer]:
-    with pgbouncer.running(pg_server.host, pg_server.port, "session", pool_size=20) as b:
+    with pgbouncer.started(pg_server.host, pg_server.port, "session", pool_size=20) as b:
         yield b
 
 

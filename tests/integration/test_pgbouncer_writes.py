@@ -15,7 +15,7 @@ from tests import catalog, pgbouncer
 
 @pytest.fixture(scope="module", params=["transaction", "session"])
 def bouncer(request, pg_server) -> Iterator[pgbouncer.Pgbouncer]:
-    with pgbouncer.running(pg_server.host, pg_server.port, request.param) as b:
+    with pgbouncer.started(pg_server.host, pg_server.port, request.param) as b:
         yield b
 
 
@@ -96,7 +96,7 @@ def test_requests_and_request_function(app, conn):
 
 @pytest.fixture(scope="module")
 def tx_bouncer(pg_server) -> Iterator[pgbouncer.Pgbouncer]:
-    with pgbouncer.running(pg_server.host, pg_server.port, "transaction") as b:
+    with pgbouncer.started(pg_server.host, pg_server.port, "transaction") as b:
         yield b
 
 
