@@ -45,7 +45,8 @@ CONNECTION_LOST = "connection_lost"
 HOUSEKEEPING_EVERY = 5.0
 PRUNE_EVERY = 3600.0
 RETRY_JOB_TRIES = 5
-RECONNECT_CAP = 15.0
+# A promoted replica is found within 10 s plus one connect (docs/operations.md, "Failover").
+RECONNECT_CAP = 10.0
 
 
 class JobFailed(Exception):
