@@ -86,15 +86,17 @@ class Node:
     def connect(self, dbname: str = "postgres") -> psycopg.Connection:
         return psycopg.connect(self.dsn(dbname), autocommit=True, connect_timeout=5)
 
-    def configure(self, **settings: str) -> None:
-        """Appended to postgresql.conf: the last line of a setting wins."""
-        with open(self.data / "postgresql.conf", "a") as conf:
+    def configure(self, file: str = "postgresql.conf", **settings: str) -> None:
+        """Appended to `file` (postgresql.auto.conf wins over postgresql.conf): the last line of
+        a setting wins."""
+        with open(self.data / file, "a") as conf:
             for key, value in settings.items():
                 conf.write(f"{key} = '{value}'\n")
 
 
 class Pair:
-    """`primary` and `replica` until a failover, after which `replica` is the primary."""
+    """`primary` and `replica`; a failover swaps them (the new `replica` is the failed node,
+    stopped, until `rebuild_replica()` clones it afresh from the new primary)."""
 
     def __init__(self, bindir: Path, synchronous: bool, root: Path | None = None) -> None:
         self.bindir = bindir
@@ -104,8 +106,8 @@ class Pair:
         if os.geteuid() == 0:
             user = pwd.getpwnam("postgres")
             os.chown(self.root, user.pw_uid, user.pw_gid)
-        self.primary = Node("primary", bindir, self.root / "primary", free_port())
-        self.replica = Node("replica", bindir, self.root / "replica", free_port())
+        self.primary = Node("node1", bindir, self.root / "node1", free_port())
+        self.replica = Node("node2", bindir, self.root / "node2", free_port())
 
     def start(self) -> None:
         p = self.primary
@@ -122,21 +124,32 @@ class Pair:
             hot_standby="on",
             wal_receiver_status_interval="1s",
             log_min_messages="warning",
-            cluster_name="primary",
+            cluster_name=p.name,
             # No committed change may be lost: COMMIT returns once the replica has applied it.
             synchronous_standby_names="*" if self.synchronous else "",
             synchronous_commit="remote_apply" if self.synchronous else "on",
         )
         p.start()
-        r = self.replica
+        self._clone()
+
+    def _clone(self) -> None:
+        """The replica's node: a base backup of the primary, streaming from it."""
+        p, r = self.primary, self.replica
+        shutil.rmtree(r.data, ignore_errors=True)
         r.tool(
             "pg_basebackup",
             *("-h", "127.0.0.1", "-p", str(p.port), "-U", "postgres"),
             *("-D", str(r.data), "-R", "-X", "stream", "-c", "fast", "--no-sync"),
         )
-        # A promoted replica has no standby of its own: waiting for one would block every
-        # commit. The connection string pg_basebackup -R wrote names the primary.
-        r.configure(port=str(r.port), cluster_name="replica", synchronous_standby_names="")
+        # In postgresql.auto.conf, after the primary_conninfo pg_basebackup -R wrote there, so
+        # nothing the primary set by ALTER SYSTEM overrides them. A promoted replica has no
+        # standby of its own: waiting for one would block every commit.
+        r.configure(
+            "postgresql.auto.conf",
+            port=str(r.port),
+            cluster_name=r.name,
+            synchronous_standby_names="",
+        )
         r.start()
         self.wait_streaming()
 
@@ -184,12 +197,30 @@ class Pair:
 
             wait(stopped, timeout, "the replica's WAL receiver to stop")
 
-    def fail_over(self) -> float:
-        """The primary crashes (`-m immediate`), the replica is promoted; time.time() at the
-        end of the promotion."""
+    def crash_primary(self) -> None:
         self.primary.stop("immediate")
+
+    def promote(self) -> float:
+        """`pg_ctl promote` of the replica, which becomes `primary` (the old primary becomes
+        `replica`, still stopped); time.time() once the promotion is over."""
         self.replica.tool("pg_ctl", "promote", "-w", "-t", "60", "-D", str(self.replica.data))
-        return time.time()
+        promoted = time.time()
+        self.primary, self.replica = self.replica, self.primary
+        return promoted
+
+    def fail_over(self) -> float:
+        """The primary crashes (`-m immediate`) and the replica is promoted (see promote())."""
+        self.crash_primary()
+        return self.promote()
+
+    def rebuild_replica(self) -> None:
+        """The failed node, cloned afresh from the new primary (as an old primary rejoins
+        without pg_rewind), streaming; in a synchronous pair, the primary then waits for it."""
+        self._clone()
+        if self.synchronous:
+            with self.primary.connect() as conn:
+                conn.execute("ALTER SYSTEM SET synchronous_standby_names = '*'")
+                conn.execute("SELECT pg_reload_conf()")
 
     def stop(self) -> None:
         for node in (self.primary, self.replica):

@@ -173,11 +173,10 @@ def fail_over_and_follow(scene: dict, due_at: float) -> psycopg.Connection:
     """Crash the primary, wait until the jobs are due (the outage lasts past it), promote;
     assert both daemons are back on the new primary within FOLLOW_WITHIN seconds."""
     pair: replication.Pair = scene["pair"]
-    pair.primary.stop("immediate")
+    pair.crash_primary()
     replication.wait(lambda: time.time() >= due_at, 10, "the requested jobs to fall due")
-    pair.replica.tool("pg_ctl", "promote", "-w", "-t", "60", "-D", str(pair.replica.data))
-    promoted = time.time()
-    conn = pair.replica.connect()
+    promoted = pair.promote()
+    conn = pair.primary.connect()
     catalog.wait_for(
         lambda: live_workers(conn, promoted) == 2, 30, "both daemons on the new primary"
     )
