@@ -98,9 +98,16 @@ class Pair:
     """`primary` and `replica`; a failover swaps them (the new `replica` is the failed node,
     stopped, until `rebuild_replica()` clones it afresh from the new primary)."""
 
-    def __init__(self, bindir: Path, synchronous: bool, root: Path | None = None) -> None:
+    def __init__(
+        self,
+        bindir: Path,
+        synchronous: bool,
+        root: Path | None = None,
+        settings: dict[str, str] | None = None,
+    ) -> None:
         self.bindir = bindir
         self.synchronous = synchronous
+        self.settings = settings or {}  # more of postgresql.conf, for both nodes
         self.root = root or Path(tempfile.mkdtemp(prefix="ue-resync-pair-"))
         self.root.chmod(0o755)
         if os.geteuid() == 0:
@@ -112,7 +119,7 @@ class Pair:
     def start(self) -> None:
         p = self.primary
         p.tool("initdb", "-D", str(p.data), "-U", "postgres", "--auth=trust", "-N", "-E", "UTF8")
-        p.configure(
+        defaults = dict(
             listen_addresses="127.0.0.1",
             port=str(p.port),
             unix_socket_directories=str(self.root),
@@ -129,6 +136,7 @@ class Pair:
             synchronous_standby_names="*" if self.synchronous else "",
             synchronous_commit="remote_apply" if self.synchronous else "on",
         )
+        p.configure(**{**defaults, **self.settings})
         p.start()
         self._clone()
 

