@@ -26,7 +26,7 @@ demo: ## the whole system on an embedded PostgreSQL
 bench: ## every benchmark (bench/README.md)
 	$(PY) -m bench.run_all
 
-pgqueuer-sql: ## print what the installed pgqueuer would emit for sql/0002 (compare, never edit)
+pgqueuer-sql: ## print what the installed pgqueuer would emit (compare with sql/migrations/0014_baseline.sql)
 	$(PY) -c "from pgqueuer.adapters.persistence.schema_ddl import render_install; \
 	from pgqueuer.domain.settings import DBSettings; \
 	print(render_install(DBSettings(db_schema='resync', channel='ue_resync'), create_schema=False))"

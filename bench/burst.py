@@ -89,7 +89,7 @@ def measure(b: Bench) -> None:
 def burst(b: Bench, proc: Any, r: int, units: int, updates: int) -> dict[str, Any]:
     with b.connect() as conn:
         conn.execute("SELECT resync.clear_queue()")
-        conn.execute("TRUNCATE resync.run_history, resync.sync_failures")
+        conn.execute("TRUNCATE resync.job_runs, resync.sync_failures")
         start = conn.execute("SELECT clock_timestamp()").fetchone()[0]
     stop = threading.Event()
     writers_done = threading.Event()
@@ -178,7 +178,7 @@ def burst(b: Bench, proc: Any, r: int, units: int, updates: int) -> dict[str, An
             row[0]
             for row in conn.execute(
                 "SELECT count(r.id) FROM generate_series(1, %s) u "
-                "LEFT JOIN resync.run_history r ON r.course_unit_id = u "
+                "LEFT JOIN resync.job_runs r ON r.course_unit_id = u "
                 "AND r.started_at >= %s AND r.outcome = 'succeeded' GROUP BY u",
                 (units, start),
             ).fetchall()

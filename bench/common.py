@@ -26,12 +26,13 @@ from bench.server import ROOT, Server, experiment, log, meta
 RESULTS = ROOT / "bench" / "results"
 DOCS = ROOT / "docs"
 
-# The three statement triggers of sql/0004 and the row trigger of sql/0010: disabling them all
+# The three statement triggers and the row trigger of sql/definitions/element_triggers.sql:
+# disabling them all
 # is the "no ue-resync" baseline.
 TRIGGERS = (
-    "course_unit_elements_resync_insert",
-    "course_unit_elements_resync_update",
-    "course_unit_elements_resync_delete",
+    "course_unit_elements_resync_statement_insert",
+    "course_unit_elements_resync_statement_update",
+    "course_unit_elements_resync_statement_delete",
     "course_unit_elements_resync_row",
 )
 T = TypeVar("T")
@@ -416,7 +417,7 @@ def reset_queue(conn: psycopg.Connection) -> None:
     """Empty the queue and everything the daemon and pgqueuer recorded."""
     conn.execute(
         "TRUNCATE resync.pgqueuer, resync.pgqueuer_log, resync.pgqueuer_statistics, "
-        "resync.run_history, resync.sync_failures, resync.workers"
+        "resync.job_runs, resync.sync_failures, resync.workers"
     )
 
 

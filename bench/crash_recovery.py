@@ -2,7 +2,7 @@
 session holds a UE's row lock, a resync of that UE is requested, and once a daemon's resync
 waits on the lock (the job in flight) that daemon is SIGKILLed and the lock released. Measured:
 the kill (server clock, read right after the kill) → the surviving daemon's re-run of the job
-started (resync.run_history.started_at of attempt 2) and finished. A new daemon replaces the
+started (resync.job_runs.started_at of attempt 2) and finished. A new daemon replaces the
 killed one before the next round.
 
 --quick uses a 2 s heartbeat timeout and a 0.5 s poll: it only proves the path still works."""
@@ -64,7 +64,7 @@ def one_crash(b: Bench, procs: list[Any], unit: int) -> tuple[float, float, Any]
             def in_flight() -> int | None:
                 row = conn.execute(
                     """
-                    SELECT w.pid FROM resync.run_history r
+                    SELECT w.pid FROM resync.job_runs r
                     JOIN resync.workers w ON w.id = r.worker_id
                     WHERE r.job_id = %s AND r.outcome = 'running'
                       AND EXISTS (SELECT 1 FROM pg_stat_activity a
@@ -88,14 +88,14 @@ def one_crash(b: Bench, procs: list[Any], unit: int) -> tuple[float, float, Any]
                 if p is not victim:
                     daemons.check_alive(p)
             return conn.execute(
-                "SELECT started_at, finished_at FROM resync.run_history "
+                "SELECT started_at, finished_at FROM resync.job_runs "
                 "WHERE job_id = %s AND outcome = 'succeeded' AND attempt = 2",
                 (job,),
             ).fetchone()
 
         s, f = common.wait_for(rerun, 90, "the job to be re-run", poll=0.05)
         crashed = conn.execute(
-            "SELECT count(*) FROM resync.run_history WHERE job_id = %s AND outcome = 'crashed'",
+            "SELECT count(*) FROM resync.job_runs WHERE job_id = %s AND outcome = 'crashed'",
             (job,),
         ).fetchone()[0]
         if crashed != 1:

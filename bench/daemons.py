@@ -122,7 +122,7 @@ def daemon_ready(
             check_alive(proc)
             return bool(
                 conn.execute(
-                    "SELECT count(*) FROM resync.run_history "
+                    "SELECT count(*) FROM resync.job_runs "
                     "WHERE job_id = %s AND outcome = 'succeeded'",
                     (job,),
                 ).fetchone()[0]

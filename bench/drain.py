@@ -24,7 +24,7 @@ from bench.workload import load_catalogue
 NAME = "drain"
 TITLE = "drain of queued resync jobs by one daemon vs a pgqueuer no-op drain"
 
-TABLES = ("resync.pgqueuer", "resync.pgqueuer_log", "resync.run_history", "public.course_units")
+TABLES = ("resync.pgqueuer", "resync.pgqueuer_log", "resync.job_runs", "public.course_units")
 
 
 def throughput(conn: psycopg.Connection, entrypoint: str, jobs: int) -> tuple[float, float]:
@@ -75,7 +75,7 @@ def measure(b: Bench) -> None:
             daemons.wait_exit(daemons.start_daemon(b, "--stop-when-empty"), 600)
             walls["ue-resync"].append(time.monotonic() - started)
             ok = conn.execute(
-                "SELECT count(*) FROM resync.run_history WHERE outcome = 'succeeded'"
+                "SELECT count(*) FROM resync.job_runs WHERE outcome = 'succeeded'"
             ).fetchone()[0]
             if ok != jobs:
                 raise RuntimeError(f"{ok} of {jobs} resyncs succeeded")

@@ -9,7 +9,7 @@
 -- run if the two differ. What this adds to floor_triggers.sql is what routing single-row and
 -- bulk statements costs; what the real triggers add to this is their own work (the flags, the
 -- optimistic write, error handling and the queue's contract).
-CREATE OR REPLACE FUNCTION resync.on_element_row_changed() RETURNS trigger
+CREATE OR REPLACE FUNCTION resync.on_element_row() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 DECLARE

@@ -10,7 +10,7 @@
 -- statements, survive a failed sync, honour the UE's flags and the queue's contract) is what
 -- resync's triggers add. If a floor misses a target, no PL/pgSQL trigger design meets it on
 -- that server and machine (docs/performance.md, "Session 4").
-CREATE OR REPLACE FUNCTION resync.on_element_row_changed() RETURNS trigger
+CREATE OR REPLACE FUNCTION resync.on_element_row() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 BEGIN
@@ -52,7 +52,7 @@ $$;
 -- transition tables). The benchmark enables and disables the four triggers by name.
 CREATE OR REPLACE TRIGGER course_unit_elements_resync_row
     AFTER INSERT OR UPDATE OR DELETE ON public.course_unit_elements
-    FOR EACH ROW EXECUTE FUNCTION resync.on_element_row_changed();
-CREATE OR REPLACE TRIGGER course_unit_elements_resync_update
+    FOR EACH ROW EXECUTE FUNCTION resync.on_element_row();
+CREATE OR REPLACE TRIGGER course_unit_elements_resync_statement_update
     AFTER UPDATE ON public.course_unit_elements
-    FOR EACH STATEMENT WHEN (false) EXECUTE FUNCTION resync.on_elements_changed();
+    FOR EACH STATEMENT WHEN (false) EXECUTE FUNCTION resync.on_element_statement();

@@ -6,7 +6,7 @@ be resynced), each on a UE of its own, to a daemon started with its defaults. Bo
 on the server's clock where possible:
   start  clock_timestamp() as the writer's last statement before COMMIT (so the commit itself,
          WAL flush included, counts in the latency);
-  end    resync.run_history.finished_at (clock_timestamp() once the UE is written, just before
+  end    resync.job_runs.finished_at (clock_timestamp() once the UE is written, just before
          the daemon's COMMIT); started_at gives the pickup, comparable to the baseline's.
 The baseline's end is the no-op handler's time.time() (the host's clock: the server's when it
 is local, as the embedded one is). Makes docs/latency.png (full mode) with matplotlib.
@@ -37,7 +37,7 @@ from bench.workload import element_of, load_catalogue
 NAME = "latency"
 TITLE = "commit (deferred mode) → UE resynced by the daemon, vs pgqueuer enqueue → handler"
 GAP = (0.010, 0.050)
-TABLES = ("resync.pgqueuer", "resync.pgqueuer_log", "resync.run_history")
+TABLES = ("resync.pgqueuer", "resync.pgqueuer_log", "resync.job_runs")
 
 
 def measure(b: Bench, pooler: str | None = None) -> None:
@@ -91,7 +91,7 @@ def measure(b: Bench, pooler: str | None = None) -> None:
                 def runs() -> list[tuple[int, Any, Any]]:
                     daemons.check_alive(proc)
                     rows = conn.execute(
-                        "SELECT course_unit_id, started_at, finished_at FROM resync.run_history "
+                        "SELECT course_unit_id, started_at, finished_at FROM resync.job_runs "
                         "WHERE outcome = 'succeeded' AND course_unit_id BETWEEN %s AND %s",
                         (mine[0], mine[-1]),
                     ).fetchall()

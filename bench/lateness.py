@@ -1,6 +1,6 @@
 """Lateness of delayed jobs: resyncs requested due in 1–5 s (`resync.request(unit, reason,
 delay)`, one UE each, requested at random moments), run by a daemon with its defaults; lateness
-is resync.run_history.started_at − the job's execute_after, both on the server's clock.
+is resync.job_runs.started_at − the job's execute_after, both on the server's clock.
 
 No baseline is set by the issue; for reference the same schedule is run, alternately, by
 pgqueuer's stock QueueManager with a no-op entrypoint (handler start − execute_after)."""
@@ -19,7 +19,7 @@ from bench.workload import load_catalogue
 
 NAME = "lateness"
 TITLE = "lateness of delayed jobs (due in 1–5 s): run started − execute_after"
-TABLES = ("resync.pgqueuer", "resync.pgqueuer_log", "resync.run_history")
+TABLES = ("resync.pgqueuer", "resync.pgqueuer_log", "resync.job_runs")
 
 
 def measure(b: Bench) -> None:
@@ -74,7 +74,7 @@ def measure(b: Bench) -> None:
                     daemons.check_alive(proc)
                     rows = conn.execute(
                         "SELECT job_id, extract(epoch FROM started_at)::float8 "
-                        "FROM resync.run_history WHERE outcome = 'succeeded' AND job_id = ANY(%s)",
+                        "FROM resync.job_runs WHERE outcome = 'succeeded' AND job_id = ANY(%s)",
                         (list(due),),
                     ).fetchall()
                     return rows if len(rows) >= len(due) else []

@@ -162,7 +162,7 @@ def measure(b: Bench) -> None:
     seconds = time.monotonic() - began
     with b.connect() as conn:
         ok = conn.execute(
-            "SELECT count(*) FROM resync.run_history WHERE outcome = 'succeeded'"
+            "SELECT count(*) FROM resync.job_runs WHERE outcome = 'succeeded'"
         ).fetchone()[0]
         left = conn.execute("SELECT count(*) FROM resync.drift").fetchone()[0]
     if ok != queued or queued != units or left:

@@ -42,12 +42,13 @@ ROUTED = ROOT / "bench" / "floor_routed.sql"
 
 # What floor_triggers.sql replaces, as statements that re-create it.
 DEFINITIONS = """
-SELECT pg_get_functiondef('resync.on_element_row_changed()'::regprocedure)
+SELECT pg_get_functiondef('resync.on_element_row()'::regprocedure)
 UNION ALL
 SELECT regexp_replace(pg_get_triggerdef(t.oid), '^CREATE TRIGGER', 'CREATE OR REPLACE TRIGGER')
 FROM pg_trigger t
 WHERE t.tgrelid = 'public.course_unit_elements'::regclass
-  AND t.tgname IN ('course_unit_elements_resync_row', 'course_unit_elements_resync_update')
+  AND t.tgname IN ('course_unit_elements_resync_row',
+                   'course_unit_elements_resync_statement_update')
 """
 
 

@@ -7,7 +7,7 @@ Lag from commit to consistent, per element change (one UE touched by one committ
   - synced inline (its statement's sync succeeded): 0, consistent at commit;
   - deferred (the sync failed, or mode 'deferred'): consistent at the first of
       * the end of a succeeded daemon resync of that UE that started after the writer sent its
-        COMMIT (run_history.started_at ≥ b; the resync's transaction starts later still, so it
+        COMMIT (job_runs.started_at ≥ b; the resync's transaction starts later still, so it
         reads the change), or
       * the COMMIT of a later writer transaction that synced that UE inline and began after
         this change's COMMIT returned (its sync reads every commit before it);
@@ -86,7 +86,7 @@ def runs_by_unit(conn: psycopg.Connection) -> dict[int, list[tuple[float, float]
     out: dict[int, list[tuple[float, float]]] = defaultdict(list)
     for u, s, f in conn.execute(
         "SELECT course_unit_id, extract(epoch FROM started_at)::float8, "
-        "extract(epoch FROM finished_at)::float8 FROM resync.run_history "
+        "extract(epoch FROM finished_at)::float8 FROM resync.job_runs "
         "WHERE outcome IN ('succeeded', 'missing_unit') AND course_unit_id IS NOT NULL "
         "ORDER BY course_unit_id, started_at"
     ):
@@ -164,7 +164,7 @@ def overlapping_resyncs(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
         WITH spans AS (
             SELECT id, course_unit_id, worker_id, locked_at, finished_at,
                    max(finished_at) OVER w AS earlier_end
-            FROM resync.run_history
+            FROM resync.job_runs
             WHERE outcome = 'succeeded' AND locked_at IS NOT NULL
             WINDOW w AS (PARTITION BY course_unit_id ORDER BY locked_at, id
                          ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
@@ -188,7 +188,7 @@ def failed_jobs(conn: psycopg.Connection) -> list[tuple[int, str | None, str]]:
 def failed_runs_elsewhere(conn: psycopg.Connection, poison: int) -> list[tuple[Any, ...]]:
     """Runs that ended failed or invalid on another UE than the poison one."""
     return conn.execute(
-        "SELECT id, job_id, course_unit_id, outcome, error FROM resync.run_history "
+        "SELECT id, job_id, course_unit_id, outcome, error FROM resync.job_runs "
         "WHERE outcome IN ('failed', 'invalid') "
         "AND course_unit_id IS DISTINCT FROM %s ORDER BY id LIMIT 20",
         (poison,),
@@ -225,7 +225,7 @@ def sync_failure_jobs_lost(conn: psycopg.Connection, poison: int, sweep_at: floa
             SELECT count(*) FROM resync.sync_failures f
             WHERE f.job_id IS NOT NULL AND f.course_unit_id <> %(poison)s
               AND NOT EXISTS (
-                SELECT 1 FROM resync.run_history r
+                SELECT 1 FROM resync.job_runs r
                 WHERE r.course_unit_id = f.course_unit_id
                   AND r.outcome IN ('succeeded', 'missing_unit')
                   AND r.started_at >= f.failed_at
@@ -253,7 +253,7 @@ def sync_failure_last_job_missing(conn: psycopg.Connection, poison: int) -> list
 def figures(conn: psycopg.Connection) -> dict[str, Any]:
     outcomes = dict(
         conn.execute(
-            "SELECT outcome, count(*) FROM resync.run_history GROUP BY 1 ORDER BY 1"
+            "SELECT outcome, count(*) FROM resync.job_runs GROUP BY 1 ORDER BY 1"
         ).fetchall()
     )
     failures = [
@@ -267,13 +267,13 @@ def figures(conn: psycopg.Connection) -> dict[str, Any]:
         dict(
             conn.execute(
                 "SELECT regexp_replace(reason, '_after_.*', '_after_*'), count(DISTINCT job_id) "
-                "FROM resync.run_history WHERE reason IS NOT NULL GROUP BY 1"
+                "FROM resync.job_runs WHERE reason IS NOT NULL GROUP BY 1"
             ).fetchall()
         )
     )
     return {
         "runs_by_outcome": outcomes,
-        "jobs_run": int(one(conn, "SELECT count(DISTINCT job_id) FROM resync.run_history")),
+        "jobs_run": int(one(conn, "SELECT count(DISTINCT job_id) FROM resync.job_runs")),
         "sync_failures": failures,
         "jobs_by_reason": dict(job_reasons.most_common()),
         "workers_registered": int(one(conn, "SELECT count(*) FROM resync.workers")),

@@ -113,7 +113,7 @@ class Faults:
         try:
             with psycopg.connect(self.server.dsn, autocommit=True, connect_timeout=3) as conn:
                 rows = conn.execute(
-                    "SELECT DISTINCT w.pid FROM resync.run_history r "
+                    "SELECT DISTINCT w.pid FROM resync.job_runs r "
                     "JOIN resync.workers w ON w.id = r.worker_id WHERE r.outcome = 'running'"
                 ).fetchall()
         except psycopg.Error:

@@ -281,7 +281,7 @@ class ChaosRun:
         try:
             with self.connect() as conn:
                 q = checks.queue_state(conn)
-                runs = checks.one(conn, "SELECT count(*) FROM resync.run_history")
+                runs = checks.one(conn, "SELECT count(*) FROM resync.job_runs")
                 fails = checks.one(conn, "SELECT count(*) FROM resync.sync_failures")
         except psycopg.Error as exc:
             return f"(server unreachable: {str(exc).strip().splitlines()[0]})"
@@ -375,7 +375,7 @@ class ChaosRun:
                 " AND w.stopped_at IS NULL AND w.heartbeat_at > now() - interval '30 seconds')",
             )
             running = checks.one(
-                conn, "SELECT count(*) FROM resync.run_history WHERE outcome = 'running'"
+                conn, "SELECT count(*) FROM resync.job_runs WHERE outcome = 'running'"
             )
             if stuck_due or stuck_picked or running:
                 self.fail(

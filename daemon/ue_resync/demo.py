@@ -328,7 +328,7 @@ def _walkthrough(server: embedded.EmbeddedServer, uri: str) -> int:
             )
             for attempt, outcome, error in conn.execute(
                 "SELECT attempt, outcome, error FROM resync.job_runs WHERE job_id = %s "
-                "ORDER BY run_id",
+                "ORDER BY id",
                 (failed_job,),
             ):
                 _say(f"  attempt {attempt}: {outcome} — {error}")

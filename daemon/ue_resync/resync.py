@@ -1,6 +1,6 @@
 """The resync of a batch of UEs by the daemon: SQL in, results out.
 
-Each attempt is recorded in `resync.run_history`: opened (and committed) before the resync, so a
+Each attempt is recorded in `resync.job_runs`: opened (and committed) before the resync, so a
 daemon that dies mid-resync leaves a 'running' row the next daemon counts; closed in the resync's
 own transaction on success, or in a transaction of its own after a failure."""
 

@@ -37,7 +37,7 @@ def live_workers(conn: psycopg.Connection) -> int:
 
 def run_state(conn: psycopg.Connection, job: int) -> list[tuple[int, str]]:
     return conn.execute(
-        "SELECT attempt, outcome FROM resync.run_history WHERE job_id = %s ORDER BY id", (job,)
+        "SELECT attempt, outcome FROM resync.job_runs WHERE job_id = %s ORDER BY id", (job,)
     ).fetchall()
 
 
@@ -118,7 +118,7 @@ def test_stop_when_empty_drains_what_is_due(conn, dsn, tmp_path):
     proc = start_daemon(dsn, tmp_path, UE_RESYNC_STOP_WHEN_EMPTY="true")
     assert proc.wait(60) == 0
     done = conn.execute(
-        "SELECT count(*) FROM resync.run_history WHERE outcome = 'succeeded' AND job_id = ANY(%s)",
+        "SELECT count(*) FROM resync.job_runs WHERE outcome = 'succeeded' AND job_id = ANY(%s)",
         (jobs,),
     ).fetchone()[0]
     assert done == 30

@@ -200,7 +200,7 @@ def drain_and_check(scene: dict, conn: psycopg.Connection, outage_jobs: list[int
 
     catalog.wait_for(drained, 30, "the promoted database to drain to no drift")
     ran = conn.execute(
-        "SELECT count(DISTINCT job_id) FROM resync.run_history "
+        "SELECT count(DISTINCT job_id) FROM resync.job_runs "
         "WHERE job_id = ANY(%s) AND outcome = 'succeeded'",
         (outage_jobs,),
     ).fetchone()[0]

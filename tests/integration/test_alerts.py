@@ -1,6 +1,7 @@
-"""resync.alerts and resync.prune_history (sql/0009): each alert fires on the state it is
-about and not without it; pruning keeps failures and recent rows. The clock is moved by
-seeding timestamps in the past, or by pruning with p_now in the future."""
+"""resync.alerts and resync.prune_history (sql/definitions/monitoring_views.sql and
+operator_functions.sql): each alert fires on the state it is about and not without it; pruning keeps
+failures and recent rows. The clock is moved by seeding timestamps in the past, or by pruning with
+p_now in the future."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def unit_failure(
     conn: psycopg.Connection, unit: int, ago: str = "1 hour", outcome: str = "retrying"
 ) -> None:
     conn.execute(
-        "INSERT INTO resync.run_history (job_id, course_unit_id, attempt, outcome, started_at, "
+        "INSERT INTO resync.job_runs (job_id, course_unit_id, attempt, outcome, started_at, "
         "finished_at, error) VALUES (1, %s, 1, %s, now() - %s::interval, now() - %s::interval, "
         "'canceling statement due to statement timeout')",
         (unit, outcome, ago, ago),
@@ -218,8 +219,8 @@ def test_critical_alerts_come_first(conn):
 
 
 def test_thresholds_are_settings(conn):
-    conn.execute("UPDATE resync.settings SET value = '0' WHERE name = 'queued_jobs'")
-    conn.execute("UPDATE resync.settings SET value = '2 hours' WHERE name = 'due_job_wait'")
+    conn.execute("UPDATE resync.thresholds SET value = '0' WHERE name = 'queued_jobs'")
+    conn.execute("UPDATE resync.thresholds SET value = '2 hours' WHERE name = 'due_job_wait'")
     live_worker(conn)
     due_job(conn, "1 hour")
     alert = only(conn, "queued_jobs")
@@ -227,7 +228,7 @@ def test_thresholds_are_settings(conn):
     assert "due_job_wait" not in fired(conn)
 
     # a deleted row falls back to its default
-    conn.execute("DELETE FROM resync.settings WHERE name IN ('queued_jobs', 'due_job_wait')")
+    conn.execute("DELETE FROM resync.thresholds WHERE name IN ('queued_jobs', 'due_job_wait')")
     assert fired(conn) == ["due_job_wait"]
 
 
@@ -243,11 +244,11 @@ def test_thresholds_are_settings(conn):
 )
 def test_a_bad_setting_is_refused_on_write(conn, name, value, error):
     with pytest.raises(error):
-        conn.execute("UPDATE resync.settings SET value = %s WHERE name = %s", (value, name))
+        conn.execute("UPDATE resync.thresholds SET value = %s WHERE name = %s", (value, name))
 
 
 def test_every_setting_has_a_description(conn):
-    rows = dict(conn.execute("SELECT name, description FROM resync.settings").fetchall())
+    rows = dict(conn.execute("SELECT name, description FROM resync.thresholds").fetchall())
     assert set(rows) == {
         "failed_jobs_last_hour",
         "queued_jobs",
@@ -264,7 +265,7 @@ def test_every_setting_has_a_description(conn):
 
 def counts(conn: psycopg.Connection) -> dict[str, int]:
     row = conn.execute(
-        "SELECT (SELECT count(*) FROM resync.run_history), "
+        "SELECT (SELECT count(*) FROM resync.job_runs), "
         "       (SELECT count(*) FROM resync.pgqueuer_log), "
         "       (SELECT count(*) FROM resync.pgqueuer_statistics), "
         "       (SELECT count(*) FROM resync.sync_failures), "
@@ -298,12 +299,12 @@ def seed_history(conn: psycopg.Connection) -> dict[str, Any]:
     ]
     for job, outcome, worker in runs:
         conn.execute(
-            "INSERT INTO resync.run_history (job_id, course_unit_id, attempt, outcome, "
+            "INSERT INTO resync.job_runs (job_id, course_unit_id, attempt, outcome, "
             "worker_id, finished_at) VALUES (%s, %s, 1, %s, %s, now())",
             (job, u, outcome, worker),
         )
     conn.execute(
-        "INSERT INTO resync.run_history (job_id, course_unit_id, attempt, worker_id) "
+        "INSERT INTO resync.job_runs (job_id, course_unit_id, attempt, worker_id) "
         "VALUES (%s, %s, 1, %s)",
         (running, u, held_worker),
     )
@@ -359,9 +360,7 @@ def test_prune_deletes_old_history_and_keeps_what_a_held_job_needs(conn):
     after = counts(conn)
     assert deleted == sum(before.values()) - sum(after.values())
     assert after == {"runs": 3, "log": 1, "statistics": 0, "failures": 1, "workers": 1}
-    kept_runs = conn.execute(
-        "SELECT job_id, outcome FROM resync.run_history ORDER BY id"
-    ).fetchall()
+    kept_runs = conn.execute("SELECT job_id, outcome FROM resync.job_runs ORDER BY id").fetchall()
     assert kept_runs == [
         (seeded["held"], "retrying"),
         (seeded["held"], "failed"),
@@ -375,12 +374,12 @@ def test_prune_deletes_old_history_and_keeps_what_a_held_job_needs(conn):
     # once forgotten, the held job's history goes too (the open run stays)
     conn.execute("SELECT resync.forget_failed(%s)", (seeded["held"],))
     prune(conn, 31)
-    assert conn.execute("SELECT outcome FROM resync.run_history").fetchall() == [("running",)]
+    assert conn.execute("SELECT outcome FROM resync.job_runs").fetchall() == [("running",)]
 
 
 def test_prune_honours_the_retention_setting(conn):
     seed_history(conn)
-    conn.execute("UPDATE resync.settings SET value = '60 days' WHERE name = 'retention_success'")
+    conn.execute("UPDATE resync.thresholds SET value = '60 days' WHERE name = 'retention_success'")
     before = counts(conn)
     assert prune(conn, 31) == 0
     assert counts(conn) == before

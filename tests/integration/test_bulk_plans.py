@@ -1,4 +1,4 @@
-"""Plans of bulk statements (sql/0014).
+"""Plans of bulk statements (sql/definitions/element_triggers.sql and sync.sql).
 
 auto_explain shows each statement the triggers run. Transition tables have no statistics:
 from about 1,000 rows on, the planner sorted both of them for a merge join (spilling to disk at

@@ -1,4 +1,4 @@
-"""The views operators read (sql/0006): resync.expected, resync.drift and
+"""The views operators read (sql/definitions/consistency.sql): resync.expected, resync.drift and
 resync.validation_warnings."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Coalescing and the trailing debounce of deferred-mode events (sql/0011).
+"""Coalescing and the trailing debounce of deferred-mode events (sql/definitions/queueing.sql).
 
 The checks of due times work inside one transaction, where now() does not move: every due time
 and deadline is an exact offset from it. A job's state as if its first event came earlier is
@@ -349,7 +349,7 @@ def test_plans_made_on_an_empty_queue_still_use_the_index(conn, dsn):
     with psycopg.connect(dsn, autocommit=True) as writer:
         writer.execute("SET ue_resync.mode = deferred")
         # Enough calls for PL/pgSQL to settle on generic plans, each way taken: a new job and
-        # an event into a due job (resync.queue_jobs with its busy checks).
+        # an event into a due job (resync.enqueue with its busy checks).
         for e in elements[:6]:
             edit(writer, e)
             edit(writer, e)

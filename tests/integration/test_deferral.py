@@ -1,6 +1,7 @@
-"""When the inline sync cannot run (UE row locked, statement timeout, deadlock), when it is
-switched to deferred or off, and when a statement touches thousands of elements: the writer
-always commits, and the queue gets exactly the jobs the error policy asks for (sql/0004)."""
+"""When the inline sync cannot run (UE row locked, statement timeout, deadlock), when it is switched
+to deferred or off, and when a statement touches thousands of elements: the writer always commits,
+and the queue gets exactly the jobs the error policy asks for
+(sql/definitions/element_triggers.sql)."""
 
 from __future__ import annotations
 

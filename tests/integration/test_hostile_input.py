@@ -305,7 +305,7 @@ def test_garbage_jobs_fail_readably_while_good_jobs_run_promptly(
             catalog.wait_for(
                 lambda: (
                     conn.execute(
-                        "SELECT count(*) FROM resync.run_history WHERE job_id = %s "
+                        "SELECT count(*) FROM resync.job_runs WHERE job_id = %s "
                         "AND outcome = 'succeeded'",
                         (good_job,),
                     ).fetchone()[0]
@@ -338,7 +338,7 @@ def test_garbage_jobs_fail_readably_while_good_jobs_run_promptly(
             "SELECT j.id, coalesce(q.status::text, 'gone'), r.outcome, r.error "
             "FROM unnest(%s::bigint[]) j(id) "
             "LEFT JOIN resync.pgqueuer q ON q.id = j.id "
-            "LEFT JOIN LATERAL (SELECT outcome, error FROM resync.run_history h "
+            "LEFT JOIN LATERAL (SELECT outcome, error FROM resync.job_runs h "
             "  WHERE h.job_id = j.id ORDER BY h.id DESC LIMIT 1) r ON true",
             (list(inserted),),
         ).fetchall()

@@ -1,4 +1,4 @@
-"""The statement triggers run without JIT compilation (sql/0012).
+"""The statement triggers run without JIT compilation (sql/definitions/element_triggers.sql).
 
 On a server built with JIT (the system PostgreSQL 15 in CI; the embedded one has none), the
 statement path's read of the transition tables was compiled with LLVM once the statement was

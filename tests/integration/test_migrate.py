@@ -1,6 +1,8 @@
-"""The migrations (sql/) and their runner (daemon/ue_resync/migrate.py) against a real server:
-idempotence, concurrent installers, the psql path, a pre-existing Laravel database, the
-generated pgqueuer DDL and the checksum guard."""
+"""The schema files (sql/migrations, sql/definitions) and their runner
+(daemon/ue_resync/migrate.py) against a real server: idempotence, concurrent installers, the psql
+path, a pre-existing Laravel database, the generated pgqueuer DDL, the checksum guard, and the
+definitions applied again when one of them changes. A database migrated before the baseline:
+test_legacy_upgrade.py."""
 
 from __future__ import annotations
 
@@ -16,83 +18,22 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from tests import catalog
+from tests.schema import definitions_ledger, kinds, ledger, snapshot
 from ue_resync import migrate
 
 LATEST = migrate.code_version()
+BASELINE = migrate.available()[0].version
+EVERYTHING = [m.name for m in migrate.available()] + list(migrate.DEFINITIONS)
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
-
-# Everything ue-resync owns or changes, as comparable text: relations, columns, functions
-# (whole definitions), triggers, indexes, constraints, views, types, and the ledger.
-SNAPSHOT = """
-WITH
-rels AS (
-    SELECT c.oid, n.nspname, c.relname, c.relkind
-    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = 'resync'
-       OR (n.nspname = 'public' AND c.relname IN ('course_units', 'course_unit_elements'))
-)
-SELECT 'relation', format('%s.%s %s', nspname, relname, relkind) FROM rels
-UNION ALL
-SELECT 'column', format('%s.%s %s %s default %s', r.relname, a.attname,
-                        format_type(a.atttypid, a.atttypmod),
-                        CASE WHEN a.attnotnull THEN 'not null' ELSE 'null' END,
-                        pg_get_expr(d.adbin, d.adrelid))
-FROM rels r
-JOIN pg_attribute a ON a.attrelid = r.oid AND a.attnum > 0 AND NOT a.attisdropped
-LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-WHERE r.relkind IN ('r', 'v')
-UNION ALL
-SELECT 'function', pg_get_functiondef(p.oid)
-FROM pg_proc p WHERE p.pronamespace = 'resync'::regnamespace
-UNION ALL
-SELECT 'trigger', pg_get_triggerdef(t.oid)
-FROM pg_trigger t JOIN rels r ON r.oid = t.tgrelid WHERE NOT t.tgisinternal
-UNION ALL
-SELECT 'index', pg_get_indexdef(i.indexrelid)
-FROM pg_index i JOIN rels r ON r.oid = i.indrelid
-UNION ALL
-SELECT 'constraint', format('%s %s', con.conname, pg_get_constraintdef(con.oid))
-FROM pg_constraint con JOIN rels r ON r.oid = con.conrelid
-UNION ALL
-SELECT 'view', format('%s %s', r.relname, pg_get_viewdef(r.oid))
-FROM rels r WHERE r.relkind = 'v'
-UNION ALL
-SELECT 'type', format('%s %s', t.typname,
-                      (SELECT string_agg(e.enumlabel, ',' ORDER BY e.enumsortorder)
-                       FROM pg_enum e WHERE e.enumtypid = t.oid))
-FROM pg_type t WHERE t.typnamespace = 'resync'::regnamespace AND t.typtype = 'e'
-UNION ALL
-SELECT 'policy', format('%L %s %s %s', sqlstate_pattern, reason_prefix, delay, auto_resync)
-FROM resync.error_policy
-ORDER BY 1, 2
-"""
-
-
-def snapshot(dsn: str) -> list[tuple[str, str]]:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        return [(kind, text) for kind, text in conn.execute(SNAPSHOT).fetchall()]
-
-
-def ledger(dsn: str) -> list[tuple[int, str, str]]:
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        return [
-            tuple(r)
-            for r in conn.execute(
-                "SELECT version, name, checksum FROM resync.schema_migrations ORDER BY version"
-            ).fetchall()
-        ]
-
-
-def kinds(snap: list[tuple[str, str]]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for kind, _ in snap:
-        counts[kind] = counts.get(kind, 0) + 1
-    return counts
 
 
 def expected_ledger() -> list[tuple[int, str, str]]:
     return [(m.version, m.name, m.checksum) for m in migrate.available()]
+
+
+def expected_definitions() -> dict[str, str]:
+    return {d.name: d.checksum for d in migrate.definitions()}
 
 
 def psql_binary() -> str:
@@ -109,12 +50,14 @@ def psql_binary() -> str:
 
 def test_apply_on_an_empty_database_then_again(empty_dsn):
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
-        assert [m.version for m in migrate.pending(conn)] == list(range(1, LATEST + 1))
+        assert [m.version for m in migrate.pending(conn)] == list(range(BASELINE, LATEST + 1))
+        assert [s.name for s in migrate.plan(conn)] == EVERYTHING
         with pytest.raises(migrate.MigrationError, match="run `ue-resync migrate`"):
             migrate.check_current(conn)
         first = migrate.apply(conn)
-        assert [m.name for m in first] == [m.name for m in migrate.available()]
-        assert migrate.check_current(conn) == LATEST
+        assert [s.name for s in first] == EVERYTHING
+        assert migrate.check_current(conn) == migrate.code_schema_version()
+        assert migrate.code_schema_version().startswith(f"{LATEST}+")
     before = snapshot(empty_dsn)
     assert kinds(before)["function"] >= 20
     # 3 statement and 1 row trigger on elements, requests_enqueue, tg_pgqueuer_changed
@@ -122,33 +65,65 @@ def test_apply_on_an_empty_database_then_again(empty_dsn):
 
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         assert migrate.apply(conn) == []
-        assert migrate.pending(conn) == []
+        assert migrate.plan(conn) == []
         assert migrate.print_sql(conn) == ""
     assert snapshot(empty_dsn) == before
     assert ledger(empty_dsn) == expected_ledger()
+    assert definitions_ledger(empty_dsn) == expected_definitions()
 
 
-def test_reapplying_the_idempotent_files_changes_nothing(dsn):
-    """Every file but the generated pgqueuer DDL is written to be re-runnable."""
+def test_reapplying_the_rerunnable_files_changes_nothing(dsn):
+    """The definitions are written to be re-run, and so is 0015, on its own (by hand)."""
     before = snapshot(dsn)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        for m in migrate.available():
-            if m.version != 2:
-                with conn.transaction():
-                    conn.execute(m.text.encode("utf-8"))
+        for m in migrate.available()[1:]:
+            with conn.transaction():
+                conn.execute(m.text.encode("utf-8"))
+        assert snapshot(dsn) == before
+        with conn.transaction():
+            for d in migrate.definitions():
+                conn.execute(d.text.encode("utf-8"))
     assert snapshot(dsn) == before
+
+
+def test_a_changed_definitions_file_applies_them_all_again(conn, dsn):
+    """What tells migrate and the daemon that a definitions file changed is its checksum; all of
+    them are then applied again, and a file no longer shipped leaves the ledger."""
+    before = snapshot(dsn)
+    # As a database would look with an older sync.sql whose function was different:
+    conn.execute("ALTER FUNCTION resync.sync_units(bigint[], boolean, boolean) RESET ALL")
+    conn.execute("UPDATE resync.schema_definitions SET checksum = 'old' WHERE name = 'sync'")
+    conn.execute("INSERT INTO resync.schema_definitions (name, checksum) VALUES ('gone', 'x')")
+    assert snapshot(dsn) != before
+    with pytest.raises(migrate.MigrationError, match=f"at version {LATEST}[+].*: run `ue-resync"):
+        migrate.check_current(conn)
+    assert migrate.pending(conn) == []
+    assert [d.name for d in migrate.pending_definitions(conn)] == list(migrate.DEFINITIONS)
+    assert [s.name for s in migrate.apply(conn)] == list(migrate.DEFINITIONS)
+    assert snapshot(dsn) == before
+    assert definitions_ledger(dsn) == expected_definitions()
+    assert migrate.check_current(conn) == migrate.code_schema_version()
+
+
+def test_the_definitions_files_are_the_listed_ones(tmp_path):
+    for name in migrate.DEFINITIONS:
+        (tmp_path / f"{name}.sql").write_text("SELECT 1;\n")
+    assert [d.name for d in migrate.definitions(tmp_path)] == list(migrate.DEFINITIONS)
+    (tmp_path / "stray.sql").write_text("SELECT 1;\n")
+    with pytest.raises(migrate.MigrationError, match="must be exactly sync, queueing"):
+        migrate.definitions(tmp_path)
 
 
 def test_two_installers_at_once(empty_dsn):
     """Both wait on the lock with the same plan; the second must see what the first recorded
-    (a to_regclass() ledger check read a stale cache there and re-ran 0001)."""
-    results: dict[str, list[int]] = {}
+    (a to_regclass() ledger check read a stale cache there and re-ran the first file)."""
+    results: dict[str, list[str]] = {}
     errors: list[BaseException] = []
 
     def install(name: str) -> None:
         try:
             with psycopg.connect(empty_dsn, autocommit=True) as conn:
-                results[name] = [m.version for m in migrate.apply(conn)]
+                results[name] = [s.name for s in migrate.apply(conn)]
         except BaseException as exc:
             errors.append(exc)
 
@@ -171,8 +146,10 @@ def test_two_installers_at_once(empty_dsn):
             t.join(60)
             assert not t.is_alive()
     assert errors == []
-    assert sorted(results["a"] + results["b"]) == list(range(1, LATEST + 1))  # each applied once
+    # One applies everything, in one transaction; the other waited, then found nothing to do.
+    assert sorted([results["a"], results["b"]]) == [[], EVERYTHING]
     assert ledger(empty_dsn) == expected_ledger()
+    assert definitions_ledger(empty_dsn) == expected_definitions()
 
 
 # --- print_sql | psql ------------------------------------------------------------------------
@@ -181,8 +158,13 @@ def test_two_installers_at_once(empty_dsn):
 def test_print_sql_piped_into_psql_builds_the_same_schema(empty_dsn, dsn):
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         script = migrate.print_sql(conn)
-    assert script.startswith(f"-- ue-resync: {LATEST} pending migration(s)")
-    assert script.count("BEGIN;") == LATEST and script.count("COMMIT;") == LATEST
+    numbered = LATEST - BASELINE + 1
+    definitions = len(migrate.DEFINITIONS)
+    assert script.startswith(
+        f"-- ue-resync: {numbered} pending migration(s), {definitions} definitions file(s)"
+    )
+    # One transaction, as apply() runs it.
+    assert script.count("\nBEGIN;\n") == 1 and script.rstrip().endswith("\nCOMMIT;")
 
     params = conninfo_to_dict(empty_dsn)
     env = {**os.environ}
@@ -201,8 +183,9 @@ def test_print_sql_piped_into_psql_builds_the_same_schema(empty_dsn, dsn):
 
     assert snapshot(empty_dsn) == snapshot(dsn)  # dsn: migrated by apply()
     assert ledger(empty_dsn) == ledger(dsn) == expected_ledger()
+    assert definitions_ledger(empty_dsn) == definitions_ledger(dsn) == expected_definitions()
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
-        assert migrate.pending(conn) == []
+        assert migrate.plan(conn) == []
         assert migrate.print_sql(conn) == ""
         # And the result works.
         u = catalog.unit(conn)
@@ -290,7 +273,7 @@ def test_laravel_database_migrates_without_rewriting_rows(empty_dsn):
         conn.execute(LARAVEL_SCHEMA)
         before = _laravel_state(conn)
 
-        assert len(migrate.apply(conn)) == LATEST
+        assert [s.name for s in migrate.apply(conn)] == EVERYTHING
 
         # Same rows, same physical tuples (ctid, xmin), same files: nothing rewritten.
         assert _laravel_state(conn) == before
@@ -398,15 +381,18 @@ def test_pgqueuer_ddl_is_what_the_installed_pgqueuer_renders():
     rendered = render_install(
         DBSettings(db_schema="resync", channel="ue_resync"), create_schema=False
     )
-    text = (SQL_DIR / "0002_pgqueuer_1_6_0.sql").read_text("utf-8")
+    text = (SQL_DIR / "migrations" / "0014_baseline.sql").read_text("utf-8")
     assert rendered.strip()
     assert rendered in text
 
 
 def test_editing_an_applied_migration_is_refused(conn):
     assert migrate.pending(conn) == []
-    conn.execute("UPDATE resync.schema_migrations SET checksum = repeat('0', 64) WHERE version = 4")
-    with pytest.raises(migrate.MigrationError, match="0004_sync was applied with another content"):
+    conn.execute(
+        "UPDATE resync.schema_migrations SET checksum = repeat('0', 64) WHERE version = %s",
+        (LATEST,),
+    )
+    with pytest.raises(migrate.MigrationError, match=f"{migrate.available()[-1].name} was applied"):
         migrate.pending(conn)
     with pytest.raises(migrate.MigrationError):
         migrate.apply(conn)
@@ -416,8 +402,8 @@ def test_editing_an_applied_migration_is_refused(conn):
 
 def test_a_newer_database_is_refused(conn):
     conn.execute(
-        "INSERT INTO resync.schema_migrations (version, name, checksum) "
-        "VALUES (%s, 'future', 'x')", (LATEST + 1,)
+        "INSERT INTO resync.schema_migrations (version, name, checksum) VALUES (%s, 'future', 'x')",
+        (LATEST + 1,),
     )
     with pytest.raises(migrate.MigrationError, match="newer than this ue-resync"):
         migrate.pending(conn)
@@ -428,7 +414,19 @@ def test_a_newer_database_is_refused(conn):
 def test_an_older_database_is_reported(conn):
     conn.execute("DELETE FROM resync.schema_migrations WHERE version = %s", (LATEST,))
     with pytest.raises(
-        migrate.MigrationError, match=f"at version {LATEST - 1}, this ue-resync needs {LATEST}"
+        migrate.MigrationError,
+        match=rf"at version {LATEST - 1}[+]\w{{8}}, this ue-resync needs {LATEST}[+]\w{{8}}: run",
     ):
         migrate.check_current(conn)
     assert [m.version for m in migrate.pending(conn)] == [LATEST]
+
+
+def test_a_database_older_than_the_baseline_is_refused(conn):
+    conn.execute("DELETE FROM resync.schema_migrations WHERE version >= %s", (BASELINE,))
+    conn.execute(
+        "INSERT INTO resync.schema_migrations (version, name, checksum) VALUES (3, 'old', 'x')"
+    )
+    with pytest.raises(migrate.MigrationError, match="older than this ue-resync's baseline"):
+        migrate.pending(conn)
+    with pytest.raises(migrate.MigrationError, match="run `ue-resync migrate`"):
+        migrate.check_current(conn)

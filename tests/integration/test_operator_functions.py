@@ -1,5 +1,5 @@
-"""The operator functions of sql/0007 over the queue: retry_failed, forget_failed,
-clear_queue, and the daemon's fail_unknown_entrypoints."""
+"""The operator functions of sql/definitions/operator_functions.sql over the queue: retry_failed,
+forget_failed, clear_queue, and the daemon's fail_unknown_entrypoints."""
 
 from __future__ import annotations
 
@@ -226,7 +226,7 @@ def test_fail_unknown_entrypoints(conn):
     }
     runs = conn.execute(
         "SELECT job_id, course_unit_id, attempt, worker_id, outcome, error, "
-        "       finished_at IS NOT NULL FROM resync.run_history"
+        "       finished_at IS NOT NULL FROM resync.job_runs"
     ).fetchall()
     assert runs == [(stray, None, 1, worker, "invalid", message, True)]
     [failed] = conn.execute(

@@ -42,7 +42,7 @@ class ResyncMachine(RuleBasedStateMachine):
         self.conn = psycopg.connect(self.dsn, autocommit=True)
         self.conn.execute(
             "TRUNCATE course_unit_elements, course_units, resync.pgqueuer, resync.sync_failures, "
-            "resync.run_history, resync.requests RESTART IDENTITY CASCADE"
+            "resync.job_runs, resync.requests RESTART IDENTITY CASCADE"
         )
         # A short lock wait: the lock-holder rule makes inline syncs time out quickly.
         self.conn.execute("SET ue_resync.lock_timeout = '20ms'")

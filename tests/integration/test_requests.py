@@ -1,5 +1,5 @@
-"""What an operator types in psql (sql/0005): INSERT INTO resync.requests, resync.request(),
-resync.sync_now()."""
+"""What an operator types in psql (sql/definitions/requests.sql): INSERT INTO resync.requests,
+resync.request(), resync.sync_now()."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
-"""Least privilege (sql/0008, 0009): each role's boundary, proven with login roles on a real
-server. Roles are cluster-wide: every login role made here has a unique name and is dropped
-when its test ends, whatever the outcome.
+"""Least privilege (sql/definitions/roles_and_grants.sql): each role's boundary, proven with
+login roles on a real server. Roles are cluster-wide: every login role made here has a unique
+name and is dropped when its test ends, whatever the outcome.
 
 What each role may do, and what these tests hold it to:
-- resync_monitor reads the operator views (and nothing else: no table, no function that
-  writes);
+- resync_monitor reads the operator views and the run history with its workers' table (and
+  nothing else: no other table, no function that writes);
 - resync_requester inserts requests (only the columns a request is made of), calls
   resync.request(), and reads the request log (resync.requests, so INSERT … RETURNING works);
   it reads nothing else: not the queue, not the run history, not the catalogue;
@@ -40,16 +40,16 @@ from psycopg.conninfo import make_conninfo
 from tests import catalog
 from ue_resync.worker import PGQ_SETTINGS
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql" / "definitions"
 GROUP_ROLES = ("resync_worker", "resync_monitor", "resync_requester")
 MONITOR_VIEWS = (
     "queue_status",
     "failed_jobs",
-    "job_runs",
     "drift",
     "validation_warnings",
     "alerts",
 )
+MONITOR_TABLES = ("job_runs", "workers")
 _serial = itertools.count()
 
 
@@ -117,7 +117,7 @@ def seed_operator_state(conn: psycopg.Connection) -> dict[str, int]:
         (failed,),
     )
     conn.execute(
-        "INSERT INTO resync.run_history (job_id, course_unit_id, attempt, outcome, finished_at, "
+        "INSERT INTO resync.job_runs (job_id, course_unit_id, attempt, outcome, finished_at, "
         "error) VALUES (%s, %s, 1, 'failed', now(), 'boom')",
         (failed, drifted),
     )
@@ -155,8 +155,8 @@ def test_the_group_roles_exist_and_cannot_log_in(conn):
 
 
 def test_no_resync_function_is_executable_by_public(conn):
-    # PostgreSQL grants EXECUTE to PUBLIC on every new function: a migration adding one must
-    # revoke it (sql/0008 explains why).
+    # PostgreSQL grants EXECUTE to PUBLIC on every new function: roles_and_grants.sql takes it
+    # back from every function of the schema (and says why).
     leaking = conn.execute(
         "SELECT p.oid::regprocedure::text FROM pg_proc p "
         "WHERE p.pronamespace = 'resync'::regnamespace "
@@ -189,11 +189,22 @@ def acl_snapshot(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
     ).fetchall()
 
 
-def test_the_role_migrations_run_again_without_change(conn):
+def test_the_grants_run_again_without_change(conn):
     before = acl_snapshot(conn)
     with conn.transaction():
-        for name in ("0008_roles.sql", "0009_alerts_housekeeping.sql"):
-            conn.execute((SQL_DIR / name).read_text("utf-8").encode("utf-8"))
+        conn.execute((SQL_DIR / "roles_and_grants.sql").read_text("utf-8").encode("utf-8"))
+    assert acl_snapshot(conn) == before
+
+
+def test_the_grants_file_takes_back_what_it_does_not_grant(conn):
+    """A right granted by an earlier version (or by hand) to one of the three roles does not
+    survive the next application of the definitions."""
+    before = acl_snapshot(conn)
+    conn.execute("GRANT SELECT ON resync.pgqueuer, resync.thresholds TO resync_monitor")
+    conn.execute("GRANT EXECUTE ON FUNCTION resync.clear_queue() TO resync_requester, PUBLIC")
+    assert acl_snapshot(conn) != before
+    with conn.transaction():
+        conn.execute((SQL_DIR / "roles_and_grants.sql").read_text("utf-8").encode("utf-8"))
     assert acl_snapshot(conn) == before
 
 
@@ -203,7 +214,7 @@ def test_the_role_migrations_run_again_without_change(conn):
 def test_monitor_reads_every_view(conn, login):
     seeded = seed_operator_state(conn)
     with login("monitor", "resync_monitor").connect() as mon:
-        for view in MONITOR_VIEWS:
+        for view in MONITOR_VIEWS + MONITOR_TABLES:
             mon.execute(f"SELECT * FROM resync.{view}").fetchall()
         assert scalar(mon, "SELECT queued FROM resync.queue_status") == 0
         assert scalar(mon, "SELECT job_id FROM resync.failed_jobs") == seeded["failed_job"]
@@ -215,7 +226,7 @@ def test_monitor_reads_every_view(conn, login):
         assert mon.execute("SELECT name FROM resync.alerts WHERE name = 'drift'").fetchall()
 
 
-def test_monitor_writes_nothing_and_reads_no_table(conn, login):
+def test_monitor_writes_nothing_and_reads_no_other_table(conn, login):
     seeded = seed_operator_state(conn)
     u = seeded["drifted"]
     with login("monitor", "resync_monitor").connect() as mon:
@@ -223,16 +234,16 @@ def test_monitor_writes_nothing_and_reads_no_table(conn, login):
             "INSERT INTO resync.requests (course_unit_id) VALUES (%(u)s)",
             "UPDATE resync.pgqueuer SET priority = 1",
             "DELETE FROM resync.pgqueuer",
-            "DELETE FROM resync.run_history",
+            "DELETE FROM resync.job_runs",
             "INSERT INTO resync.workers (id, hostname, pid, version) "
             "VALUES (gen_random_uuid(), 'x', 1, 'x')",
-            "UPDATE resync.settings SET value = '1000'",
+            "UPDATE resync.thresholds SET value = '1000'",
             "UPDATE resync.error_policy SET auto_resync = false",
             "UPDATE course_units SET credits = 0",
             "DELETE FROM course_unit_elements",
             "SELECT * FROM resync.pgqueuer",
-            "SELECT * FROM resync.run_history",
-            "SELECT * FROM resync.settings",
+            "SELECT * FROM resync.sync_failures",
+            "SELECT * FROM resync.thresholds",
             "SELECT * FROM course_units",
             "SELECT resync.request(%(u)s)",
             "SELECT resync.sync_now(%(u)s)",
@@ -282,12 +293,11 @@ def test_requester_touches_neither_the_queue_nor_other_tables(conn, login):
             "DELETE FROM resync.pgqueuer WHERE id = %(job)s",
             "TRUNCATE resync.pgqueuer",
             "SELECT * FROM resync.pgqueuer_log",
-            "SELECT * FROM resync.run_history",
+            "SELECT * FROM resync.job_runs",
             "SELECT * FROM resync.sync_failures",
             "SELECT * FROM resync.workers",
-            "SELECT * FROM resync.settings",
+            "SELECT * FROM resync.thresholds",
             "SELECT * FROM resync.queue_status",
-            "SELECT * FROM resync.job_runs",
             "SELECT * FROM resync.failed_jobs",
             "SELECT * FROM resync.alerts",
             "SELECT * FROM course_units",
@@ -323,7 +333,7 @@ def test_an_application_role_without_queue_rights_syncs_inline(conn, login):
     app = login("app", *APP_GRANTS)
     assert not scalar(
         conn,
-        "SELECT has_function_privilege(%s, 'resync.on_elements_changed()', 'EXECUTE') "
+        "SELECT has_function_privilege(%s, 'resync.on_element_statement()', 'EXECUTE') "
         "    OR has_schema_privilege(%s, 'resync', 'USAGE')",
         (app.name, app.name),
     )
@@ -551,10 +561,10 @@ def test_worker_cannot_write_the_catalogue_or_act_as_an_operator(conn, login):
             "INSERT INTO resync.pgqueuer (priority, entrypoint, status) "
             "VALUES (0, 'resync_course_unit', 'queued')",
             "TRUNCATE resync.pgqueuer",
-            "DELETE FROM resync.run_history",
+            "DELETE FROM resync.job_runs",
             "DELETE FROM resync.pgqueuer_log",
             "INSERT INTO resync.requests (course_unit_id) VALUES (%(u)s)",
-            "UPDATE resync.settings SET value = '1'",
+            "UPDATE resync.thresholds SET value = '1'",
             "UPDATE resync.error_policy SET auto_resync = false",
             "SELECT * FROM resync.clear_queue()",
             "SELECT resync.forget_failed(NULL)",

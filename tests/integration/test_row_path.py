@@ -1,5 +1,6 @@
-"""The single-row fast path (sql/0010): which trigger does the work for which statement, and
-the optimistic one-statement sync falling back to the locking sync when the UE row moved on."""
+"""The single-row fast path (sql/definitions/element_triggers.sql): which trigger does the work for
+which statement, and the optimistic one-statement sync falling back to the locking sync when the UE
+row moved on."""
 
 from __future__ import annotations
 

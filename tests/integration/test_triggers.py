@@ -1,5 +1,5 @@
-"""The element triggers in inline mode (sql/0004): what a single write to course_unit_elements
-does to its course unit(s), field by field, and what it leaves alone."""
+"""The element triggers in inline mode (sql/definitions/element_triggers.sql): what a single write
+to course_unit_elements does to its course unit(s), field by field, and what it leaves alone."""
 
 from __future__ import annotations
 

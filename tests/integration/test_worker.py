@@ -30,7 +30,7 @@ CREATE TRIGGER poison BEFORE UPDATE ON public.course_units
 async def outcomes(dsn: str, job_id: int) -> list[tuple[int, str]]:
     rows = await fetch(
         dsn,
-        "SELECT attempt, outcome FROM resync.run_history WHERE job_id = %s ORDER BY id",
+        "SELECT attempt, outcome FROM resync.job_runs WHERE job_id = %s ORDER BY id",
         job_id,
     )
     return [(a, o) for a, o in rows]
@@ -72,9 +72,7 @@ async def test_a_deferred_job_runs_when_due_not_before(conn, dsn):
             "SELECT execute_after FROM resync.pgqueuer WHERE id = %s", (job,)
         ).fetchone()[0]
         await catalog.await_for(lambda: job_done(dsn, job), 10, "the deferred job")
-    started = await fetch_one(
-        dsn, "SELECT started_at FROM resync.run_history WHERE job_id = %s", job
-    )
+    started = await fetch_one(dsn, "SELECT started_at FROM resync.job_runs WHERE job_id = %s", job)
     lateness = (started - due).total_seconds()
     assert 0 <= lateness < 1.0, lateness  # a timer, not the 30 s poll
 
@@ -99,7 +97,7 @@ async def test_retry_schedule_then_failed(conn, dsn, tries, delays):
     runs = await fetch(
         dsn,
         "SELECT attempt, outcome, started_at, sqlstate, error "
-        "FROM resync.run_history WHERE job_id = %s ORDER BY id",
+        "FROM resync.job_runs WHERE job_id = %s ORDER BY id",
         job,
     )
     assert [(r[0], r[1]) for r in runs] == (
@@ -187,7 +185,7 @@ async def test_a_job_left_running_by_a_dead_worker_is_counted_and_rerun(conn, ds
         (job,),
     )
     conn.execute(
-        "INSERT INTO resync.run_history (job_id, course_unit_id, attempt) VALUES (%s, %s, 1)",
+        "INSERT INTO resync.job_runs (job_id, course_unit_id, attempt) VALUES (%s, %s, 1)",
         (job, u),
     )
     async with running_worker(dsn):
@@ -205,7 +203,7 @@ async def test_a_job_that_keeps_killing_its_worker_ends_failed(conn, dsn):
         (job,),
     )
     conn.execute(
-        "INSERT INTO resync.run_history (job_id, course_unit_id, attempt) VALUES (%s, %s, 3)",
+        "INSERT INTO resync.job_runs (job_id, course_unit_id, attempt) VALUES (%s, %s, 3)",
         (job, u),
     )
     async with running_worker(dsn, tries=3):
@@ -274,10 +272,10 @@ async def test_two_workers_never_resync_one_unit_at_the_same_time(conn, dsn):
                 return await fetch_one(dsn, "SELECT count(*) FROM resync.pgqueuer") == 0
 
             await catalog.await_for(drained, 20, "both workers to drain")
-    workers = conn.execute("SELECT count(DISTINCT worker_id) FROM resync.run_history").fetchone()[0]
+    workers = conn.execute("SELECT count(DISTINCT worker_id) FROM resync.job_runs").fetchone()[0]
     assert workers == 2
     overlaps = conn.execute(
-        "SELECT count(*) FROM resync.run_history a JOIN resync.run_history b "
+        "SELECT count(*) FROM resync.job_runs a JOIN resync.job_runs b "
         "  ON a.course_unit_id = b.course_unit_id AND a.id < b.id "
         " AND a.worker_id <> b.worker_id "
         " AND tstzrange(a.locked_at, a.finished_at) && tstzrange(b.locked_at, b.finished_at)"
@@ -355,7 +353,7 @@ async def test_survives_a_server_restart_and_loses_nothing(conn, dsn, pg_server)
         assert worker.metrics.reconnects._value.get() >= 1
     with psycopg.connect(dsn, autocommit=True) as check:
         assert {float(r[0]) for r in check.execute("SELECT credits FROM course_units")} == {2.0}
-        ran = check.execute("SELECT count(DISTINCT job_id) FROM resync.run_history "
+        ran = check.execute("SELECT count(DISTINCT job_id) FROM resync.job_runs "
                             "WHERE job_id = ANY(%s) AND outcome = 'succeeded'", (before,)
                             ).fetchone()[0]
         assert ran == len(before)

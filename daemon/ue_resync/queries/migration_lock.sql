@@ -1,3 +1,3 @@
--- Held to the end of the migration's transaction: a second installer waits here, then sees
--- the version recorded and skips it.
+-- Held to the end of the migrate transaction: a second installer waits here, then sees
+-- what the first recorded and applies nothing of it.
 SELECT pg_advisory_xact_lock(hashtext('ue-resync migrate'))

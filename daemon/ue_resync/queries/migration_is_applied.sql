@@ -1,1 +1,0 @@
-SELECT EXISTS (SELECT 1 FROM resync.schema_migrations WHERE version = %(version)s) AS applied

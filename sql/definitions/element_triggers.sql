@@ -1,0 +1,412 @@
+-- The triggers on course_unit_elements: what happens to a UE when one of its elements is
+-- written. Settings the writer may set (per session, role or database, e.g.
+-- `ALTER DATABASE app SET ue_resync.lock_timeout = '250ms'`):
+--   ue_resync.mode               inline (default) | deferred | off
+--   ue_resync.lock_timeout       how long a writer waits for its UE row before deferring
+--                                (default 100ms; '0' means no limit, as for lock_timeout)
+--   ue_resync.debounce, ue_resync.debounce_max_wait   deferred mode (queueing.sql)
+--
+-- A statement takes one of two paths, never both:
+--   course_unit_elements_resync_row (AFTER ROW, resync.on_element_row): its WHEN clause,
+--       evaluated as each row is written, counts the statement's rows in the transaction-local
+--       setting ue_resync.statement_rows ('<statement timestamp> 1', then ' 2') and queues the
+--       event of the first row only; from the third row on it only compares a string. When the
+--       event fires (end of statement) and the count still reads 1, the function syncs or
+--       queues that row's UE and marks the statement ' done'.
+--   course_unit_elements_resync_statement_insert/update/delete (AFTER STATEMENT,
+--       resync.on_element_statement): return at once when the statement is ' done', else sync
+--       or queue every UE the statement touched, from the transition tables.
+-- Why two paths: a single-row statement is most of what an application writes, and a row
+-- trigger reads OLD and NEW for free with plans it keeps, where every query over a transition
+-- table is planned again at each call; a bulk statement needs the set-based path to sync each
+-- UE once.
+--
+-- Anything unexpected falls to the statement path, which is always right: statements inside
+-- one function share a statement_timestamp (after a ' done' the next one counts afresh; after
+-- a ' 2' every later one takes the statement path); a statement nested in another's row
+-- processing pushes the shared count to 2; a row moved between UEs is handed over; with the
+-- row trigger disabled nothing is ever marked ' done'. Disable the four triggers together or
+-- not at all (bench/common.py does).
+--
+-- On failure, inline mode: the sync runs in a subtransaction; on any error it rolls back, the
+-- writer's statement goes on, and resync.error_policy decides the job and its delay.
+
+-- Section: failed inline syncs
+
+-- The policy row for a SQLSTATE: exact code, then class, then the catch-all ''.
+-- With no catch-all row left, a failure still queues: sync_error after 2 minutes.
+CREATE OR REPLACE FUNCTION resync.policy_for(p_sqlstate text)
+RETURNS TABLE (reason_prefix text, delay interval, auto_resync boolean)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT * FROM (
+        SELECT p.reason_prefix, p.delay, p.auto_resync
+        FROM resync.error_policy p
+        WHERE p_sqlstate LIKE p.sqlstate_pattern || '%'
+        ORDER BY length(p.sqlstate_pattern) DESC
+        LIMIT 1
+    ) found
+    UNION ALL
+    SELECT 'sync_error', interval '2 minutes', true
+    WHERE NOT EXISTS (SELECT 1 FROM resync.error_policy p
+                      WHERE p_sqlstate LIKE p.sqlstate_pattern || '%')
+$$;
+
+-- resync.record_sync_failure: after a failed inline sync.
+-- Called by: resync.on_element_statement and resync.on_element_row, once their sync's
+--   subtransaction has rolled back, with the UEs, their actions and the error.
+-- Writes: a job per UE (resync.enqueue, reason '<prefix>_after_<action>', after the policy's
+--   delay) unless the policy says auto_resync = false; one resync.sync_failures row per UE
+--   either way (with the job id or NULL); one WARNING to the writer.
+-- Why: UEs switched to auto_sync_enabled = false meanwhile are left out (the sync skips them
+--   too). The error itself is not re-raised: the writer's change is kept, the job repairs the UE.
+CREATE OR REPLACE FUNCTION resync.record_sync_failure(
+    p_units bigint[], p_actions text[], p_sqlstate text, p_error text
+) RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_units   bigint[];
+    v_actions text[];
+    v_reasons text[];
+    v_jobs    bigint[];
+    v_policy  record;
+BEGIN
+    SELECT array_agg(a.unit ORDER BY a.unit), array_agg(a.action ORDER BY a.unit)
+    INTO v_units, v_actions
+    FROM unnest(p_units, p_actions) AS a(unit, action)
+    JOIN public.course_units u ON u.id = a.unit
+    WHERE u.auto_sync_enabled;
+    IF v_units IS NULL THEN
+        RETURN;
+    END IF;
+
+    SELECT * INTO v_policy FROM resync.policy_for(p_sqlstate);
+    v_reasons := array(SELECT v_policy.reason_prefix || '_after_' || a.action
+                       FROM unnest(v_actions) WITH ORDINALITY AS a(action, i) ORDER BY a.i);
+    IF v_policy.auto_resync THEN
+        SELECT array_agg(e.job_id ORDER BY e.course_unit_id) INTO v_jobs
+        FROM resync.enqueue(v_units, v_reasons, v_policy.delay, p_sqlstate, p_error) e;
+    END IF;
+
+    INSERT INTO resync.sync_failures (course_unit_id, action, reason, sqlstate, error, job_id)
+    SELECT f.unit, f.action, f.reason, p_sqlstate, p_error, f.job
+    FROM unnest(v_units, v_actions, v_reasons, v_jobs) AS f(unit, action, reason, job);
+
+    RAISE WARNING 'ue-resync: sync of % course unit(s) failed (%: %); %', cardinality(v_units),
+        p_sqlstate, p_error,
+        CASE WHEN v_policy.auto_resync
+             THEN 'resync queued in ' || v_policy.delay::text
+             ELSE 'no automatic resync (resync.error_policy)' END;
+END
+$$;
+
+-- Section: the statement path
+
+-- resync.on_element_statement: the AFTER STATEMENT trigger function for INSERT, UPDATE, DELETE.
+-- Called by: course_unit_elements_resync_statement_*, once per statement, with its transition
+--   tables (new_rows, old_rows).
+-- Does: returns at once when resync.on_element_row handled the statement (' done'). Else
+--   collects the UEs touched (both of them for a move; for an UPDATE only rows whose counted
+--   fields moved), drops those with auto_sync_enabled = false, then by ue_resync.mode:
+--   inline   resync.sync_units, waiting at most ue_resync.lock_timeout for the UE rows; on any
+--            error resync.record_sync_failure (reason <prefix>_after_<action>);
+--   deferred resync.enqueue of a job per UE (reason deferred_after_<action>);
+--   off      nothing; resync.enqueue_drifted() catches up later.
+-- Writes: course_units (inline), resync.pgqueuer, resync.sync_failures (on failure).
+-- Why: jit = off, because a bulk statement's read of the transition tables costs more than
+--   JIT's threshold and the compilation takes longer than the query it compiles (servers built
+--   with LLVM). The UPDATE's join of old_rows to new_rows runs with enable_mergejoin off:
+--   transition tables have no statistics, so the planner would sort both for a merge join
+--   (spilling to disk for large statements) where a hash join on the distinct ids is cheaper;
+--   set for that query only, after the early return (a SET clause would cost every single-row
+--   statement a setting), and an error on the way ends the (sub)transaction, which restores it.
+CREATE OR REPLACE FUNCTION resync.on_element_statement() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET jit = off
+AS $$
+DECLARE
+    v_mode     text;
+    v_wait     text;
+    v_saved    text;
+    v_units    bigint[];
+    v_actions  text[];
+    v_state    text;
+    v_message  text;
+    v_joins    text;
+BEGIN
+    -- A statement that changed one row: resync.on_element_row has handled it.
+    -- Tested first: this is all a single-row statement pays here.
+    IF current_setting('ue_resync.statement_rows', true)
+       = encode(timestamptz_send(statement_timestamp()), 'hex') || ' done' THEN
+        RETURN NULL;
+    END IF;
+    v_mode := coalesce(nullif(current_setting('ue_resync.mode', true), ''), 'inline');
+    v_wait := coalesce(nullif(current_setting('ue_resync.lock_timeout', true), ''), '100ms');
+    IF v_mode = 'off' THEN
+        RETURN NULL;
+    ELSIF v_mode NOT IN ('inline', 'deferred') THEN
+        RAISE EXCEPTION 'invalid value for ue_resync.mode: "%"', v_mode
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use inline, deferred or off.';
+    END IF;
+
+    -- One (UE, action) per UE. An UPDATE only counts rows whose counted fields moved;
+    -- a row that is both moved and soft-deleted is reported by its most telling action.
+    IF TG_OP = 'INSERT' THEN
+        SELECT array_agg(t.unit ORDER BY t.unit), array_agg('created'::text ORDER BY t.unit)
+        INTO v_units, v_actions
+        FROM (SELECT DISTINCT n.course_unit_id::bigint AS unit
+              FROM new_rows n JOIN public.course_units u ON u.id = n.course_unit_id
+              WHERE u.auto_sync_enabled) t;
+    ELSIF TG_OP = 'DELETE' THEN
+        SELECT array_agg(t.unit ORDER BY t.unit), array_agg('force_deleted'::text ORDER BY t.unit)
+        INTO v_units, v_actions
+        FROM (SELECT DISTINCT o.course_unit_id::bigint AS unit
+              FROM old_rows o JOIN public.course_units u ON u.id = o.course_unit_id
+              WHERE u.auto_sync_enabled) t;
+    ELSE
+        -- The transition tables are joined once; each changed row names its new UE and,
+        -- when it moved, its old one. By hash: see the header.
+        v_joins := current_setting('enable_mergejoin');
+        PERFORM set_config('enable_mergejoin', 'off', true);
+        WITH changed AS MATERIALIZED (
+            SELECT o.course_unit_id::bigint AS old_unit, n.course_unit_id::bigint AS new_unit,
+                   CASE WHEN o.deleted_at IS NULL AND n.deleted_at IS NOT NULL THEN 1
+                        WHEN o.deleted_at IS NOT NULL AND n.deleted_at IS NULL THEN 2
+                        ELSE 3 END AS rank
+            FROM old_rows o
+            JOIN new_rows n ON n.id = o.id
+            WHERE (o.credits, o.hours_cm, o.hours_td, o.hours_tp, o.hours_total,
+                   o.status, o.deleted_at, o.course_unit_id)
+                  IS DISTINCT FROM
+                  (n.credits, n.hours_cm, n.hours_td, n.hours_tp, n.hours_total,
+                   n.status, n.deleted_at, n.course_unit_id)
+        ), per_unit AS (
+            SELECT c.unit, (array['deleted', 'restored', 'updated'])[min(c.rank)] AS action
+            FROM (SELECT new_unit AS unit, rank FROM changed WHERE new_unit IS NOT NULL
+                  UNION ALL
+                  SELECT old_unit, rank FROM changed
+                  WHERE old_unit IS NOT NULL AND old_unit IS DISTINCT FROM new_unit) c
+            GROUP BY c.unit
+        )
+        SELECT array_agg(p.unit ORDER BY p.unit), array_agg(p.action ORDER BY p.unit)
+        INTO v_units, v_actions
+        FROM per_unit p
+        JOIN public.course_units u ON u.id = p.unit
+        WHERE u.auto_sync_enabled;
+        PERFORM set_config('enable_mergejoin', v_joins, true);
+    END IF;
+
+    IF v_units IS NULL THEN
+        RETURN NULL;
+    END IF;
+
+    IF v_mode = 'deferred' THEN
+        PERFORM resync.enqueue(
+            v_units,
+            array(SELECT 'deferred_after_' || a FROM unnest(v_actions) a),
+            interval '0', NULL, NULL, true);
+        RETURN NULL;
+    END IF;
+
+    -- Set outside the block, so a malformed ue_resync.lock_timeout is the writer's error
+    -- ("invalid value for parameter lock_timeout") rather than a silent deferral; restored
+    -- after it either way.
+    v_saved := current_setting('lock_timeout');
+    PERFORM set_config('lock_timeout', v_wait, true);
+    BEGIN
+        PERFORM resync.sync_units(v_units, false, true);
+    EXCEPTION
+        -- OTHERS does not include query_canceled: a statement_timeout must defer too.
+        WHEN query_canceled THEN
+            v_state := SQLSTATE; v_message := SQLERRM;
+        WHEN OTHERS THEN
+            v_state := SQLSTATE; v_message := SQLERRM;
+    END;
+    PERFORM set_config('lock_timeout', v_saved, true);
+
+    IF v_state IS NULL THEN
+        RETURN NULL;
+    END IF;
+
+    PERFORM resync.record_sync_failure(v_units, v_actions, v_state, v_message);
+    RETURN NULL;
+END
+$$;
+
+-- Section: the row path
+
+-- resync.on_element_row: the AFTER ROW trigger function.
+-- Called by: course_unit_elements_resync_row, at the end of the statement, for the statement's
+--   first row only (its WHEN clause).
+-- Does: when the statement changed that one row only, what resync.on_element_statement would
+--   do for it, and marks the statement ' done'; a moved row, or a second row, leaves the
+--   statement to the statement path.
+-- Writes: course_units (inline), resync.pgqueuer (deferred), resync.sync_failures (on failure).
+-- Why: inline, optimistically in one statement: the UE's sums with the UE row's xmin as this
+--   statement's snapshot sees them, written only if the row is still that version. When
+--   another sync changed the row since (one committed, or one we waited for), our sums may miss
+--   that writer's elements: nothing is written, and resync.sync_units (lock first, then read)
+--   does it. The values it writes are those of resync.sync_units and resync.expected.
+CREATE OR REPLACE FUNCTION resync.on_element_row() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_statement text := encode(timestamptz_send(statement_timestamp()), 'hex');
+    v_mode      text;
+    v_unit      bigint;
+    v_action    text;
+    v_saved     text;
+    v_set       text;
+    v_state     text;
+    v_message   text;
+BEGIN
+    -- More rows came after this one: the statement trigger syncs them all.
+    IF current_setting('ue_resync.statement_rows', true) IS DISTINCT FROM v_statement || ' 1' THEN
+        RETURN NULL;
+    END IF;
+
+    IF TG_OP = 'INSERT' THEN
+        v_unit := NEW.course_unit_id;
+        v_action := 'created';
+    ELSIF TG_OP = 'DELETE' THEN
+        v_unit := OLD.course_unit_id;
+        v_action := 'force_deleted';
+    ELSIF (OLD.credits, OLD.hours_cm, OLD.hours_td, OLD.hours_tp, OLD.hours_total,
+           OLD.status, OLD.deleted_at, OLD.course_unit_id)
+          IS NOT DISTINCT FROM
+          (NEW.credits, NEW.hours_cm, NEW.hours_td, NEW.hours_tp, NEW.hours_total,
+           NEW.status, NEW.deleted_at, NEW.course_unit_id) THEN
+        v_unit := NULL;  -- nothing counted changed
+    ELSIF OLD.course_unit_id IS DISTINCT FROM NEW.course_unit_id THEN
+        -- A move touches two UEs: left to the statement trigger.
+        v_set := set_config('ue_resync.statement_rows', v_statement || ' 2', true);
+        RETURN NULL;
+    ELSE
+        v_unit := NEW.course_unit_id;
+        v_action := CASE WHEN OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL THEN 'deleted'
+                         WHEN OLD.deleted_at IS NOT NULL AND NEW.deleted_at IS NULL THEN 'restored'
+                         ELSE 'updated' END;
+    END IF;
+    v_set := set_config('ue_resync.statement_rows', v_statement || ' done', true);
+    IF v_unit IS NULL THEN
+        RETURN NULL;
+    END IF;
+
+    v_mode := coalesce(nullif(current_setting('ue_resync.mode', true), ''), 'inline');
+    IF v_mode = 'off' THEN
+        RETURN NULL;
+    ELSIF v_mode = 'deferred' THEN
+        PERFORM resync.enqueue(array[v_unit], array['deferred_after_' || v_action],
+                                  interval '0', NULL, NULL, true);
+        RETURN NULL;
+    ELSIF v_mode <> 'inline' THEN
+        RAISE EXCEPTION 'invalid value for ue_resync.mode: "%"', v_mode
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use inline, deferred or off.';
+    END IF;
+
+    v_saved := current_setting('lock_timeout');
+    v_set := set_config('lock_timeout',
+        coalesce(nullif(current_setting('ue_resync.lock_timeout', true), ''), '100ms'), true);
+    BEGIN
+        -- x is the UE row as this statement's snapshot sees it, with its sums; u is the
+        -- row the UPDATE locks. They are the same version unless another transaction
+        -- updated the row since: then u is that newer version (read committed re-checks
+        -- the WHERE on it) and nothing is written.
+        UPDATE public.course_units u
+        SET credits            = CASE WHEN u.sync_credits_with_elements
+                                      THEN x.credits ELSE u.credits END,
+            hours_cm           = CASE WHEN u.sync_hours_with_elements
+                                      THEN x.cm ELSE u.hours_cm END,
+            hours_td           = CASE WHEN u.sync_hours_with_elements
+                                      THEN x.td ELSE u.hours_td END,
+            hours_tp           = CASE WHEN u.sync_hours_with_elements
+                                      THEN x.tp ELSE u.hours_tp END,
+            hours_total        = CASE WHEN u.sync_hours_with_elements
+                                      THEN x.total ELSE u.hours_total END,
+            elements_count     = x.n,
+            hours_distribution = CASE WHEN u.sync_hours_with_elements
+                                      THEN resync.hours_distribution(x.cm, x.td, x.tp, x.total)
+                                      ELSE resync.hours_distribution(u.hours_cm, u.hours_td,
+                                                                     u.hours_tp, u.hours_total) END,
+            last_element_sync  = greatest(u.last_element_sync, clock_timestamp())
+        FROM (SELECT seen.xmin AS seen, s.*
+              FROM public.course_units seen
+              CROSS JOIN LATERAL (
+                  SELECT coalesce(sum(e.credits::numeric), 0)     AS credits,
+                         coalesce(sum(e.hours_cm::numeric), 0)    AS cm,
+                         coalesce(sum(e.hours_td::numeric), 0)    AS td,
+                         coalesce(sum(e.hours_tp::numeric), 0)    AS tp,
+                         coalesce(sum(e.hours_total::numeric), 0) AS total,
+                         count(*)::integer                        AS n
+                  FROM public.course_unit_elements e
+                  WHERE e.course_unit_id = seen.id
+                    AND e.status = 'active'
+                    AND e.deleted_at IS NULL) s
+              WHERE seen.id = v_unit) x
+        WHERE u.id = v_unit
+          AND u.auto_sync_enabled
+          AND u.xmin = x.seen;
+        -- Not written: the row moved on, or the UE is gone or not synced automatically
+        -- (resync.sync_units skips those as well).
+        IF NOT FOUND THEN
+            PERFORM resync.sync_units(array[v_unit], false, true);
+        END IF;
+    EXCEPTION
+        -- OTHERS does not include query_canceled: a statement_timeout must defer too.
+        WHEN query_canceled THEN
+            v_state := SQLSTATE; v_message := SQLERRM;
+        WHEN OTHERS THEN
+            v_state := SQLSTATE; v_message := SQLERRM;
+    END;
+    v_set := set_config('lock_timeout', v_saved, true);
+
+    IF v_state IS NOT NULL THEN
+        PERFORM resync.record_sync_failure(array[v_unit], array[v_action], v_state, v_message);
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+-- Section: the triggers
+
+CREATE OR REPLACE TRIGGER course_unit_elements_resync_row
+    AFTER INSERT OR UPDATE OR DELETE ON public.course_unit_elements
+    FOR EACH ROW
+    -- Evaluated as each row is written (the function runs at the end of the statement):
+    -- counts the statement's rows in the setting, queues the event for the first only.
+    WHEN (CASE current_setting('ue_resync.statement_rows', true)
+          WHEN encode(timestamptz_send(statement_timestamp()), 'hex') || ' 2' THEN false
+          WHEN encode(timestamptz_send(statement_timestamp()), 'hex') || ' 1'
+          THEN set_config('ue_resync.statement_rows',
+                          encode(timestamptz_send(statement_timestamp()), 'hex') || ' 2',
+                          true) IS NULL
+          ELSE set_config('ue_resync.statement_rows',
+                          encode(timestamptz_send(statement_timestamp()), 'hex') || ' 1',
+                          true) IS NOT NULL
+          END)
+    EXECUTE FUNCTION resync.on_element_row();
+
+CREATE OR REPLACE TRIGGER course_unit_elements_resync_statement_insert
+    AFTER INSERT ON public.course_unit_elements
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION resync.on_element_statement();
+
+CREATE OR REPLACE TRIGGER course_unit_elements_resync_statement_update
+    AFTER UPDATE ON public.course_unit_elements
+    REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION resync.on_element_statement();
+
+CREATE OR REPLACE TRIGGER course_unit_elements_resync_statement_delete
+    AFTER DELETE ON public.course_unit_elements
+    REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION resync.on_element_statement();
