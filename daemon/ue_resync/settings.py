@@ -100,7 +100,7 @@ class Settings(BaseSettings):
 
     def listen_dsn(self) -> str:
         """The connection string of the LISTEN connection: UE_RESYNC_LISTEN_URL, else dsn()."""
-        if self.listen_url is not None:
+        if self.listen_url is not None and self.listen_url.get_secret_value().strip():
             return self.listen_url.get_secret_value()
         return self.dsn()
 

@@ -1,13 +1,15 @@
-"""The wake-up self-check's state: each change said once, the poll cap until a check hears.
-(The check against real servers and pgbouncer: tests/e2e/test_pgbouncer.py.)"""
+"""The wake-up self-check's state: each change said once, the poll cap until a check hears; its
+settings. (The check against real servers and pgbouncer: tests/e2e/test_pgbouncer.py.)"""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from pgqueuer.domain import errors
 
+from ue_resync.settings import SettingsError, load
 from ue_resync.wakeups import Wakeups
 
 
@@ -52,3 +54,19 @@ async def test_each_change_is_said_once_and_deaf_means_the_bounded_poll():
 
 def test_the_bounded_poll_is_never_longer_than_sleep():
     assert Wakeups(sleep=0.2, sleep_without=0.5, log=Lines()).sleep_without == 0.2
+
+
+def test_the_listen_url_defaults_to_the_database_url(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    for name in ("UE_RESYNC_LISTEN_URL", "UE_RESYNC_SLEEP_WITHOUT_WAKEUPS", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("UE_RESYNC_DATABASE_URL", "postgresql://d@pgbouncer:6432/app")
+    assert load().listen_dsn() == "postgresql://d@pgbouncer:6432/app"
+    monkeypatch.setenv("UE_RESYNC_LISTEN_URL", " ")
+    assert load().listen_dsn() == "postgresql://d@pgbouncer:6432/app"
+    monkeypatch.setenv("UE_RESYNC_LISTEN_URL", "postgresql://d@db:5432/app")
+    assert load().listen_dsn() == "postgresql://d@db:5432/app"
+    assert load().sleep_without_wakeups == 0.5
+    monkeypatch.setenv("UE_RESYNC_SLEEP_WITHOUT_WAKEUPS", "0.01")
+    with pytest.raises(SettingsError, match="sleep_without_wakeups"):
+        load()
