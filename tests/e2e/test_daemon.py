@@ -1,4 +1,4 @@
-"""`ue-resync work` as a process: signals, a SIGKILL and its recovery, --max-time, the demo."""
+"""`ue-resync work` as a process: signals, a SIGKILL and its recovery, --max-time."""
 
 from __future__ import annotations
 
@@ -128,29 +128,6 @@ def test_stop_when_empty_drains_what_is_due(conn, dsn, tmp_path):
         ]
         == "queued"
     )
-
-
-def test_the_demo_runs_to_completion(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "-m", "ue_resync", "demo", "--data-dir", str(tmp_path / "demo")],
-        env=cli_env(None),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    for marker in (
-        "synced inline",
-        "deferred, then resynced",
-        "resynced:",
-        "a manual request",
-        "attempt 3: failed",
-        "ue-resync queue",
-        "Connect to the demo database",
-    ):
-        assert marker in out.stdout, marker
-    assert "Traceback" not in out.stderr
 
 
 def test_json_logs_carry_the_job_and_the_old_tags(conn, dsn, tmp_path):

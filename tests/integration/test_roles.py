@@ -38,7 +38,7 @@ from psycopg import errors, sql
 from psycopg.conninfo import make_conninfo
 
 from tests import catalog
-from ue_resync.worker import PGQ_SETTINGS
+from ue_resync.queue_manager import PGQ_SETTINGS
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql" / "definitions"
 GROUP_ROLES = ("resync_worker", "resync_monitor", "resync_requester")

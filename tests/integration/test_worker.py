@@ -223,14 +223,21 @@ async def test_reconnects_after_its_connections_are_killed(conn, dsn):
     async with running_worker(dsn) as worker:
         first = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
         await catalog.await_for(lambda: job_done(dsn, first), 10, "the first job")
+        assert worker.ready.is_set()
         killed = conn.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE application_name LIKE 'ue-resync%%' AND pid <> pg_backend_pid()"
         ).fetchone()[0]
         assert killed >= 3
+
+        async def not_ready() -> bool:  # for at least the 0.5 s before the first reconnect
+            return not worker.ready.is_set()
+
+        await catalog.await_for(not_ready, 10, "the worker to notice the loss")
+        await asyncio.wait_for(worker.ready.wait(), 20)
         second = conn.execute("SELECT resync.request(%s, 'after_restart')", (u,)).fetchone()[0]
         await catalog.await_for(lambda: job_done(dsn, second), 20, "a job after the reconnect")
-        assert worker.metrics.reconnects._value.get() >= 1
+        assert worker.metrics.registry.get_sample_value("ue_resync_reconnects_total") >= 1
     assert await outcomes(dsn, second) == [(1, "succeeded")]
 
 
@@ -350,7 +357,7 @@ async def test_survives_a_server_restart_and_loses_nothing(conn, dsn, pg_server)
                     dsn, "SELECT count(*) = 0 FROM resync.pgqueuer")
 
             await catalog.await_for(consistent, 60, "the queue to drain after the restart")
-        assert worker.metrics.reconnects._value.get() >= 1
+        assert worker.metrics.registry.get_sample_value("ue_resync_reconnects_total") >= 1
     with psycopg.connect(dsn, autocommit=True) as check:
         assert {float(r[0]) for r in check.execute("SELECT credits FROM course_units")} == {2.0}
         ran = check.execute("SELECT count(DISTINCT job_id) FROM resync.job_runs "
@@ -370,7 +377,7 @@ async def test_the_gauges_that_scan_the_queue_run_only_when_metrics_are_served(c
             return [s for metric in gauge.collect() for s in metric.samples]
 
         async def delayed_counted() -> bool:
-            return bool(m.queue_depth.labels("delayed")._value.get() == 1)
+            return m.registry.get_sample_value("ue_resync_queue_depth", {"state": "delayed"}) == 1
 
         await catalog.await_for(delayed_counted, 15, "the queue depth gauges")
         assert await samples(m.deferred) == []
