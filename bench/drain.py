@@ -19,7 +19,7 @@ import psycopg
 
 from bench import common, daemons
 from bench.common import Bench, Target
-from bench.workload import load_catalogue
+from support.catalogue import load_catalogue
 
 NAME = "drain"
 TITLE = "drain of queued resync jobs by one daemon vs a pgqueuer no-op drain"

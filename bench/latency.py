@@ -11,7 +11,7 @@ on the server's clock where possible:
 The baseline's end is the no-op handler's time.time() (the host's clock: the server's when it
 is local, as the embedded one is). Makes docs/latency.png (full mode) with matplotlib.
 
---pgbouncer MODE measures the same path behind Debian's pgbouncer (bench/pgbouncer.py, started
+--pgbouncer MODE measures the same path behind Debian's pgbouncer (support/pgbouncer.py, started
 in front of the server, pool_mode MODE) against direct, alternating three daemons: direct; every
 connection through pgbouncer (the writer's too); through pgbouncer with UE_RESYNC_LISTEN_URL
 direct. Results go to bench/results/latency_pgbouncer_MODE[.quick].json; no plot."""
@@ -30,9 +30,10 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from bench import common, daemons, pgbouncer
+from bench import common, daemons
 from bench.common import DOCS, Bench, Target, experiment, log, result_path
-from bench.workload import element_of, load_catalogue
+from support import pgbouncer
+from support.catalogue import element_of, load_catalogue
 
 NAME = "latency"
 TITLE = "commit (deferred mode) → UE resynced by the daemon, vs pgqueuer enqueue → handler"
@@ -97,7 +98,7 @@ def measure(b: Bench, pooler: str | None = None) -> None:
                     ).fetchall()
                     return rows if len(rows) >= samples else []
 
-                rows = common.wait_for(runs, 30, "every change to be resynced", poll=0.05)
+                rows = common.wait_for(runs, 30, "every change to be resynced", interval=0.05)
         finally:
             daemons.stop(proc)
         pickups.append([(s - committed[u]).total_seconds() * 1000 for u, s, _ in rows])
@@ -128,7 +129,7 @@ def measure(b: Bench, pooler: str | None = None) -> None:
                     ),
                     30,
                     "the baseline worker to run every job",
-                    poll=0.05,
+                    interval=0.05,
                 )
         finally:
             daemons.stop(proc)

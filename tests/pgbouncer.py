@@ -1,4 +1,4 @@
-"""pgbouncer for the tests: bench/pgbouncer.py's, skipping a test where it is not installed
+"""pgbouncer for the tests: support/pgbouncer.py's, skipping a test where it is not installed
 (`.ci/run` installs it, so CI never skips)."""
 
 from __future__ import annotations
@@ -7,7 +7,8 @@ import contextlib
 from collections.abc import Iterator
 
 import pytest
-from bench.pgbouncer import NotInstalled, Pgbouncer, running
+
+from support.pgbouncer import NotInstalled, Pgbouncer, running
 
 __all__ = ["Pgbouncer", "started"]
 

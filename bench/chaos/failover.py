@@ -1,5 +1,5 @@
 """The chaos run's server with `--failover`: a primary and a synchronous streaming replica
-(bench/replication.py, `synchronous_commit = remote_apply`), and the failover fault.
+(support/replication.py, `synchronous_commit = remote_apply`), and the failover fault.
 
 It stands where bench/chaos/server.py's server stands (same attributes and methods). The writers
 connect with a multi-host URL (`target_session_attrs=read-write`); the daemons go through their
@@ -22,7 +22,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from bench import replication
+from support import replication
 from ue_resync import migrate
 
 FOLLOW_WITHIN = 15.0

@@ -22,9 +22,10 @@ from typing import Any
 
 import psycopg
 
-from bench.chaos.processes import Daemon, wait_until
+from bench.chaos.processes import Daemon
 from bench.chaos.proxy import Proxy
 from bench.chaos.server import ChaosServer
+from support.poll import WaitTimeout, wait_for
 
 KINDS = ("sigkill", "sigterm", "pg_restart", "net_cut", "poison")
 FAILOVER = "failover"
@@ -51,7 +52,10 @@ def registered(dsn: str, daemon: Daemon, timeout: float) -> bool:
             return False
         return bool(row and row[0])
 
-    return bool(wait_until(up, timeout, poll=0.1))
+    try:
+        return wait_for(up, timeout, f"daemon {daemon.index} to register", interval=0.1)
+    except WaitTimeout:
+        return False
 
 
 class Faults:

@@ -1,20 +1,20 @@
-"""The processes of a chaos run: daemons (`python -m ue_resync work`, each through its own proxy
-link) and writers (`python -m bench.chaos.writer`), each logging to a file of the work dir."""
+"""The processes of a chaos run: daemons (`python -m ue_resync work` through support.daemon, each
+through its own proxy link) and writers (`python -m bench.chaos.writer`), each logging to a file
+of the work dir."""
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from bench.chaos.proxy import Link
-
-ROOT = Path(__file__).resolve().parents[2]
+from support.daemon import spawn_daemon
+from support.env import ROOT as ROOT
+from support.env import scrubbed_env
 
 # The daemons' settings: backoffs of 30/60/120 s become 0.3/0.6/1.2 s, a job held by a dead
 # daemon is taken over after 2 s, and the poll fallback is 0.5 s.
@@ -28,18 +28,10 @@ DAEMON_ENV = {
 
 
 def base_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("UE_RESYNC_", "DATABASE_URL", "JOURNAL_STREAM", "NOTIFY_SOCKET"))
-    }
-    # The daemon and the migrations of the checkout the run comes from, whatever is installed:
-    # a soak run from a snapshot of the tree is not disturbed by edits to the working tree.
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT / "daemon"), str(ROOT), env.get("PYTHONPATH", "")) if p
-    )
-    env.update(extra)
-    return env
+    """The scrubbed environment (support.env): the daemon and the migrations of the checkout the
+    run comes from, whatever is installed, so a soak run from a snapshot of the tree is not
+    disturbed by edits to the working tree."""
+    return scrubbed_env(None, **extra)
 
 
 class Daemon:
@@ -59,14 +51,7 @@ class Daemon:
         self.starts += 1
         path = self.workdir / f"daemon-{self.index}-{self.starts}.log"
         self.logs.append(path)
-        with open(path, "wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ue_resync", "work"],
-                env=base_env(UE_RESYNC_DATABASE_URL=self.dsn, **DAEMON_ENV),
-                cwd=self.workdir,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        self.proc = spawn_daemon(self.dsn, cwd=self.workdir, log=path, **DAEMON_ENV)
         self.expected_exit = False
 
     @property
@@ -153,15 +138,3 @@ class WriterProc:
 
     def stderr(self) -> str:
         return self.err.read_text(errors="replace") if self.err.exists() else ""
-
-
-def wait_until(predicate: Any, timeout: float, poll: float = 0.1) -> Any:
-    """The first truthy value of `predicate` within `timeout` seconds, else None."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(poll)

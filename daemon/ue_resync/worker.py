@@ -4,8 +4,8 @@ One session is one connected life: check the schema, open the connections (queri
 per resync slot), hand back the jobs a previous session held, then run pgqueuer's queue manager
 (queue_manager.py) with the executor (executor.py) as its handler, and beside it the maintenance
 (maintenance.py) and the check that its LISTEN hears its own NOTIFY (wakeups.py; the LISTEN
-connection is UE_RESYNC_LISTEN_URL's when set). Losing the database ends the session; the supervisor reconnects
-with a capped backoff and starts a new one under the same worker id.
+connection is UE_RESYNC_LISTEN_URL's when set). Losing the database ends the session; the
+supervisor reconnects with a capped backoff and starts a new one under the same worker id.
 
 `Worker.ready` is set while the daemon listens and its queue manager runs, and cleared when the
 connection is lost and while it is reconnecting."""

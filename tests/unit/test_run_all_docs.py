@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import bench.common
 import bench.run_all as run_all
-import pytest
 
 
 def figure(name: str, value: float, unit: str, target: str | None, met: bool | None) -> Any:

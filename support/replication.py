@@ -18,7 +18,6 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,10 +25,10 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from bench.pgbouncer import as_unprivileged, free_port
+from support.pgbouncer import as_unprivileged, free_port
+from support.poll import WaitTimeout, wait_for
 
 SYSTEM_BINDIR = Path("/usr/lib/postgresql")
-_tick = threading.Event()  # never set: an interruptible pause between probes
 
 
 def system_bindir() -> Path | None:
@@ -249,13 +248,16 @@ def pair(bindir: Path, synchronous: bool) -> Iterator[Pair]:
 
 
 def wait(probe: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+    """support.poll.wait_for, a refused connection counting as "not yet" (a node starting or
+    stopping); TimeoutError after `timeout` seconds."""
+
+    def ready() -> bool:
         try:
-            if probe():
-                return
+            return probe()
         except psycopg.OperationalError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        _tick.wait(0.05)
+            return False
+
+    try:
+        wait_for(ready, timeout, what, interval=0.05)
+    except WaitTimeout as exc:
+        raise TimeoutError(str(exc)) from None

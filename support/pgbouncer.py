@@ -1,5 +1,5 @@
-"""Debian's pgbouncer in front of a server, for the tests and the benchmarks: on a free loopback
-port, with its own ini and auth files in a temporary directory (the system service is never used).
+"""Debian's pgbouncer in front of a server: on a free loopback port, with its own ini and auth
+files in a temporary directory (the system service is never used).
 
 pgbouncer refuses to run as root: as root it runs as the `postgres` system user (setpriv), or as
 the owner of the server's socket directory when the server is reached by a Unix socket."""
@@ -14,15 +14,14 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from psycopg.conninfo import make_conninfo
 
+from support.poll import WaitTimeout, wait_for
+
 RUN_AS = "postgres"
-_tick = threading.Event()  # never set: an interruptible pause between probes
 
 
 class NotInstalled(RuntimeError):
@@ -141,12 +140,16 @@ def running(
 
 
 def _wait_listening(bouncer: Pgbouncer, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+    def listening() -> bool:
         if bouncer.process.poll() is not None:
             raise RuntimeError(f"pgbouncer exited at start:\n{bouncer.output()}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", bouncer.port), 1):
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"pgbouncer not listening after {timeout} s:\n{bouncer.output()}")
-        _tick.wait(0.02)
+            return True
+        return False
+
+    try:
+        wait_for(listening, timeout, "pgbouncer to listen")
+    except WaitTimeout:
+        raise RuntimeError(
+            f"pgbouncer not listening after {timeout} s:\n{bouncer.output()}"
+        ) from None
