@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench import common
 from bench.chaos import checks
-from bench.chaos.faults import KINDS, Faults
+from bench.chaos.faults import Faults
 from support.env import ROOT
 
 if TYPE_CHECKING:
@@ -39,9 +39,7 @@ def assertions(run: ChaosRun, faults: Faults, chaos_s: float) -> None:
             "(SELECT 1 FROM resync.workers w WHERE w.id = q.queue_manager_id "
             " AND w.stopped_at IS NULL AND w.heartbeat_at > now() - interval '30 seconds')",
         )
-        running = checks.one(
-            conn, "SELECT count(*) FROM resync.job_runs WHERE outcome = 'running'"
-        )
+        running = checks.one(conn, "SELECT count(*) FROM resync.job_runs WHERE outcome = 'running'")
         if stuck_due or stuck_picked or running:
             run.fail(
                 "no job stuck",
@@ -51,8 +49,7 @@ def assertions(run: ChaosRun, faults: Faults, chaos_s: float) -> None:
         if run.max_due_wait > MAX_DUE_WAIT:
             run.fail(
                 "no job stuck",
-                f"a due job waited {run.max_due_wait:.1f} s during the run "
-                f"(> {MAX_DUE_WAIT:g} s)",
+                f"a due job waited {run.max_due_wait:.1f} s during the run (> {MAX_DUE_WAIT:g} s)",
             )
 
         failed = checks.failed_jobs(conn)
@@ -68,9 +65,7 @@ def assertions(run: ChaosRun, faults: Faults, chaos_s: float) -> None:
 
         # last_job_sync on every UE that had a deferred job: set, by a job that ran after
         # its first deferred change (the sweep counts as one for the UEs it queued).
-        expected = {
-            u: span for u, span in run.changes.units_with(1).items() if u not in excluded
-        }
+        expected = {u: span for u, span in run.changes.units_with(1).items() if u not in excluded}
         for u in run.swept:
             if u not in excluded:
                 first, last = expected.get(u, (run.sweep_at, run.sweep_at))
@@ -136,6 +131,7 @@ def daemon_log_counts(run: ChaosRun) -> Counter[str]:
                         counts[key] += 1
     return counts
 
+
 def report(run: ChaosRun, faults: Faults, chaos_s: float) -> None:
     f = run.figures
     wc = run.writer_counts
@@ -149,11 +145,9 @@ def report(run: ChaosRun, faults: Faults, chaos_s: float) -> None:
     outcomes = f["runs_by_outcome"]
     ops = {k[3:]: v for k, v in sorted(wc.items()) if k.startswith("op_")}
     aborted = {k[8:]: v for k, v in sorted(wc.items()) if k.startswith("aborted_")}
-    fault_counts = {k: faults.counts[k] for k in (*KINDS, "sigkill_mid_job", "sigkill_idle")}
+    fault_counts = {k: faults.counts[k] for k in (*faults.kinds, "sigkill_mid_job", "sigkill_idle")}
     if faults.counts.get("pg_terminate_backend"):
-        fault_counts["pg_restart (as pg_terminate_backend)"] = faults.counts[
-            "pg_terminate_backend"
-        ]
+        fault_counts["pg_restart (as pg_terminate_backend)"] = faults.counts["pg_terminate_backend"]
     result = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "args": {
@@ -166,9 +160,7 @@ def report(run: ChaosRun, faults: Faults, chaos_s: float) -> None:
         "element_statements_committed": wc["statements"],
         "element_rows_committed": wc["rows"],
         "writer_transactions": wc["transactions"],
-        "writer_transactions_by_mode": {
-            m: wc[f"mode_{m}"] for m in ("inline", "deferred", "off")
-        },
+        "writer_transactions_by_mode": {m: wc[f"mode_{m}"] for m in ("inline", "deferred", "off")},
         "writer_statements_by_op": ops,
         "writer_transactions_aborted_by_sqlstate": aborted,
         "writer_reconnects": wc["connection_lost"],
@@ -182,6 +174,9 @@ def report(run: ChaosRun, faults: Faults, chaos_s: float) -> None:
         "retries": outcomes.get("retrying", 0),
         "faults": fault_counts,
         "fault_log": [[round(e.at, 1), e.kind, e.detail] for e in faults.events],
+        "failovers": [
+            {k: round(v, 2) for k, v in x.items()} for x in getattr(run.server, "failovers", [])
+        ],
         "reconnects": logs["reconnected"],
         "daemon_log": dict(logs),
         "lag_deferred_s": _stats(lag.deferred),
@@ -239,6 +234,18 @@ def report(run: ChaosRun, faults: Faults, chaos_s: float) -> None:
         f"retries                        {outcomes.get('retrying', 0):,}",
         "faults injected                "
         + ", ".join(f"{k} {v}" for k, v in fault_counts.items() if v),
+        *(
+            [
+                "failovers                      "
+                + "; ".join(
+                    f"promoted after {x['outage_to_promotion_s']:.1f} s, daemons back "
+                    f"{x['promotion_to_daemons_back_s']:.1f} s later"
+                    for x in run.server.failovers
+                )
+            ]
+            if getattr(run.server, "failovers", None)
+            else []
+        ),
         f"reconnects                     {logs['reconnected']} (daemon logs: "
         f"{logs['connection lost']} connection losses); writers reconnected "
         f"{wc['connection_lost']} times",

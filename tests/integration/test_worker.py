@@ -334,8 +334,11 @@ def restart_server(pg_server) -> None:
         return
     ctl = shutil.which("pg_ctlcluster")
     assert ctl, "restarting a non-embedded server needs pg_ctlcluster"
-    subprocess.run([ctl, "--skip-systemctl-redirect", str(pg_server.version), "main", "restart"],
-                   check=True, timeout=120)
+    subprocess.run(
+        [ctl, "--skip-systemctl-redirect", str(pg_server.version), "main", "restart"],
+        check=True,
+        timeout=120,
+    )
 
 
 async def test_survives_a_server_restart_and_loses_nothing(conn, dsn, pg_server):
@@ -344,8 +347,10 @@ async def test_survives_a_server_restart_and_loses_nothing(conn, dsn, pg_server)
         catalog.element(conn, u, credits=1)
     conn.execute("UPDATE course_units SET credits = 0")
     # Due while the server is down: they must run after it, not vanish.
-    before = [conn.execute("SELECT resync.request(%s, 'before', interval '1 second')", (u,)
-                           ).fetchone()[0] for u in units[:5]]
+    before = [
+        conn.execute("SELECT resync.request(%s, 'before', interval '1 second')", (u,)).fetchone()[0]
+        for u in units[:5]
+    ]
     async with running_worker(dsn) as worker:
         await asyncio.to_thread(restart_server, pg_server)
         with psycopg.connect(dsn, autocommit=True) as again:
@@ -354,16 +359,18 @@ async def test_survives_a_server_restart_and_loses_nothing(conn, dsn, pg_server)
 
             async def consistent() -> bool:
                 return await fetch_one(
-                    dsn, "SELECT count(*) = 0 FROM resync.drift") and await fetch_one(
-                    dsn, "SELECT count(*) = 0 FROM resync.pgqueuer")
+                    dsn, "SELECT count(*) = 0 FROM resync.drift"
+                ) and await fetch_one(dsn, "SELECT count(*) = 0 FROM resync.pgqueuer")
 
             await catalog.await_for(consistent, 60, "the queue to drain after the restart")
         assert worker.metrics.registry.get_sample_value("ue_resync_reconnects_total") >= 1
     with psycopg.connect(dsn, autocommit=True) as check:
         assert {float(r[0]) for r in check.execute("SELECT credits FROM course_units")} == {2.0}
-        ran = check.execute("SELECT count(DISTINCT job_id) FROM resync.job_runs "
-                            "WHERE job_id = ANY(%s) AND outcome = 'succeeded'", (before,)
-                            ).fetchone()[0]
+        ran = check.execute(
+            "SELECT count(DISTINCT job_id) FROM resync.job_runs "
+            "WHERE job_id = ANY(%s) AND outcome = 'succeeded'",
+            (before,),
+        ).fetchone()[0]
         assert ran == len(before)
 
 
