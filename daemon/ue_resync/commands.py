@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from ue_resync import jobs, migrate, output
+from ue_resync import jobs, laravel_import, migrate, output
 from ue_resync.db import connect_sync
 from ue_resync.log import one_line
 from ue_resync.queries import query
@@ -251,6 +251,17 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
         )
     )
     return EXIT_OK
+
+
+def cmd_import_laravel(args: argparse.Namespace, settings: Settings) -> int:
+    with _connect(settings, "import-laravel") as conn:
+        try:
+            status, left = laravel_import.run(conn, args)
+        except laravel_import.LaravelImportError as exc:
+            raise CommandError(str(exc), EXIT_USAGE) from None
+    for row in left:
+        print(f"ue-resync: {row.table} #{row.row_id} left in place: {row.why}", file=sys.stderr)
+    return status
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:

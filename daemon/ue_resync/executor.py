@@ -135,6 +135,8 @@ class Executor:
 
     async def handle(self, job: models.Job) -> None:
         """pgqueuer's entrypoint: returns when the job succeeded, raises what pgqueuer must do."""
+        # The dequeue set `updated` to its own now(): due to pick, on the database's clock.
+        self.metrics.picked(job.execute_after, job.updated)
         item = _Item(job, None, asyncio.get_running_loop().create_future())
         try:
             item.payload = jobs.parse_payload(job.payload)

@@ -56,6 +56,7 @@ class Maintenance:
             },
         )
         self.last_db_ok = time.monotonic()
+        self.metrics.heartbeat()
 
     async def loop(
         self, conn: psycopg.AsyncConnection, on_lost: Callable[[BaseException], None]
@@ -89,7 +90,7 @@ class Maintenance:
         row = await cur.fetchone()
         if row is None:
             return
-        queued, due, delayed, running, failed, oldest = row
+        queued, due, delayed, running, failed, failed_last_hour, oldest = row
         for state, value in (
             ("queued", queued),
             ("due", due),
@@ -99,14 +100,15 @@ class Maintenance:
         ):
             self.metrics.queue_depth.labels(state).set(value)
         self.metrics.oldest_due.set(oldest)
+        self.metrics.failed_last_hour.set(failed_last_hour)
         c = self.counts
         self.service.status(
             f"{c.succeeded} resynced, {c.retried} retried, {c.failed} failed; "
             f"queue: {due} due, {delayed} delayed, {running} running"
         )
         if not self.metrics.served:
-            # Only the metrics read these, and they read every queued job's payload: ~1 s
-            # every 5 s with 250,000 jobs queued (auto_explain, PostgreSQL 15).
+            # Only the metrics read these: every queued job's payload (~1 s every 5 s with
+            # 250,000 jobs queued, auto_explain, PostgreSQL 15) and the last day of job runs.
             return
         cur = await conn.execute(query("deferred_gauges"))
         self.metrics.deferred.clear()
@@ -115,6 +117,12 @@ class Maintenance:
             self.metrics.deferred.labels(reason, sqlstate).set(count)
             absorbed_total += absorbed
         self.metrics.coalesced.set(absorbed_total)
+        cur = await conn.execute(query("enqueued_total"))
+        row = await cur.fetchone()
+        self.metrics.enqueued.value = row[0] if row else None
+        cur = await conn.execute(query("unit_failures_max"))
+        row = await cur.fetchone()
+        self.metrics.unit_failures.set(row[0] if row else 0)
 
     async def watchdog(self, reconnecting: asyncio.Event) -> None:
         """Feed systemd's watchdog while healthy: the loop turns and, unless `reconnecting`,

@@ -5,7 +5,8 @@ channel, with three adjustments.
 - ResyncQueries: a retry that folds into the UE's queued job (one queued job per UE) and rides
   out the transient errors of that fold; a job held across a lost connection is not retried
   here but handed back by the worker once it has reconnected.
-- ResyncQueueManager: --stop-when-empty drains what is due, not what is delayed.
+- ResyncQueueManager: --stop-when-empty drains what is due, not what is delayed; while the
+  daemon's wake-ups fail (wakeups.py), the wait between two dequeues is capped.
 
 pgqueuer dequeues (NOTIFY wake-up, a timer for the next deferred job, polling every --sleep as
 the fallback) and calls the handler once per job; what the handler raises becomes the job's
@@ -31,6 +32,7 @@ from pgqueuer.ports.driver import NotifyCallback
 from ue_resync import jobs
 from ue_resync.queries import text
 from ue_resync.settings import Settings
+from ue_resync.wakeups import Wakeups
 
 CHANNEL = "ue_resync"
 PGQ_SETTINGS = DBSettings(db_schema="resync", channel=types.Channel(CHANNEL))
@@ -114,7 +116,15 @@ class ResyncQueries(Queries):
 
 class ResyncQueueManager(QueueManager):
     """--stop-when-empty drains what is due, not what is delayed (pgqueuer's drain waits for
-    every queued job, a retry due in two minutes included)."""
+    every queued job, a retry due in two minutes included). While the daemon's wake-ups fail
+    (wakeups.py), the wait between two dequeues is capped."""
+
+    wakeups: Wakeups | None = None
+
+    async def _effective_dequeue_timeout(self, dequeue_timeout: timedelta) -> timedelta:
+        timeout = await super()._effective_dequeue_timeout(dequeue_timeout)
+        cap = self.wakeups.poll_interval() if self.wakeups is not None else None
+        return timeout if cap is None else min(timeout, cap)
 
     async def _maybe_drain_shutdown(
         self, mode: types.QueueExecutionMode, task_manager: TaskManager

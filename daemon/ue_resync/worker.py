@@ -2,9 +2,10 @@
 
 One session is one connected life: check the schema, open the connections (queries, LISTEN, one
 per resync slot), hand back the jobs a previous session held, then run pgqueuer's queue manager
-(queue_manager.py) with the executor (executor.py) as its handler and the maintenance
-(maintenance.py) beside it. Losing the database ends the session; the supervisor reconnects
-with a capped backoff and starts a new one under the same worker id.
+(queue_manager.py) with the executor (executor.py) as its handler, and beside it the maintenance
+(maintenance.py) and the check that its LISTEN hears its own NOTIFY (wakeups.py; the LISTEN
+connection is UE_RESYNC_LISTEN_URL's when set). Losing the database ends the session; the
+supervisor reconnects with a capped backoff and starts a new one under the same worker id.
 
 `Worker.ready` is set while the daemon listens and its queue manager runs, and cleared when the
 connection is lost and while it is reconnecting."""
@@ -22,7 +23,7 @@ import psycopg
 from loguru import logger
 from pgqueuer.domain import types
 
-from ue_resync import migrate, queue_manager
+from ue_resync import migrate, queue_manager, wakeups
 from ue_resync.db import connect, connect_sync, is_connection_loss
 from ue_resync.executor import ConnectionLost, Executor
 from ue_resync.log import one_line
@@ -32,7 +33,8 @@ from ue_resync.queries import query
 from ue_resync.settings import Settings
 from ue_resync.systemd import ServiceManager
 
-RECONNECT_CAP = 15.0
+# A promoted replica is found within 10 s plus one connect (docs/operations.md, "Failover").
+RECONNECT_CAP = 10.0
 
 
 class Worker:
@@ -48,6 +50,7 @@ class Worker:
         self.qm: queue_manager.ResyncQueueManager | None = None
         self.executor = Executor(settings, self.id, self.metrics, self._connection_lost)
         self.log = logger.bind(component="worker", worker_id=str(self.id)[:8])
+        self.wakeups = wakeups.Wakeups(settings.sleep, settings.sleep_without_wakeups, self.log)
         self.maintenance = Maintenance(
             self.id, self.metrics, self.service, self.executor.counts, self.log
         )
@@ -127,7 +130,7 @@ class Worker:
             await asyncio.to_thread(self._check_schema)
             main = await connect(self.dsn, "queue")
             conns.append(main)
-            listen = await connect(self.dsn, "listen")
+            listen = await connect(self.settings.listen_dsn(), "listen", listen=True)
             conns.append(listen)
             slots = [
                 await connect(self.dsn, f"resync-{n}") for n in range(self.settings.concurrency)
@@ -143,18 +146,24 @@ class Worker:
             qm = queue_manager.queue_manager(
                 driver, types.QueueManagerId(self.id), self.executor.handle
             )
+            qm.wakeups = self.wakeups
             self.qm = qm
             if self.stopping.is_set():
                 return
-            house = asyncio.create_task(
-                self.maintenance.loop(main, self._connection_lost), name="housekeeping"
-            )
+            background = [
+                asyncio.create_task(
+                    self.maintenance.loop(main, self._connection_lost), name="housekeeping"
+                ),
+                # Once listening (self.ready), the LISTEN is checked with a NOTIFY to itself.
+                asyncio.create_task(self.wakeups.watch(qm, self.ready), name="wakeups_check"),
+            ]
             try:
                 await queue_manager.run(qm, self.settings)
             finally:
-                house.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await house
+                for task in background:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
             if self.lost.is_set():
                 raise ConnectionLost("the database connection was lost")
         finally:

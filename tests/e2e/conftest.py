@@ -21,3 +21,7 @@ def cli(dsn: str, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[s
         return daemon.run(dsn, *args, cwd=tmp_path, env=env, input=input, timeout=timeout)
 
     return run
+
+
+# The fixture Laravel application (tests/laravel/), for tests/e2e/test_laravel_*.py.
+from tests.laravel.harness import laravel  # noqa: E402, F401

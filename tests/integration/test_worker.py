@@ -226,7 +226,8 @@ async def test_reconnects_after_its_connections_are_killed(conn, dsn):
         assert worker.ready.is_set()
         killed = conn.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE application_name LIKE 'ue-resync%%' AND pid <> pg_backend_pid()"
+            "WHERE application_name LIKE 'ue-resync%%' AND datname = current_database() "
+            "AND pid <> pg_backend_pid()"
         ).fetchone()[0]
         assert killed >= 3
 
