@@ -1,5 +1,6 @@
-"""Reading the catalogue and the queue back, for the test tiers; building it (`unit`,
-`element`) and waiting (`wait_for`, `await_for`) come from the support layer."""
+"""Reading the catalogue and the queue back, for the test tiers, and a UE whose every sync fails
+(`install_poison`); building it (`unit`, `element`) and waiting (`wait_for`, `await_for`) come
+from the support layer."""
 
 from __future__ import annotations
 
@@ -53,3 +54,21 @@ def drift_count(conn: psycopg.Connection) -> int:
     row = conn.execute("SELECT count(*) FROM resync.drift").fetchone()
     assert row is not None
     return int(row[0])
+
+
+def install_poison(conn: psycopg.Connection) -> None:
+    """Make every sync of a UE whose code starts with POISON fail (P0001 'poisoned unit …'): a
+    trigger on course_units, so the resync's write raises as a real failure would."""
+    conn.execute(
+        """
+        CREATE FUNCTION public.poison() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.code LIKE 'POISON%' THEN
+                RAISE EXCEPTION 'poisoned unit %', NEW.code USING ERRCODE = 'P0001';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER poison BEFORE UPDATE ON public.course_units
+            FOR EACH ROW EXECUTE FUNCTION public.poison();
+        """
+    )

@@ -25,18 +25,6 @@ from ue_resync import __version__
 
 pytestmark = pytest.mark.e2e
 
-POISON = """
-CREATE FUNCTION public.poison() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.code LIKE 'POISON%' THEN
-        RAISE EXCEPTION 'poisoned unit %', NEW.code USING ERRCODE = 'P0001';
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER poison BEFORE UPDATE ON public.course_units
-    FOR EACH ROW EXECUTE FUNCTION public.poison();
-"""
-
 # Above every default threshold of resync.alerts: 11 jobs failed (> 10), each of their UEs
 # failed 3 times (>= 3), 101 delayed + 1 due jobs queued (> 100), the due one waiting 10 min.
 GOOD, POISONED, DELAYED = 3, 11, 101
@@ -101,7 +89,7 @@ def test_prometheus_scrapes_what_the_database_shows(conn, dsn, login, tmp_path, 
     poisoned = [catalog.unit(conn, code=f"POISON{n:03d}") for n in range(POISONED)]
     for u in good + poisoned:
         catalog.element(conn, u, credits=2)
-    conn.execute(POISON)
+    catalog.install_poison(conn)
     delayed = [catalog.unit(conn) for _ in range(DELAYED)]
     conn.execute(
         "SELECT resync.request(u, 'later', interval '1 hour') FROM unnest(%s::bigint[]) u",

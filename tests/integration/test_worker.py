@@ -14,18 +14,6 @@ import pytest
 from tests import catalog
 from tests.integration.worker_harness import fetch, fetch_one, running_worker
 
-POISON = """
-CREATE FUNCTION public.poison() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.code LIKE 'POISON%' THEN
-        RAISE EXCEPTION 'poisoned unit %', NEW.code USING ERRCODE = 'P0001';
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER poison BEFORE UPDATE ON public.course_units
-    FOR EACH ROW EXECUTE FUNCTION public.poison();
-"""
-
 
 async def outcomes(dsn: str, job_id: int) -> list[tuple[int, str]]:
     rows = await fetch(
@@ -79,7 +67,7 @@ async def test_a_deferred_job_runs_when_due_not_before(conn, dsn):
 
 @pytest.mark.parametrize(("tries", "delays"), [(3, [30, 60]), (4, [30, 60, 120])])
 async def test_retry_schedule_then_failed(conn, dsn, tries, delays):
-    conn.execute(POISON)
+    catalog.install_poison(conn)
     u = catalog.unit(conn, code="POISON1")
     scale = 0.01  # 30 s backoff runs as 0.3 s
     async with running_worker(dsn, tries=tries, time_scale=scale):
@@ -248,7 +236,7 @@ async def test_a_batch_isolates_the_one_failing_unit(conn, dsn):
     for u in [*good, bad]:
         catalog.element(conn, u, credits=2)
     conn.execute("UPDATE course_units SET credits = 0")
-    conn.execute(POISON)
+    catalog.install_poison(conn)
     jobs = {u: conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0] for u in [*good, bad]}
     async with running_worker(dsn, tries=1, batch_size=10):
 
