@@ -29,8 +29,11 @@ def lock_waiting(observer: psycopg.Connection, pid: int) -> bool:
     return bool(row and row[0])
 
 
-def wait_until_blocked(observer: psycopg.Connection, pid: int) -> None:
-    catalog.wait_for(lambda: lock_waiting(observer, pid), what=f"backend {pid} to wait on a lock")
+def wait_until_blocked(observer: psycopg.Connection, pid: int, what: str = "") -> None:
+    """Until backend `pid` waits on a lock (as `observer` sees it); `what` names the wait."""
+    catalog.wait_for(
+        lambda: lock_waiting(observer, pid), what=what or f"backend {pid} to wait on a lock"
+    )
 
 
 class Worker(threading.Thread):

@@ -11,6 +11,7 @@ import uuid
 import psycopg
 
 from tests import catalog
+from tests.deferral import wait_until_blocked
 
 
 def picked(conn: psycopg.Connection, unit: int, worker: uuid.UUID) -> int:
@@ -44,13 +45,7 @@ def test_two_workers_releasing_jobs_of_one_unit_at_once_leave_one_queued(conn, d
         thread = threading.Thread(target=release_second)
         thread.start()
         # The second release waits on the first one's queued index entry.
-        catalog.wait_for(
-            lambda: conn.execute(
-                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", (b_pid,)
-            ).fetchone()[0],
-            10,
-            "the second release to wait for the first",
-        )
+        wait_until_blocked(conn, b_pid, "the second release to wait for the first")
         a.commit()
         thread.join(10)
     assert results == [(1,)]
