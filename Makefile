@@ -14,8 +14,9 @@ test: ## the test suite, on an embedded PostgreSQL (or UE_RESYNC_TEST_DSN)
 test-pg15: ## the test suite on the local PostgreSQL 15
 	UE_RESYNC_TEST_DSN=postgresql://postgres@127.0.0.1:5432/postgres $(PY) -m pytest
 
-lint: ## ruff
+lint: ## ruff: lint and format check
 	ruff check .
+	ruff format --check .
 
 typecheck: ## mypy, strict on untyped defs
 	mypy

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from bench import common
 from bench.common import Bench, Target, timer
-from bench.workload import load_catalogue
+from support.catalogue import load_catalogue
 
 NAME = "bulk_update"
 TITLE = "one UPDATE of every element (4 per UE), one transaction"

@@ -21,7 +21,7 @@ from typing import Any
 
 from bench import common, daemons
 from bench.common import Bench, Target
-from bench.workload import load_catalogue
+from support.catalogue import load_catalogue
 
 NAME = "burst"
 TITLE = "burst of element updates on few UEs while the daemon runs"
@@ -167,7 +167,7 @@ def burst(b: Bench, proc: Any, r: int, units: int, updates: int) -> dict[str, An
             ).fetchone()
             return due == 0 and running == 0
 
-        common.wait_for(settled, 60, "the burst's jobs to be resynced", poll=0.05)
+        common.wait_for(settled, 60, "the burst's jobs to be resynced", interval=0.05)
         settle = time.monotonic() - began - seconds
         stop.set()
         for t in threads:

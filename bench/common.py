@@ -1,15 +1,13 @@
-"""What every benchmark shares: the A/B alternation, the statistics (median and spread, ratios
-against the same run's baseline), the output (a table on stdout, bench/results/<name>.json with
-every figure and what it was measured on), the entry point that starts the server (server.py)
-around a benchmark, and small database helpers."""
+"""What every benchmark shares: the A/B alternation, figures with their spread and their ratios
+against the same run's baseline (bench/figures.py), the output (a table on stdout,
+bench/results/<name>.json with every figure and what it was measured on), the entry point that
+starts the server around a benchmark (support.postgres), and small database helpers."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -21,7 +19,11 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import sql
 
-from bench.server import ROOT, Server, experiment, log, meta
+from bench.figures import Figure, Target, finite, fmt, median, quantile
+from bench.server import ROOT, experiment, log, meta
+from support.catalogue import settle as settle
+from support.poll import wait_for as wait_for
+from support.postgres import Postgres, start_postgres
 
 RESULTS = ROOT / "bench" / "results"
 DOCS = ROOT / "docs"
@@ -36,105 +38,6 @@ TRIGGERS = (
     "course_unit_elements_resync_row",
 )
 T = TypeVar("T")
-
-
-# -- statistics ------------------------------------------------------------------------------------
-
-
-def quantile(values: Sequence[float], q: float) -> float:
-    """The q-quantile, linear between closest ranks (numpy's default)."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q
-    lo = math.floor(pos)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-
-
-def median(values: Sequence[float]) -> float:
-    return quantile(values, 0.5)
-
-
-@dataclasses.dataclass(frozen=True)
-class Target:
-    """`op` is '>=' or '<='; it applies to the ratio (on='ratio') or the value itself."""
-
-    op: str
-    bound: float
-    on: str = "ratio"
-
-    def met(self, x: float | None) -> bool | None:
-        if x is None or math.isnan(x):
-            return None
-        return x >= self.bound if self.op == ">=" else x <= self.bound
-
-    def text(self, unit: str) -> str:
-        sign = "≥" if self.op == ">=" else "≤"
-        if self.on == "ratio":
-            return f"{sign} {self.bound:g}× baseline"
-        return f"{sign} {fmt(self.bound, unit)}"
-
-
-@dataclasses.dataclass
-class Figure:
-    """One measured figure: its median (or named statistic) and spread, the baseline it is
-    held against, the ratio to it (paired per round), and the target."""
-
-    name: str
-    unit: str
-    value: float | None
-    low: float | None = None
-    high: float | None = None
-    spread: str = "min–max of rounds"
-    samples: list[float] = dataclasses.field(default_factory=list)
-    baseline: float | None = None
-    baseline_name: str | None = None
-    ratio: float | None = None
-    ratio_low: float | None = None
-    ratio_high: float | None = None
-    target: Target | None = None
-    note: str = ""
-
-    @property
-    def met(self) -> bool | None:
-        if self.target is None:
-            return None
-        return self.target.met(self.ratio if self.target.on == "ratio" else self.value)
-
-    def as_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["target"] = (
-            None
-            if self.target is None
-            else {**dataclasses.asdict(self.target), "text": self.target.text(self.unit)}
-        )
-        data["met"] = self.met
-        return _finite(data)
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN: a figure that could not be measured is null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-def fmt(value: float | None, unit: str = "") -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if unit == "×":
-        return f"{value:.2f}×"
-    if unit in ("ms", "s"):
-        digits = 1 if abs(value) >= 10 else (2 if abs(value) >= 1 else 3)
-        return f"{value:,.{digits}f} {unit}"
-    whole = abs(value) >= 100 or float(value).is_integer()
-    text = f"{value:,.0f}" if whole else f"{value:,.2f}"
-    return f"{text} {unit}".strip()
 
 
 # -- the run of one benchmark ----------------------------------------------------------------------
@@ -152,7 +55,8 @@ class Bench:
         self.params: dict[str, Any] = {"rounds": rounds}
         self.notes: list[str] = []
         self.extra: dict[str, Any] = {}
-        self.server = Server()
+        self.server: Postgres | None = None
+        self.dbname = f"ue_resync_bench_{os.getpid()}"
         self.dsn = ""
         self.workdir = Path(tempfile.mkdtemp(prefix=f"ue-resync-bench-{name}-"))
 
@@ -314,7 +218,7 @@ class Bench:
             "meta": meta,
             "figures": [f.as_json() for f in self.figures],
             "notes": self.notes,
-            "extra": _finite(self.extra),
+            "extra": finite(self.extra),
         }
         RESULTS.mkdir(parents=True, exist_ok=True)
         path = result_path(self.name, self.quick)
@@ -362,35 +266,33 @@ def run(
     bench = Bench(name, title, args, rounds)
     started = time.monotonic()
     try:
-        bench.server.start()
-        bench.dsn = bench.server.create_database()
-        log(f"{name}: {bench.server.kind} server ready, database {bench.server.dbname}")
+        # The server of UE_RESYNC_DATABASE_URL, or an embedded one (bench/README.md).
+        server = bench.server = start_postgres(
+            os.environ.get("UE_RESYNC_DATABASE_URL"), prefix="ue-resync-bench-pg-"
+        )
+        bench.dsn = server.create_database(bench.dbname)
+        extra = os.environ.get("BENCH_EXTRA_SQL")
+        if extra:
+            # A candidate migration, measured before it lands (see bench/README.md).
+            log(f"EXPERIMENT: applying {extra} after the migrations")
+            with bench.connect() as conn, conn.transaction():
+                conn.execute(Path(extra).read_text().encode())
+        log(f"{name}: {server.kind} server ready, database {bench.dbname}")
         with bench.connect() as conn:
-            info = meta(conn, bench.server)
+            info = meta(conn, server)
         measure(bench)
         info["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
         info["seconds"] = round(time.monotonic() - started, 1)
         bench.report(info)
     finally:
-        bench.server.drop_database()
-        bench.server.stop()
+        if bench.server is not None:
+            bench.server.drop_database(bench.dbname)
+            bench.server.stop()
         shutil.rmtree(bench.workdir, ignore_errors=True)
     return 0
 
 
 # -- small helpers the benchmarks share ------------------------------------------------------------
-
-
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, poll: float = 0.02) -> T:
-    """The first truthy value of `predicate`, polled; TimeoutError naming `what` otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(poll)
 
 
 def set_triggers(conn: psycopg.Connection, enabled: bool) -> None:
@@ -402,15 +304,6 @@ def set_triggers(conn: psycopg.Connection, enabled: bool) -> None:
                 sql.SQL(action), sql.Identifier(trigger)
             )
         )
-
-
-def settle(conn: psycopg.Connection, *tables: str) -> None:
-    """VACUUM (ANALYZE) the tables and CHECKPOINT, so every timed run starts from the same
-    state: no dead rows left by the previous one, no full-page writes owed to a checkpoint."""
-    for table in tables:
-        conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.SQL(table)))
-    with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
-        conn.execute("CHECKPOINT")
 
 
 def reset_queue(conn: psycopg.Connection) -> None:

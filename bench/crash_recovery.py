@@ -17,7 +17,7 @@ from typing import Any
 
 from bench import common, daemons
 from bench.common import Bench, Target
-from bench.workload import load_catalogue
+from support.catalogue import load_catalogue
 
 NAME = "crash_recovery"
 TITLE = "daemon SIGKILLed mid-job, another running: kill → job re-run"
@@ -93,7 +93,7 @@ def one_crash(b: Bench, procs: list[Any], unit: int) -> tuple[float, float, Any]
                 (job,),
             ).fetchone()
 
-        s, f = common.wait_for(rerun, 90, "the job to be re-run", poll=0.05)
+        s, f = common.wait_for(rerun, 90, "the job to be re-run", interval=0.05)
         crashed = conn.execute(
             "SELECT count(*) FROM resync.job_runs WHERE job_id = %s AND outcome = 'crashed'",
             (job,),

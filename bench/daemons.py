@@ -1,6 +1,7 @@
 """Processes the benchmarks start: the real daemon (`python -m ue_resync work`, settings from the
 environment as in production, logging text lines to a file) and the baseline no-op worker
-(bench/pgq_noop.py). Each runs in the benchmark's scratch directory, so no .env is read."""
+(bench/pgq_noop.py), both through support.daemon. Each runs in the benchmark's scratch directory,
+so no .env is read."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import contextlib
 import json
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -17,39 +17,26 @@ from typing import Any
 
 import psycopg
 
-from bench.common import ROOT, Bench, wait_for
+from bench.common import Bench, wait_for
+from support import daemon
+from support.env import pythonpath, scrubbed_env
 
 NOOP = "bench_noop"
-
-
-def _env(dsn: str, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("UE_RESYNC_", "DATABASE_URL", "JOURNAL_STREAM", "NOTIFY_SOCKET"))
-    }
-    env["UE_RESYNC_DATABASE_URL"] = dsn
-    env["UE_RESYNC_LOG_FORMAT"] = "text"
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    env.update(extra)
-    return env
-
-
-def _spawn(bench: Bench, tag: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    log_path = bench.workdir / f"{tag}-{time.monotonic_ns()}.log"
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen(
-            argv, env=env, cwd=bench.workdir, stdout=out, stderr=subprocess.STDOUT
-        )
-    proc.log_path = log_path  # type: ignore[attr-defined]
-    return proc
 
 
 def start_daemon(bench: Bench, *args: str, **env: str) -> subprocess.Popen[bytes]:
     """`ue-resync work ARGS`; `env` adds UE_RESYNC_* settings (defaults otherwise).
     BENCH_DAEMON replaces `python -m ue_resync` (a candidate daemon, see bench/README.md)."""
-    command = shlex.split(os.environ.get("BENCH_DAEMON", "")) or [sys.executable, "-m", "ue_resync"]
-    return _spawn(bench, "daemon", [*command, "work", *args], _env(bench.dsn, **env))
+    candidate = shlex.split(os.environ.get("BENCH_DAEMON", ""))
+    return daemon.spawn(
+        bench.dsn,
+        "work",
+        *args,
+        cwd=bench.workdir,
+        log=bench.workdir / f"daemon-{time.monotonic_ns()}.log",
+        command=candidate or daemon.UE_RESYNC,
+        env=scrubbed_env(bench.dsn, PYTHONPATH=pythonpath(checkout_daemon=not candidate), **env),
+    )
 
 
 # The daemon's own run() parameters (its defaults: batch 50, --sleep 3, heartbeat timeout 8 s),
@@ -59,30 +46,24 @@ AS_DAEMON = ("--batch-size", "50", "--sleep", "3", "--heartbeat-timeout", "8")
 
 def start_noop(bench: Bench, *args: str) -> subprocess.Popen[bytes]:
     """bench/pgq_noop.py ARGS: pgqueuer's run() defaults unless ARGS say otherwise."""
-    return _spawn(
-        bench,
-        "noop",
-        [sys.executable, "-m", "bench.pgq_noop", "--dsn", bench.dsn, *args],
-        _env(bench.dsn),
+    return daemon.spawn(
+        bench.dsn,
+        "--dsn",
+        bench.dsn,
+        *args,
+        cwd=bench.workdir,
+        log=bench.workdir / f"noop-{time.monotonic_ns()}.log",
+        command=(sys.executable, "-m", "bench.pgq_noop"),
     )
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 30) -> int:
-    """SIGTERM (the daemon drains what it holds), then SIGKILL if it lingers."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    """SIGTERM (the daemon drains what it holds), then SIGKILL if it lingers; the exit status."""
+    daemon.stop(proc, timeout)
     return proc.wait(10)
 
 
-def tail(proc: subprocess.Popen[bytes], lines: int = 20) -> str:
-    path: Path | None = getattr(proc, "log_path", None)
-    if path is None or not path.exists():
-        return ""
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+tail = daemon.tail
 
 
 def check_alive(proc: subprocess.Popen[bytes]) -> None:
@@ -128,7 +109,7 @@ def daemon_ready(
                 ).fetchone()[0]
             )
 
-        wait_for(done, timeout, "the daemon's warm-up job", poll=0.05)
+        wait_for(done, timeout, "the daemon's warm-up job", interval=0.05)
 
 
 def noop_enqueue(conn: psycopg.Connection, delay: float = 0.0) -> int:
@@ -156,7 +137,7 @@ def noop_ready(bench: Bench, proc: subprocess.Popen[bytes], timeout: float = 30)
                 "SELECT count(*) FROM resync.pgqueuer WHERE id = %s", (job,)
             ).fetchone()[0]
 
-        wait_for(done, timeout, "the baseline worker's warm-up job", poll=0.05)
+        wait_for(done, timeout, "the baseline worker's warm-up job", interval=0.05)
 
 
 def read_marks(path: Path) -> dict[int, float]:

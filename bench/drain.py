@@ -2,10 +2,10 @@
 QueueManager draining 20,000 no-op jobs on the same driver (psycopg) and the same table.
 
 Three variants, alternated round by round, each a process of its own on an emptied, vacuumed
-queue: `ue-resync work --stop-when-empty` with its defaults (batch 50, one resync transaction at
-a time); bench/pgq_noop.py --drain with QueueManager.run()'s defaults (batch 10: the baseline
-the target is held against, the issue's "no-op drain"); and the same no-op with the daemon's
-batch of 50 (a stricter reference). Throughput is read from pgqueuer's own log for all three:
+queue: `ue-resync work --stop-when-empty` with its defaults (batches of 200, two resync
+transactions at once); bench/pgq_noop.py --drain with QueueManager.run()'s defaults (batch 10:
+the baseline the target is held against, the issue's "no-op drain"); and the same no-op with
+batches of 50 (a stricter reference). Throughput is read from pgqueuer's own log for all three:
 jobs over the time from the first pick to the last 'successful' row, so process start-up and
 shut-down are left out alike."""
 
@@ -19,7 +19,7 @@ import psycopg
 
 from bench import common, daemons
 from bench.common import Bench, Target
-from bench.workload import load_catalogue
+from support.catalogue import load_catalogue
 
 NAME = "drain"
 TITLE = "drain of queued resync jobs by one daemon vs a pgqueuer no-op drain"
@@ -50,7 +50,7 @@ def measure(b: Bench) -> None:
     b.params.update(
         jobs=jobs,
         elements_per_unit=4,
-        daemon="subprocess, defaults (batch 50, concurrency 1)",
+        daemon="subprocess, defaults (batch 200, concurrency 2)",
         baseline="bench/pgq_noop.py --drain: QueueManager.run() defaults (batch 10)",
     )
     with b.connect() as conn:

@@ -9,7 +9,7 @@
 -- payload, no debounce). Nothing a real design can drop; what it cannot do (route bulk
 -- statements, survive a failed sync, honour the UE's flags and the queue's contract) is what
 -- resync's triggers add. If a floor misses a target, no PL/pgSQL trigger design meets it on
--- that server and machine (docs/performance.md, "Session 4").
+-- that server and machine (docs/performance.md, "Single-row writers").
 CREATE OR REPLACE FUNCTION resync.on_element_row() RETURNS trigger
 LANGUAGE plpgsql
 AS $$

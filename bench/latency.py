@@ -9,21 +9,31 @@ on the server's clock where possible:
   end    resync.job_runs.finished_at (clock_timestamp() once the UE is written, just before
          the daemon's COMMIT); started_at gives the pickup, comparable to the baseline's.
 The baseline's end is the no-op handler's time.time() (the host's clock: the server's when it
-is local, as the embedded one is). Makes docs/latency.png (full mode) with matplotlib."""
+is local, as the embedded one is). Makes docs/latency.png (full mode) with matplotlib.
+
+--pgbouncer MODE measures the same path behind Debian's pgbouncer (support/pgbouncer.py, started
+in front of the server, pool_mode MODE) against direct, alternating three daemons: direct; every
+connection through pgbouncer (the writer's too); through pgbouncer with UE_RESYNC_LISTEN_URL
+direct. Results go to bench/results/latency_pgbouncer_MODE[.quick].json; no plot."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
 from bench import common, daemons
 from bench.common import DOCS, Bench, Target, experiment, log, result_path
-from bench.workload import element_of, load_catalogue
+from support import pgbouncer
+from support.catalogue import element_of, load_catalogue
 
 NAME = "latency"
 TITLE = "commit (deferred mode) → UE resynced by the daemon, vs pgqueuer enqueue → handler"
@@ -31,9 +41,13 @@ GAP = (0.010, 0.050)
 TABLES = ("resync.pgqueuer", "resync.pgqueuer_log", "resync.job_runs")
 
 
-def measure(b: Bench) -> None:
+def measure(b: Bench, pooler: str | None = None) -> None:
     samples = 30 if b.quick else 120
-    units = samples + 1  # the last one is the warm-up's
+    # A UE resynced less than ue_resync.debounce (2 s) ago is due a debounce later: with three
+    # daemons alternated (--pgbouncer), each run of one writes UEs of its own.
+    runs_of_ours = 3 * b.rounds if pooler else 1
+    units = samples * runs_of_ours + 1  # the last one is the warm-up's
+    fresh = iter(range(1, units, samples))
     b.params.update(
         samples_per_round=samples,
         gap_ms=[GAP[0] * 1000, GAP[1] * 1000],
@@ -50,16 +64,24 @@ def measure(b: Bench) -> None:
             common.reset_queue(conn)
             common.settle(conn, *TABLES)
 
-    def ours(_: int) -> list[float]:
+    def ours(_: int, app_dsn: str | None = None, **env: str) -> list[float]:
         prepare()
-        proc = daemons.start_daemon(b)
+        proc = daemons.start_daemon(b, **env)
+        first = next(fresh)
+        mine = range(first, first + samples)
         try:
             daemons.daemon_ready(b, proc, units)
             committed: dict[int, Any] = {}
-            with b.connect() as conn:
-                conn.execute("SET ue_resync.mode = 'deferred'")
-                for unit in range(1, samples + 1):
+            # No prepared statements: behind a transaction pooler they meet other connections.
+            with (
+                psycopg.connect(app_dsn, autocommit=True, prepare_threshold=None)
+                if app_dsn
+                else b.connect()
+            ) as conn:
+                for unit in mine:
                     with conn.transaction():
+                        # SET LOCAL: a plain SET leaks to other clients under a transaction pooler.
+                        conn.execute("SET LOCAL ue_resync.mode = 'deferred'")
                         conn.execute(
                             "UPDATE course_unit_elements SET hours_td = hours_td + 1 WHERE id = %s",
                             (element_of(unit),),
@@ -71,12 +93,12 @@ def measure(b: Bench) -> None:
                     daemons.check_alive(proc)
                     rows = conn.execute(
                         "SELECT course_unit_id, started_at, finished_at FROM resync.job_runs "
-                        "WHERE outcome = 'succeeded' AND course_unit_id <= %s",
-                        (samples,),
+                        "WHERE outcome = 'succeeded' AND course_unit_id BETWEEN %s AND %s",
+                        (mine[0], mine[-1]),
                     ).fetchall()
                     return rows if len(rows) >= samples else []
 
-                rows = common.wait_for(runs, 30, "every change to be resynced", poll=0.05)
+                rows = common.wait_for(runs, 30, "every change to be resynced", interval=0.05)
         finally:
             daemons.stop(proc)
         pickups.append([(s - committed[u]).total_seconds() * 1000 for u, s, _ in rows])
@@ -107,14 +129,18 @@ def measure(b: Bench) -> None:
                     ),
                     30,
                     "the baseline worker to run every job",
-                    poll=0.05,
+                    interval=0.05,
                 )
         finally:
             daemons.stop(proc)
         marks = daemons.read_marks(marks_path)
         return [(marks[j] - t) * 1000 for j, t in enqueued.items() if j in marks]
 
-    runs = b.alternate({"ue-resync": ours, "pgqueuer": noop})
+    if pooler is not None:
+        pooled(b, pooler, ours)
+        return
+    variants: dict[str, Callable[[int], list[float]]] = {"ue-resync": ours, "pgqueuer": noop}
+    runs = b.alternate(variants)
     base_name = "pgqueuer enqueue → handler start"
     for q, bound in ((0.5, 10.0), (0.99, 50.0)):
         b.percentile(
@@ -140,6 +166,40 @@ def measure(b: Bench) -> None:
     if not b.server.is_local():
         b.notes.append("remote server: the baseline's end is on this host's clock, skew included")
     plot(b, runs["ue-resync"], pickups, runs["pgqueuer"])
+
+
+def pooled(b: Bench, mode: str, ours: Callable[..., list[float]]) -> None:
+    """commit → resynced behind pgbouncer in `mode`, with and without a direct LISTEN, against
+    the daemon connected directly (same run, alternated)."""
+    params = conninfo_to_dict(b.dsn)
+    host = str(params.get("host") or "/var/run/postgresql")
+    with pgbouncer.running(host, int(params.get("port") or 5432), mode, pool_size=20) as bouncer:
+        via = bouncer.route(b.dsn)
+        b.params.update(
+            pgbouncer=f"pool_mode {mode}, default_pool_size 20",
+            app="the writer goes through it too",
+            baseline="the same daemon connected directly, alternated",
+        )
+        variants: dict[str, Callable[[int], list[float]]] = {
+            "direct": ours,
+            "pgbouncer": lambda r: ours(r, via, UE_RESYNC_DATABASE_URL=via),
+            "pgbouncer, LISTEN direct": lambda r: ours(
+                r, via, UE_RESYNC_DATABASE_URL=via, UE_RESYNC_LISTEN_URL=b.dsn
+            ),
+        }
+        runs = b.alternate(variants)
+    for name in ("pgbouncer", "pgbouncer, LISTEN direct"):
+        for q in (0.5, 0.99):
+            b.percentile(
+                f"{name}: commit → resynced p{q * 100:g}",
+                "ms",
+                q,
+                runs[name],
+                runs["direct"],
+                "direct",
+            )
+    for q in (0.5, 0.99):
+        b.percentile(f"direct: commit → resynced p{q * 100:g}", "ms", q, runs["direct"])
 
 
 def plot(
@@ -206,7 +266,25 @@ def plot(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return common.run(NAME, TITLE, measure, argv, __doc__, full_rounds=5, quick_rounds=1)
+    p = common.parser(NAME, __doc__)
+    p.add_argument(
+        "--pgbouncer",
+        choices=("transaction", "session"),
+        help="behind pgbouncer in this pool mode, against direct (see above)",
+    )
+    args: argparse.Namespace = p.parse_args(argv)
+    if args.pgbouncer is None:
+        return common.run(NAME, TITLE, measure, argv, __doc__, 5, 1, args=args)
+    return common.run(
+        f"{NAME}_pgbouncer_{args.pgbouncer}",
+        f"{TITLE}: behind pgbouncer ({args.pgbouncer} pooling) vs direct",
+        lambda b: measure(b, args.pgbouncer),
+        argv,
+        __doc__,
+        5,
+        1,
+        args=args,
+    )
 
 
 if __name__ == "__main__":

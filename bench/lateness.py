@@ -15,7 +15,7 @@ from typing import Any
 
 from bench import common, daemons
 from bench.common import Bench, Target
-from bench.workload import load_catalogue
+from support.catalogue import load_catalogue
 
 NAME = "lateness"
 TITLE = "lateness of delayed jobs (due in 1–5 s): run started − execute_after"
@@ -110,7 +110,7 @@ def measure(b: Bench) -> None:
                     ),
                     delays[1] + 30,
                     "the baseline worker to run every delayed job",
-                    poll=0.1,
+                    interval=0.1,
                 )
         finally:
             daemons.stop(proc)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from bench import common, daemons
 from bench.common import Bench, Target, timer
-from bench.workload import load_catalogue
+from support.catalogue import load_catalogue
 
 NAME = "scale"
 TITLE = "1,000,000 elements / 250,000 UEs: drift view, enqueue_drifted, daemon memory"

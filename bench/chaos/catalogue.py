@@ -1,5 +1,5 @@
-"""The chaos run's catalogue: UEs with their ECUE, a few hot UEs everyone edits, a few UEs with
-their sync flags off, and one poison UE whose resync always fails.
+"""The chaos run's catalogue (loaded by support.catalogue): UEs with their ECUE, a few hot UEs
+everyone edits, a few UEs with their sync flags off, and one poison UE whose resync always fails.
 
 The poison is a BEFORE UPDATE trigger on course_units (schema `chaos`, the run's own) that raises
 for that UE's code: an inline sync of it defers, and every job for it fails on each attempt, then
@@ -11,6 +11,8 @@ import dataclasses
 import random
 
 import psycopg
+
+from support.catalogue import load_catalogue
 
 POISON_CODE = "CHAOS-POISON"
 
@@ -32,44 +34,26 @@ class Catalogue:
 def load(
     conn: psycopg.Connection, units: int, elements: int, hot: int, rng: random.Random
 ) -> Catalogue:
-    """Insert the catalogue with the triggers in 'off' mode, then make every UE consistent
-    (one sync_units of all, as a job would, but without last_job_sync)."""
+    """Load the catalogue (support.catalogue, no trigger firing, every UE consistent), then the
+    poison UE with one element synced and one no trigger saw."""
+    ids = list(range(1, units + 1))
+    hot_ids = ids[:hot]
+    # Hot UEs hold more elements (a common UE shared by many programmes).
+    weights = [8.0 if u in hot_ids else 1.0 for u in ids]
+    rows = [
+        (
+            u,
+            rng.choice([0, 0.5, 1, 1.5, 2, 3, 4, 6]),
+            rng.choice([0, 6, 8, 10.5, 12, 20]),
+            rng.choice([0, 4, 8, 10, 12.5]),
+            rng.choice([0, 2, 4, 6, 9.5]),
+        )
+        for u in rng.choices(ids, weights=weights, k=elements)
+    ]
+    # Some UEs keep their own credits, hours, or stay out of the automatic sync.
+    flags = [(g % 17 != 3, g % 19 != 4, g % 41 != 7) for g in ids]
+    load_catalogue(conn, units, elements=rows, prefix="CH", flags=flags)
     with conn.transaction():
-        conn.execute("SELECT set_config('ue_resync.mode', 'off', true)")
-        ids = [
-            r[0]
-            for r in conn.execute(
-                "INSERT INTO course_units (code, name, sync_credits_with_elements, "
-                "  sync_hours_with_elements, auto_sync_enabled) "
-                "SELECT 'CH' || lpad(g::text, 5, '0'), 'Chaos unit ' || g, "
-                "       g %% 17 <> 3, g %% 19 <> 4, g %% 41 <> 7 "
-                "FROM generate_series(1, %s) g ORDER BY g RETURNING id",
-                (units,),
-            ).fetchall()
-        ]
-        hot_ids = ids[:hot]
-        # Hot UEs hold more elements (a common UE shared by many programmes).
-        weights = [8.0 if u in hot_ids else 1.0 for u in ids]
-        chosen = rng.choices(ids, weights=weights, k=elements)
-        rows = [
-            (
-                u,
-                f"EC{n:06d}",
-                f"Chaos element {n}",
-                rng.choice([0, 0.5, 1, 1.5, 2, 3, 4, 6]),
-                rng.choice([0, 6, 8, 10.5, 12, 20]),
-                rng.choice([0, 4, 8, 10, 12.5]),
-                rng.choice([0, 2, 4, 6, 9.5]),
-            )
-            for n, u in enumerate(chosen, 1)
-        ]
-        with conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO course_unit_elements (course_unit_id, code, name, credits, "
-                "  hours_cm, hours_td, hours_tp, hours_total) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s + %s + %s)",
-                [(*r, r[4], r[5], r[6]) for r in rows],
-            )
         poison = conn.execute(
             "INSERT INTO course_units (code, name) VALUES (%s, 'Chaos poison unit') RETURNING id",
             (POISON_CODE,),
@@ -79,8 +63,8 @@ def load(
             "  hours_total) VALUES (%s, 'EC-POISON-1', 'Poison element', 3, 12, 12)",
             (poison,),
         )
-        conn.execute("SELECT count(*) FROM resync.sync_units(%s, false, false)", ([*ids, poison],))
         # The poison's one change no trigger sees: it starts drifted.
+        conn.execute("SELECT set_config('ue_resync.mode', 'off', true)")
         conn.execute(
             "INSERT INTO course_unit_elements (course_unit_id, code, name, credits, hours_cm, "
             "  hours_total) VALUES (%s, 'EC-POISON-2', 'Poison element 2', 2, 8, 8)",

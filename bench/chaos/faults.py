@@ -5,7 +5,10 @@ sigterm     SIGTERM of a daemon (it must drain and exit 0), restarted at once
 pg_restart  `pg_ctl restart -m fast` of our own server; on a server we cannot restart,
             pg_terminate_backend of every daemon connection instead (said in the output)
 net_cut     one daemon's proxy link cut (connections aborted, new ones refused) for 1–5 s
-poison      a resync requested for the poison UE, whose every attempt fails"""
+poison      a resync requested for the poison UE, whose every attempt fails
+failover    (with --failover only) the primary crashes, its synchronous replica is promoted, the
+            daemons' links follow it; every live daemon must be back within 15 s; the failed
+            node is then cloned afresh as the new replica (bench/chaos/failover.py)"""
 
 from __future__ import annotations
 
@@ -19,11 +22,13 @@ from typing import Any
 
 import psycopg
 
-from bench.chaos.processes import Daemon, wait_until
+from bench.chaos.processes import Daemon
 from bench.chaos.proxy import Proxy
 from bench.chaos.server import ChaosServer
+from support.poll import WaitTimeout, wait_for
 
 KINDS = ("sigkill", "sigterm", "pg_restart", "net_cut", "poison")
+FAILOVER = "failover"
 
 
 @dataclasses.dataclass
@@ -47,7 +52,10 @@ def registered(dsn: str, daemon: Daemon, timeout: float) -> bool:
             return False
         return bool(row and row[0])
 
-    return bool(wait_until(up, timeout, poll=0.1))
+    try:
+        return wait_for(up, timeout, f"daemon {daemon.index} to register", interval=0.1)
+    except WaitTimeout:
+        return False
 
 
 class Faults:
@@ -71,6 +79,8 @@ class Faults:
         self.problems: list[str] = []
         self.later: list[tuple[float, Callable[[], None], str]] = []
         self._round: list[str] = []
+        # A server that can fail over (bench/chaos/failover.py) adds that fault to each round.
+        self.kinds = (*KINDS, FAILOVER) if hasattr(server, "fail_over") else KINDS
 
     def log(self, kind: str, detail: str) -> None:
         event = Event(time.monotonic() - self.t0, kind, detail)
@@ -79,7 +89,7 @@ class Faults:
 
     def next_kind(self) -> str:
         if not self._round:
-            self._round = list(KINDS)
+            self._round = list(self.kinds)
             self.rng.shuffle(self._round)
         return self._round.pop()
 
@@ -188,6 +198,27 @@ class Faults:
             self.log("restore", f"daemon {index}'s link restored")
 
         self.later.append((time.monotonic() + hold, restore, f"restore {victim.index}"))
+
+    def failover(self) -> None:
+        from bench.chaos.failover import FOLLOW_WITHIN
+
+        # The daemons that can come back at once: up, and not behind a cut link.
+        live = [d for d in self.daemons if d.alive() and not d.link.is_cut and d.pid]
+        took = self.server.fail_over(  # type: ignore[attr-defined]
+            [d.link for d in self.daemons], [d.pid for d in live]
+        )
+        back = took["promotion_to_daemons_back_s"]
+        if back > FOLLOW_WITHIN:
+            self.problems.append(
+                f"failover: the daemons were back {back:.1f} s after the promotion "
+                f"(more than {FOLLOW_WITHIN:g} s)"
+            )
+        self.log(
+            "failover",
+            f"primary crashed, replica promoted after {took['outage_to_promotion_s']:.1f} s; "
+            f"{len(live)} daemon(s) back {back:.1f} s after the promotion; "
+            f"replica rebuilt in {took['replica_rebuilt_s']:.1f} s",
+        )
 
     def poison(self) -> None:
         with psycopg.connect(self.server.dsn, autocommit=True, connect_timeout=5) as conn:

@@ -1,20 +1,19 @@
 """The processes of a chaos run: daemons (`python -m ue_resync work`, each through its own proxy
-link) and writers (`python -m bench.chaos.writer`), each logging to a file of the work dir."""
+link) and writers (`python -m bench.chaos.writer`), started and stopped through support.daemon,
+each logging to a file of the work dir."""
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from bench.chaos.proxy import Link
-
-ROOT = Path(__file__).resolve().parents[2]
+from support import daemon
+from support.env import ROOT as ROOT
 
 # The daemons' settings: backoffs of 30/60/120 s become 0.3/0.6/1.2 s, a job held by a dead
 # daemon is taken over after 2 s, and the poll fallback is 0.5 s.
@@ -25,21 +24,6 @@ DAEMON_ENV = {
     "UE_RESYNC_MAX_TIME": "0",
     "UE_RESYNC_LOG_FORMAT": "text",
 }
-
-
-def base_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("UE_RESYNC_", "DATABASE_URL", "JOURNAL_STREAM", "NOTIFY_SOCKET"))
-    }
-    # The daemon and the migrations of the checkout the run comes from, whatever is installed:
-    # a soak run from a snapshot of the tree is not disturbed by edits to the working tree.
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT / "daemon"), str(ROOT), env.get("PYTHONPATH", "")) if p
-    )
-    env.update(extra)
-    return env
 
 
 class Daemon:
@@ -59,14 +43,7 @@ class Daemon:
         self.starts += 1
         path = self.workdir / f"daemon-{self.index}-{self.starts}.log"
         self.logs.append(path)
-        with open(path, "wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "ue_resync", "work"],
-                env=base_env(UE_RESYNC_DATABASE_URL=self.dsn, **DAEMON_ENV),
-                cwd=self.workdir,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        self.proc = daemon.spawn_daemon(self.dsn, cwd=self.workdir, log=path, **DAEMON_ENV)
         self.expected_exit = False
 
     @property
@@ -90,19 +67,14 @@ class Daemon:
 
     def stop(self, timeout: float = 30) -> int | None:
         """SIGTERM, then the exit status (None when it had to be SIGKILLed)."""
-        if not self.alive():
-            return self.proc.returncode if self.proc is not None else None
-        self.signal(signal.SIGTERM)
-        code = self.wait(timeout)
-        if code is None:
-            self.signal(signal.SIGKILL)
-            self.wait(10)
-        return code
+        if self.proc is None:
+            return None
+        if self.alive():
+            self.expected_exit = True
+        return daemon.stop(self.proc, timeout)
 
     def tail(self, lines: int = 15) -> str:
-        if not self.logs or not self.logs[-1].exists():
-            return ""
-        return "\n".join(self.logs[-1].read_text(errors="replace").splitlines()[-lines:])
+        return daemon.tail(self.proc, lines) if self.proc is not None else ""
 
 
 class WriterProc:
@@ -115,28 +87,21 @@ class WriterProc:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        with open(self.err, "wb") as err:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bench.chaos.writer", json.dumps(self.config)],
-                env=base_env(),
-                cwd=ROOT,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
+        self.proc = daemon.spawn(
+            None,
+            json.dumps(self.config),
+            cwd=ROOT,
+            log=self.err,
+            command=(sys.executable, "-m", "bench.chaos.writer"),
+        )
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self, timeout: float = 30) -> int | None:
+        """SIGTERM, then the exit status (None when it had to be SIGKILLed)."""
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
-            return None
+        return daemon.stop(self.proc, timeout)
 
     def records(self) -> tuple[list[dict[str, Any]], dict[str, int]]:
         lines, summary = [], {}
@@ -153,15 +118,3 @@ class WriterProc:
 
     def stderr(self) -> str:
         return self.err.read_text(errors="replace") if self.err.exists() else ""
-
-
-def wait_until(predicate: Any, timeout: float, poll: float = 0.1) -> Any:
-    """The first truthy value of `predicate` within `timeout` seconds, else None."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(poll)

@@ -26,14 +26,15 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 from psycopg import errors
 
+from bench.chaos import operations
 from ue_resync.db import is_connection_loss
 
-FIELDS = ("credits", "hours_cm", "hours_td", "hours_tp", "hours_total", "status")
 WARNING = "ue-resync: sync of"
 MODES = ("inline", "deferred", "off")
 MODE_WEIGHTS = (70, 20, 10)
@@ -169,7 +170,7 @@ class Writer:
         op: str,
         query: str,
         params: Any,
-        old_units: list[int] | tuple[int, ...] = (),
+        old_units: Sequence[int] = (),
     ) -> int:
         """Run one element statement that RETURNs course_unit_id; record the UEs it touched
         (with `old_units`, those a move left), and whether its sync deferred."""
@@ -212,7 +213,7 @@ class Writer:
         mode = self.rng.choices(MODES, MODE_WEIGHTS)[0]
         self.set_mode(conn, mode)
         for _ in range(self.rng.choice((1, 1, 1, 2, 3))):
-            self.operation(conn, changes, mode)
+            operations.run_one(self, conn, changes, mode)
         return mode
 
     def catalogue_size(self, conn: psycopg.Connection) -> int:
@@ -222,194 +223,6 @@ class Writer:
         if self.ops % 100 == 1:
             self.size = int(conn.execute("SELECT count(*) FROM course_unit_elements").fetchone()[0])
         return self.size
-
-    def operation(self, conn: psycopg.Connection, changes: list[list[int]], mode: str) -> None:
-        rng = self.rng
-        size, target = self.catalogue_size(conn), self.cfg["elements"]
-        op = rng.choices(
-            [
-                "insert",
-                "update",
-                "move",
-                "soft_delete",
-                "restore",
-                "hard_delete",
-                "bulk_update",
-                "bulk_insert",
-                "bulk_toggle",
-                "bulk_move",
-                "bulk_delete",
-            ],
-            [8, 30, 8, 6, 6, 8, 4, 2, 3, 2, 2],
-        )[0]
-        if size > 1.5 * target and op in ("insert", "bulk_insert"):
-            op = "hard_delete" if op == "insert" else "bulk_delete"
-        elif size < 0.5 * target and op in ("hard_delete", "bulk_delete"):
-            op = "insert" if op == "hard_delete" else "bulk_insert"
-        u = self.a_unit()
-        if op == "insert":
-            self.stmt(
-                conn,
-                changes,
-                mode,
-                op,
-                "INSERT INTO course_unit_elements (course_unit_id, code, name, credits, "
-                "hours_cm, hours_td, hours_tp, hours_total) VALUES (%s, %s, 'chaos', %s, %s, %s, "
-                "%s, %s) RETURNING course_unit_id",
-                (u, f"W{rng.randrange(10**9)}", *self.values()),
-            )
-        elif op in ("update", "move", "soft_delete", "restore", "hard_delete"):
-            where = {
-                "soft_delete": "course_unit_id = %s AND deleted_at IS NULL",
-                "restore": "course_unit_id = %s AND deleted_at IS NOT NULL",
-            }.get(op, "course_unit_id = %s")
-            picked = self.lock_elements(conn, where, (u,))
-            if not picked:
-                return
-            ((eid, old),) = picked
-            if op == "update":
-                field = rng.choice(FIELDS)
-                value: Any = (
-                    rng.choice(("active", "inactive", "active"))
-                    if field == "status"
-                    else rng.choice((0, 0.5, 1, 2, 3, 4.5, 6))
-                    if field == "credits"
-                    else rng.choice((0, 2, 4.5, 8, 10, 12, 16, 24))
-                )
-                self.stmt(
-                    conn,
-                    changes,
-                    mode,
-                    f"update_{field}",
-                    # Only a real change: a statement that changes no counted field syncs
-                    # nothing and queues nothing, by design.
-                    f"UPDATE course_unit_elements SET {field} = %s, updated_at = now() "
-                    f"WHERE id = %s AND {field} IS DISTINCT FROM %s RETURNING course_unit_id",
-                    (value, eid, value),
-                    [old],
-                )
-            elif op == "move":
-                self.stmt(
-                    conn,
-                    changes,
-                    mode,
-                    op,
-                    "UPDATE course_unit_elements SET course_unit_id = %s WHERE id = %s "
-                    "AND course_unit_id <> %s RETURNING course_unit_id",
-                    (target := rng.choice(self.units), eid, target),
-                    [old],
-                )
-            elif op == "soft_delete":
-                self.stmt(
-                    conn,
-                    changes,
-                    mode,
-                    op,
-                    "UPDATE course_unit_elements SET deleted_at = now() WHERE id = %s "
-                    "RETURNING course_unit_id",
-                    (eid,),
-                    [old],
-                )
-            elif op == "restore":
-                self.stmt(
-                    conn,
-                    changes,
-                    mode,
-                    op,
-                    "UPDATE course_unit_elements SET deleted_at = NULL WHERE id = %s "
-                    "RETURNING course_unit_id",
-                    (eid,),
-                    [old],
-                )
-            else:
-                self.stmt(
-                    conn,
-                    changes,
-                    mode,
-                    op,
-                    "DELETE FROM course_unit_elements WHERE id = %s RETURNING course_unit_id",
-                    (eid,),
-                    [old],
-                )
-        elif op == "bulk_update":
-            some = rng.sample(self.units, rng.randint(2, 10))
-            self.stmt(
-                conn,
-                changes,
-                mode,
-                op,
-                "UPDATE course_unit_elements SET hours_td = (hours_td + 1) %% 40 "
-                "WHERE course_unit_id = ANY(%s) RETURNING course_unit_id",
-                (some,),
-            )
-        elif op == "bulk_insert":
-            n = rng.randint(5, 25)
-            owners = [self.a_unit() for _ in range(rng.randint(1, 4))]
-            rows = [
-                (rng.choice(owners), f"B{rng.randrange(10**9)}", *self.values()) for _ in range(n)
-            ]
-            self.stmt(
-                conn,
-                changes,
-                mode,
-                op,
-                "INSERT INTO course_unit_elements (course_unit_id, code, name, credits, "
-                "hours_cm, hours_td, hours_tp, hours_total) "
-                "SELECT u, c, 'chaos bulk', cr, cm, td, tp, tot "
-                "FROM unnest(%s::bigint[], %s::text[], %s::numeric[], %s::numeric[], "
-                "%s::numeric[], %s::numeric[], %s::numeric[]) AS r(u, c, cr, cm, td, tp, tot) "
-                "RETURNING course_unit_id",
-                tuple(list(col) for col in zip(*rows, strict=True)),
-            )
-        elif op == "bulk_toggle":
-            self.stmt(
-                conn,
-                changes,
-                mode,
-                op,
-                "UPDATE course_unit_elements "
-                "SET deleted_at = CASE WHEN deleted_at IS NULL THEN now() END "
-                "WHERE id IN (SELECT id FROM course_unit_elements WHERE course_unit_id = %s "
-                "  ORDER BY id FOR UPDATE) AND random() < 0.4 RETURNING course_unit_id",
-                (u,),
-            )
-        elif op == "bulk_move":
-            picked = self.lock_elements(conn, "course_unit_id = %s", (u,), k=rng.randint(2, 6))
-            if picked:
-                self.stmt(
-                    conn,
-                    changes,
-                    mode,
-                    op,
-                    "UPDATE course_unit_elements SET course_unit_id = %s WHERE id = ANY(%s) "
-                    "AND course_unit_id <> %s RETURNING course_unit_id",
-                    (target := rng.choice(self.units), [p[0] for p in picked], target),
-                    [p[1] for p in picked],
-                )
-        else:  # bulk_delete: keeps the catalogue's size steady against the bulk inserts
-            picked = self.lock_elements(
-                conn, "course_unit_id <> %s", (self.cfg["poison"],), k=rng.randint(5, 25)
-            )
-            if picked:
-                self.stmt(
-                    conn,
-                    changes,
-                    mode,
-                    op,
-                    "DELETE FROM course_unit_elements WHERE id = ANY(%s) RETURNING course_unit_id",
-                    ([p[0] for p in picked],),
-                    [p[1] for p in picked],
-                )
-
-    def values(self) -> tuple[float, ...]:
-        # Floats only: psycopg will not dump a list mixing int and float (the bulk insert).
-        rng = self.rng
-        cm, td, tp = (
-            rng.choice((0.0, 6.0, 10.0, 12.0)),
-            rng.choice((0.0, 4.0, 8.0, 10.0)),
-            rng.choice((0.0, 2.0, 6.0)),
-        )
-        return (rng.choice((0.0, 1.0, 1.5, 2.0, 3.0, 4.0)), cm, td, tp, cm + td + tp)
 
     def locker(self, conn: psycopg.Connection, changes: list[list[int]]) -> str:
         some = sorted({self.a_unit() for _ in range(self.rng.randint(1, 3))})

@@ -1,5 +1,11 @@
 """Connections. Every connection of the daemon is autocommit (transactions are explicit) and
-carries TCP keepalives, so a silent network cut is noticed in seconds rather than hours."""
+carries TCP keepalives, so a silent network cut is noticed in seconds rather than hours.
+
+No connection prepares statements (`prepare_threshold=None`): behind a transaction pooler
+(pgbouncer before 1.21, or with max_prepared_statements = 0) each transaction may land on another
+server connection, where psycopg's `_pg3_N` statement is unknown or already taken. Nothing tells
+a client reliably that it talks to a pooler, so preparation is off everywhere; the statements are
+short calls into server functions, whose own plans PL/pgSQL caches in the server session."""
 
 from __future__ import annotations
 
@@ -27,14 +33,24 @@ def is_connection_loss(exc: BaseException, conn: psycopg.AsyncConnection | None 
     return False
 
 
-async def connect(dsn: str, role: str, timeout: float = 5.0) -> psycopg.AsyncConnection:
-    """An autocommit connection; `role` names it in pg_stat_activity (application_name)."""
-    return await psycopg.AsyncConnection.connect(
+async def connect(
+    dsn: str, role: str, timeout: float = 5.0, listen: bool = False
+) -> psycopg.AsyncConnection:
+    """An autocommit connection; `role` names it in pg_stat_activity (application_name).
+
+    Only the `listen` connection keeps the notifications it receives. Behind a transaction
+    pooler, a server connection that once ran a LISTEN passes its notifications to whichever
+    client it serves next, and psycopg would keep them on that connection without end."""
+    conn = await psycopg.AsyncConnection.connect(
         make_conninfo(dsn, **_keepalive()),
         autocommit=True,
+        prepare_threshold=None,
         connect_timeout=max(1, int(timeout)),
         application_name=f"ue-resync {__version__} {role}",
     )
+    if not listen:
+        conn.add_notify_handler(_discard)
+    return conn
 
 
 def connect_sync(dsn: str, role: str, timeout: float = 5.0) -> psycopg.Connection:
@@ -42,9 +58,14 @@ def connect_sync(dsn: str, role: str, timeout: float = 5.0) -> psycopg.Connectio
     return psycopg.Connection.connect(
         make_conninfo(dsn, **_keepalive()),
         autocommit=True,
+        prepare_threshold=None,
         connect_timeout=max(1, int(timeout)),
         application_name=f"ue-resync {__version__} {role}",
     )
+
+
+def _discard(_: psycopg.Notify) -> None:
+    return None
 
 
 def _keepalive() -> dict[str, str]:

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.rows import dict_row
 
-from ue_resync import embedded, migrate
+from ue_resync import embedded, migrate, output
+from ue_resync.queries import query
 from ue_resync.settings import Settings
 
 DBNAME = "ue_resync_demo"
@@ -190,6 +192,7 @@ def _scalar(conn: psycopg.Connection, sql: str, *params: Any) -> Any:
 
 
 def run_demo(settings: Settings, data_dir: Path, keep: bool) -> int:
+    embedded.load(data_dir.expanduser().resolve().parent)  # NotInstalled before any output
     if settings.has_database():
         _say("(a database is configured; the demo ignores it and uses its own embedded server)")
     _step(1, f"embedded PostgreSQL in {data_dir}")
@@ -213,8 +216,6 @@ def run_demo(settings: Settings, data_dir: Path, keep: bool) -> int:
 
 
 def _walkthrough(server: embedded.EmbeddedServer, uri: str) -> int:
-    from ue_resync import cli
-
     with psycopg.connect(uri, autocommit=True) as conn:
         _step(2, "migrations")
         applied = migrate.apply(conn)
@@ -327,15 +328,17 @@ def _walkthrough(server: embedded.EmbeddedServer, uri: str) -> int:
                 "the job to fail",
             )
             for attempt, outcome, error in conn.execute(
-                "SELECT attempt, outcome, error FROM resync.job_runs WHERE job_id = %s "
-                "ORDER BY id",
+                "SELECT attempt, outcome, error FROM resync.job_runs WHERE job_id = %s ORDER BY id",
                 (failed_job,),
             ):
                 _say(f"  attempt {attempt}: {outcome} — {error}")
 
-        _step(8, "ue-resync monitor")
-    cli.main(["--database-url", uri, "monitor"])
-    _say("")
-    cli.main(["--database-url", uri, "failed"])
+        _step(8, "ue-resync monitor, ue-resync failed")
+        with conn.cursor(row_factory=dict_row) as cur:
+            status = cur.execute(query("queue_status")).fetchone()
+            assert status is not None
+            _say(output.monitor_text(status))
+            _say("")
+            _say(output.failed_text(cur.execute(query("failed_jobs")).fetchall()))
     _say(f"\nConnect to the demo database with:\n  {server.psql_command(DBNAME)}")
     return 0

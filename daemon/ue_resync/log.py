@@ -74,3 +74,10 @@ def setup(
     logging.basicConfig(handlers=[_Intercept()], level=logging.WARNING, force=True)
     # pgqueuer logs each job failure with a traceback; we log our own line per failure.
     logging.getLogger("pgqueuer").setLevel(logging.CRITICAL)
+
+
+def one_line(exc: BaseException) -> str:
+    """The first line of an error's message (PostgreSQL's DETAIL and HINT follow on others), for
+    a log line or a one-line error."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

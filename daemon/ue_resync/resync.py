@@ -66,7 +66,7 @@ async def start_runs(
     ]
 
 
-async def resync(
+async def resync_units(
     conn: psycopg.AsyncConnection, runs: Sequence[Run], timeout: float
 ) -> list[Synced]:
     """One transaction: lock and resync the runs' UEs in id order, close the runs, read the LMD

@@ -35,9 +35,14 @@ class Settings(BaseSettings):
     db_database: str | None = Field(default=None, validation_alias="DB_DATABASE")
     db_username: str | None = Field(default=None, validation_alias="DB_USERNAME")
     db_password: SecretStr | None = Field(default=None, validation_alias="DB_PASSWORD")
+    # A direct connection for LISTEN alone, when the database URL goes through a transaction
+    # pooler (a LISTEN made through one hears nothing); every query still uses the database URL.
+    listen_url: SecretStr | None = None
 
     # `ue-resync work`, with the old `queue:work` defaults.
     sleep: float = Field(default=3.0, gt=0, le=3600, description="poll fallback, seconds")
+    # The poll interval while the daemon's LISTEN hears nothing (its self-check failed).
+    sleep_without_wakeups: float = Field(default=0.5, ge=0.05, le=60)
     tries: int = Field(default=3, ge=1, le=100, description="attempts, not retries")
     backoff: Annotated[tuple[float, ...], NoDecode] = Field(default=(30.0, 60.0, 120.0))
     max_time: float = Field(default=3600.0, ge=0, description="exit 0 after, 0 = never")
@@ -92,6 +97,12 @@ class Settings(BaseSettings):
             "no database configured: set UE_RESYNC_DATABASE_URL (or DATABASE_URL), "
             "or point --env-file at a Laravel .env with DB_HOST/DB_DATABASE/DB_USERNAME"
         )
+
+    def listen_dsn(self) -> str:
+        """The connection string of the LISTEN connection: UE_RESYNC_LISTEN_URL, else dsn()."""
+        if self.listen_url is not None and self.listen_url.get_secret_value().strip():
+            return self.listen_url.get_secret_value()
+        return self.dsn()
 
     def has_database(self) -> bool:
         return self.database_url is not None or bool(self.db_database)

@@ -87,6 +87,11 @@ GRANT SELECT, INSERT, UPDATE ON resync.workers TO resync_worker;
 GRANT SELECT, INSERT, UPDATE ON resync.job_runs TO resync_worker;
 -- Gauges, the LMD checks after each resync, and the drift sweep of `ue-resync check`.
 GRANT SELECT ON resync.queue_status, resync.validation_warnings, resync.drift TO resync_worker;
+-- Prometheus: ue_resync_enqueued_total is the queue's id sequence (queries/enqueued_total.sql;
+-- SELECT reads it, it cannot take a number); ue_resync_unit_failures_24h_max counts the inline
+-- syncs that failed as resync.alerts does (queries/unit_failures_max.sql): not the error text.
+GRANT SELECT ON SEQUENCE resync.pgqueuer_id_seq TO resync_worker;
+GRANT SELECT (course_unit_id, failed_at, sqlstate) ON resync.sync_failures TO resync_worker;
 GRANT EXECUTE ON FUNCTION
     resync.start_runs(bigint[], bigint[], text[], uuid),
     resync.complete_runs(bigint[], bigint[]),

@@ -45,7 +45,10 @@ $$;
 --   (each job it held is queued again now, or deleted when its UE already has a queued job,
 --   which will do the same work). Returns how many jobs it released.
 -- Why: SKIP LOCKED, because another daemon may already be taking the job over as stale; the UE
---   test keeps the one-queued-job-per-UE index from refusing the re-queue.
+--   test keeps the one-queued-job-per-UE index from refusing the re-queue, and the
+--   unique_violation handler covers the job the test cannot see yet: another daemon releasing a
+--   job of the same UE at the same moment (both reconnect together after a failover), or a
+--   writer queuing one, not yet committed.
 CREATE OR REPLACE FUNCTION resync.release_jobs(p_worker uuid) RETURNS integer
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -73,9 +76,13 @@ BEGIN
         ) THEN
             DELETE FROM resync.pgqueuer WHERE id = v_job.id;
         ELSE
-            UPDATE resync.pgqueuer
-            SET status = 'queued', queue_manager_id = NULL, updated = now()
-            WHERE id = v_job.id;
+            BEGIN
+                UPDATE resync.pgqueuer
+                SET status = 'queued', queue_manager_id = NULL, updated = now()
+                WHERE id = v_job.id;
+            EXCEPTION WHEN unique_violation THEN
+                DELETE FROM resync.pgqueuer WHERE id = v_job.id;
+            END;
         END IF;
         v_count := v_count + 1;
     END LOOP;

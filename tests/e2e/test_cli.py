@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from support.env import scrubbed_env
 from tests import catalog
-from tests.e2e.conftest import cli_env
 
 pytestmark = pytest.mark.e2e
 
@@ -129,7 +129,7 @@ def test_request_sync_check(cli, conn, seeded):
 
 
 def test_migrate_and_print_sql(cli, empty_dsn):
-    env = cli_env(empty_dsn)
+    env = scrubbed_env(empty_dsn)
     first = cli("migrate", env=env)
     assert first.returncode == 0, first.stderr
     assert first.stdout.startswith("applied "), first.stdout
@@ -139,20 +139,20 @@ def test_migrate_and_print_sql(cli, empty_dsn):
 
 
 def test_errors_are_one_line_and_never_show_the_password(cli, empty_dsn, pg_server):
-    none = cli("monitor", env=cli_env(None))
+    none = cli("monitor", env=scrubbed_env(None))
     assert none.returncode == 2 and "no database configured" in _one_clean_line(none.stderr)
-    unmigrated = cli("monitor", env=cli_env(empty_dsn))
+    unmigrated = cli("monitor", env=scrubbed_env(empty_dsn))
     assert unmigrated.returncode == 1
     assert "run `ue-resync migrate`" in _one_clean_line(unmigrated.stderr)
     unreachable = cli(
         "monitor",
-        env=cli_env("postgresql://someone:s3cr3t-pw@127.0.0.1:1/nothing?connect_timeout=2"),
+        env=scrubbed_env("postgresql://someone:s3cr3t-pw@127.0.0.1:1/nothing?connect_timeout=2"),
     )
     line = _one_clean_line(unreachable.stderr)
     assert unreachable.returncode == 1 and "cannot connect" in line and "s3cr3t" not in line
-    wrong = cli("work", env=cli_env(empty_dsn, UE_RESYNC_TRIES="many"))
+    wrong = cli("work", env=scrubbed_env(empty_dsn, UE_RESYNC_TRIES="many"))
     assert wrong.returncode == 2 and "invalid setting: tries" in _one_clean_line(wrong.stderr)
-    old_schema = cli("work", "--stop-when-empty", env=cli_env(empty_dsn))
+    old_schema = cli("work", "--stop-when-empty", env=scrubbed_env(empty_dsn))
     assert old_schema.returncode == 1
     assert "run `ue-resync migrate`" in _one_clean_line(old_schema.stderr)
 
@@ -165,6 +165,6 @@ def test_a_laravel_env_file_is_understood(cli, dsn, tmp_path, pg_server):
         f"DB_HOST={pg_server.host}\nDB_PORT={pg_server.port}\nDB_DATABASE={dbname}\n"
         f"DB_USERNAME={pg_server.user}\nDB_PASSWORD=\nQUEUE_CONNECTION=database\n"
     )
-    out = cli("--env-file", str(env_file), "monitor", "--json", env=cli_env(None))
+    out = cli("--env-file", str(env_file), "monitor", "--json", env=scrubbed_env(None))
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["queued"] == 0

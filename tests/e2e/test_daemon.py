@@ -1,32 +1,24 @@
-"""`ue-resync work` as a process: signals, a SIGKILL and its recovery, --max-time, the demo."""
+"""`ue-resync work` as a process: signals, a SIGKILL and its recovery, --max-time."""
 
 from __future__ import annotations
 
 import json
 import signal
 import subprocess
-import sys
 import time
 
 import psycopg
 import pytest
 
+from support import daemon
+from support.daemon import spawn_daemon
 from tests import catalog
-from tests.e2e.conftest import cli_env
 
 pytestmark = pytest.mark.e2e
 
 
-def start_daemon(dsn: str, tmp_path, **env: str) -> subprocess.Popen[str]:
-    with open(tmp_path / f"daemon-{time.monotonic_ns()}.log", "w") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "ue_resync", "work"],
-            env=cli_env(dsn, UE_RESYNC_SLEEP="0.2", **env),
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+def start_daemon(dsn: str, tmp_path, **env: str) -> subprocess.Popen[bytes]:
+    return spawn_daemon(dsn, cwd=tmp_path, UE_RESYNC_SLEEP="0.2", **env)
 
 
 def live_workers(conn: psycopg.Connection) -> int:
@@ -130,58 +122,18 @@ def test_stop_when_empty_drains_what_is_due(conn, dsn, tmp_path):
     )
 
 
-def test_the_demo_runs_to_completion(tmp_path):
-    out = subprocess.run(
-        [sys.executable, "-m", "ue_resync", "demo", "--data-dir", str(tmp_path / "demo")],
-        env=cli_env(None),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    for marker in (
-        "synced inline",
-        "deferred, then resynced",
-        "resynced:",
-        "a manual request",
-        "attempt 3: failed",
-        "ue-resync queue",
-        "Connect to the demo database",
-    ):
-        assert marker in out.stdout, marker
-    assert "Traceback" not in out.stderr
-
-
 def test_json_logs_carry_the_job_and_the_old_tags(conn, dsn, tmp_path):
     u = catalog.unit(conn)
     catalog.element(conn, u, credits=8)  # > 6 credits: an LMD warning too
     conn.execute("UPDATE course_units SET credits = 1 WHERE id = %s", (u,))
     job = conn.execute("SELECT resync.request(%s, 'json_test')", (u,)).fetchone()[0]
     log_file = tmp_path / "resync.log"
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "ue_resync",
-            "--log-format",
-            "json",
-            "--log-file",
-            str(log_file),
-            "work",
-            "--stop-when-empty",
-        ],
-        env=cli_env(
-            dsn,
-            UE_RESYNC_SLEEP="0.2",
-            UE_RESYNC_DATABASE_URL=dsn.replace(
-                "user=postgres", "user=postgres password=hunter2-secret"
-            ),
-        ),
+    out = daemon.run(
+        # The password must not reach the log.
+        dsn.replace("user=postgres", "user=postgres password=hunter2-secret"),
+        *("--log-format", "json", "--log-file", str(log_file), "work", "--stop-when-empty"),
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
+        UE_RESYNC_SLEEP="0.2",
     )
     assert out.returncode == 0, out.stderr
     records = [json.loads(line)["record"] for line in out.stderr.splitlines() if line.strip()]

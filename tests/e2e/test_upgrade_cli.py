@@ -7,8 +7,8 @@ import json
 
 import psycopg
 
+from support.env import scrubbed_env
 from tests import catalog, schema
-from tests.e2e.conftest import cli_env
 from ue_resync import migrate
 
 
@@ -27,7 +27,7 @@ def test_migrate_upgrades_a_pre_baseline_database_and_failed_still_lists(cli, em
             "VALUES (%s, %s, 1, 'failed', 'boom')",
             (job, unit),
         )
-    env = cli_env(empty_dsn)
+    env = scrubbed_env(empty_dsn)
     refused = cli("work", "--stop-when-empty", env=env)
     assert refused.returncode == 1 and "run `ue-resync migrate`" in refused.stderr
 

@@ -8,10 +8,10 @@ resync.sync_units' generic plan, made for 10 UEs, looks up each of thousands one
 
 from __future__ import annotations
 
-import psycopg
 import pytest
 
 from tests import catalog
+from tests.deferral import bulk_elements, bulk_units
 from tests.explain import nested_plans
 
 # The writer's planner settings, as they were: the triggers put back what they change.
@@ -21,24 +21,11 @@ UNCHANGED = (
 )
 
 
-def _catalogue(conn: psycopg.Connection, units: int, per_unit: int) -> None:
-    conn.execute(
-        "INSERT INTO course_units (code, name) "
-        "SELECT 'P' || i, 'plan ' || i FROM generate_series(1, %s) i",
-        (units,),
-    )
-    conn.execute(
-        "INSERT INTO course_unit_elements (course_unit_id, code, name, credits) "
-        "SELECT u.id, 'E' || u.id || '_' || k, 'e', 1 "
-        "FROM course_units u CROSS JOIN generate_series(1, %s) k",
-        (per_unit,),
-    )
-
-
 @pytest.mark.parametrize("mode", ["inline", "deferred"])
 def test_a_bulk_update_pairs_its_rows_by_hash(conn, mode):
     units, per_unit = 300, 4  # 1,200 rows: past where the planner took a merge join
-    _catalogue(conn, units, per_unit)
+    bulk_units(conn, units)
+    bulk_elements(conn, per_unit)  # through the triggers; element k has k credits
     conn.execute("SELECT set_config('ue_resync.mode', %s, false)", (mode,))
 
     plans = nested_plans(
@@ -52,14 +39,16 @@ def test_a_bulk_update_pairs_its_rows_by_hash(conn, mode):
     # And the statement did its work.
     if mode == "inline":
         assert catalog.drift_count(conn) == 0
-        assert conn.execute("SELECT DISTINCT credits FROM course_units").fetchall() == [(8,)]
+        # 1 + 2 + 3 + 4 credits, each element's one more
+        assert conn.execute("SELECT DISTINCT credits FROM course_units").fetchall() == [(14,)]
     else:
         assert len(catalog.jobs(conn)) == units
 
 
 @pytest.mark.parametrize(("units", "custom"), [(1999, False), (2000, True)])
 def test_sync_units_plans_a_call_for_2000_units_with_its_array(conn, units, custom):
-    _catalogue(conn, units, 1)
+    bulk_units(conn, units)
+    bulk_elements(conn, 1)
 
     plans = nested_plans(
         conn, "UPDATE course_unit_elements SET credits = credits + 1", check=UNCHANGED

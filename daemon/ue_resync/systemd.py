@@ -1,5 +1,6 @@
-"""The systemd notification protocol (sd_notify): READY, WATCHDOG, STATUS, STOPPING datagrams to
-$NOTIFY_SOCKET. A no-op when the daemon does not run under systemd."""
+"""Talking to systemd, the service manager, with its notification protocol (sd_notify): READY,
+WATCHDOG, STATUS, STOPPING datagrams to $NOTIFY_SOCKET. A no-op when the daemon does not run
+under systemd. (Not to be confused with PostgreSQL's LISTEN/NOTIFY, which wakes the daemon up.)"""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 import socket
 
 
-class Notifier:
+class ServiceManager:
     def __init__(self, address: str | None = None) -> None:
         self.address = address if address is not None else os.environ.get("NOTIFY_SOCKET", "")
         self._sock: socket.socket | None = None

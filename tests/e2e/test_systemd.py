@@ -21,9 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from support import daemon
+from support.daemon import spawn_daemon
+from support.env import ROOT
 from tests import catalog
 
-UNIT_DIR = Path(__file__).resolve().parents[2] / "systemd"
+UNIT_DIR = ROOT / "systemd"
 UNITS = (
     "ue-resync.service",
     "ue-resync@.service",
@@ -186,16 +189,6 @@ def notify_socket() -> Iterator[tuple[socket.socket, str]]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def daemon_env(dsn: str, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("UE_RESYNC_", "DATABASE_URL", "NOTIFY_SOCKET", "WATCHDOG_"))
-    }
-    env.update(UE_RESYNC_DATABASE_URL=dsn, UE_RESYNC_LOG_FORMAT="text", **extra)
-    return env
-
-
 def receive(sock: socket.socket, deadline: float) -> list[str]:
     """The fields of the next datagram, or [] when the deadline passed."""
     remaining = deadline - time.monotonic()
@@ -209,17 +202,13 @@ def receive(sock: socket.socket, deadline: float) -> list[str]:
     return data.decode("utf-8").split("\n")
 
 
+@pytest.mark.e2e
 def test_the_daemon_speaks_sd_notify_in_order(dsn, notify_socket, tmp_path):
     sock, path = notify_socket
     log = tmp_path / "daemon.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ue_resync", "work", "--sleep", "0.2"],
-            env=daemon_env(dsn, NOTIFY_SOCKET=path, WATCHDOG_USEC="400000"),
-            cwd=tmp_path,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = spawn_daemon(
+        dsn, "--sleep", "0.2", cwd=tmp_path, log=log, NOTIFY_SOCKET=path, WATCHDOG_USEC="400000"
+    )
     fields: list[str] = []
 
     def until(done, seconds: float, what: str) -> None:
@@ -264,18 +253,20 @@ os.execv(sys.executable, [sys.executable, "-m", "ue_resync", *sys.argv[1:]])
 """
 
 
+@pytest.mark.e2e
 def test_the_daemon_runs_with_memory_deny_write_execute(conn, dsn, tmp_path):
     u = catalog.unit(conn)
     catalog.element(conn, u, credits=5)
     conn.execute("UPDATE course_units SET credits = 0 WHERE id = %s", (u,))
     job = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
-    done = subprocess.run(
-        [sys.executable, "-c", _MDWE_LAUNCHER, "work", "--stop-when-empty", "--sleep", "0.2"],
-        env=daemon_env(dsn),
+    done = daemon.run(
+        dsn,
+        "work",
+        "--stop-when-empty",
+        "--sleep",
+        "0.2",
         cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
+        command=(sys.executable, "-c", _MDWE_LAUNCHER),
     )
     if done.returncode == 77:
         pytest.skip("this kernel has no PR_SET_MDWE (Linux 6.3+)")

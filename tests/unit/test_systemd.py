@@ -1,7 +1,7 @@
 import os
 import socket
 
-from ue_resync.sdnotify import Notifier, watchdog_interval
+from ue_resync.systemd import ServiceManager, watchdog_interval
 
 
 def test_messages_reach_the_socket(tmp_path):
@@ -9,20 +9,20 @@ def test_messages_reach_the_socket(tmp_path):
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
         server.bind(path)
         server.settimeout(2)
-        n = Notifier(path)
-        n.ready("ready: x")
-        n.watchdog()
-        n.stopping("bye")
-        n.close()
-        n.watchdog()  # after close: nothing, no error
+        service = ServiceManager(path)
+        service.ready("ready: x")
+        service.watchdog()
+        service.stopping("bye")
+        service.close()
+        service.watchdog()  # after close: nothing, no error
         got = [server.recv(4096).decode() for _ in range(3)]
     assert got == ["READY=1\nSTATUS=ready: x", "WATCHDOG=1", "STOPPING=1\nSTATUS=bye"]
 
 
 def test_disabled_without_socket():
-    n = Notifier("")
-    assert not n.enabled
-    n.ready("nothing happens")
+    service = ServiceManager("")
+    assert not service.enabled
+    service.ready("nothing happens")
 
 
 def test_watchdog_interval(monkeypatch):

@@ -1,0 +1,274 @@
+"""The subcommands of `ue-resync`, one function each: `cmd_NAME(args, settings)` returns the exit
+status, or raises CommandError for a failure to report in one line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from ue_resync import jobs, laravel_import, migrate, output
+from ue_resync.db import connect_sync
+from ue_resync.log import one_line
+from ue_resync.queries import query
+from ue_resync.settings import Settings, redact
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+
+class CommandError(Exception):
+    """A failure to report as one line, with an exit status."""
+
+    def __init__(self, message: str, status: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _connect(settings: Settings, role: str) -> psycopg.Connection:
+    dsn = settings.dsn()
+    try:
+        return connect_sync(dsn, role)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreachable"
+        raise CommandError(f"cannot connect to {redact(dsn)}: {reason}") from None
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    with _connect(settings, "migrate") as conn:
+        if args.print_sql:
+            sys.stdout.write(migrate.print_sql(conn))
+            return EXIT_OK
+        done = migrate.apply(conn)
+        version = migrate.check_current(conn)
+    if done:
+        print(f"applied {len(done)} migration(s): {', '.join(m.name for m in done)}")
+    print(f"schema at version {version}")
+    return EXIT_OK
+
+
+def cmd_work(args: argparse.Namespace, settings: Settings) -> int:
+    from ue_resync.worker import Worker
+
+    worker = Worker(settings, settings.dsn())
+    if settings.metrics_port:
+        try:
+            worker.metrics.serve(settings.metrics_port, settings.metrics_bind)
+        except (OSError, ValueError) as exc:
+            raise CommandError(
+                f"cannot serve metrics on {settings.metrics_bind}:{settings.metrics_port}: "
+                f"{one_line(exc)}",
+                EXIT_USAGE,
+            ) from None
+    return asyncio.run(worker.run())
+
+
+def _status(conn: psycopg.Connection) -> dict[str, Any]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(query("queue_status")).fetchone()
+    assert row is not None
+    return dict(row)
+
+
+NAGIOS = {0: "OK", 1: "WARNING", 2: "CRITICAL"}
+
+
+def _check_alerts(conn: psycopg.Connection, as_json: bool) -> int:
+    """Nagios/Icinga plugin convention: exit 0 OK, 1 WARNING, 2 CRITICAL; first line a summary."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        alerts = cur.execute(query("alerts")).fetchall()
+    status = 2 if any(a["severity"] == "critical" for a in alerts) else (1 if alerts else 0)
+    if as_json:
+        output.emit_json({"status": NAGIOS[status], "alerts": alerts})
+        return status
+    if not alerts:
+        print("UE-RESYNC OK - no alert")
+        return status
+    print(
+        f"UE-RESYNC {NAGIOS[status]} - " + "; ".join(f"{a['name']}: {a['detail']}" for a in alerts)
+    )
+    for a in alerts:
+        print(f"  [{a['severity']}] {a['name']} = {a['value']} (threshold {a['threshold']})")
+    return status
+
+
+def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
+    with _connect(settings, "monitor") as conn:
+        if args.check:
+            return _check_alerts(conn, args.json)
+        while True:
+            status = _status(conn)
+            if args.json:
+                output.emit_json(status)
+            else:
+                if args.watch and sys.stdout.isatty():
+                    sys.stdout.write("\033[H\033[2J")
+                print(output.monitor_text(status), flush=True)
+            if not args.watch:
+                return EXIT_OK
+            time.sleep(args.watch)
+
+
+def cmd_failed(args: argparse.Namespace, settings: Settings) -> int:
+    with _connect(settings, "failed") as conn, conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(query("failed_jobs")).fetchall()
+    if args.json:
+        output.emit_json(rows)
+    else:
+        print(output.failed_text(rows))
+    return EXIT_OK
+
+
+def _ids(values: Sequence[str]) -> list[int | None]:
+    if list(values) == ["all"]:
+        return [None]
+    try:
+        return [int(v) for v in values]
+    except ValueError:
+        raise CommandError("give job ids (integers) or 'all'", EXIT_USAGE) from None
+
+
+def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
+    total = 0
+    with _connect(settings, "retry") as conn, conn.transaction():
+        for job_id in _ids(args.ids):
+            row = conn.execute(query("retry_failed"), {"job_id": job_id}).fetchone()
+            total += row[0] if row else 0
+    print(f"re-queued {total} failed job(s); workers notified")
+    return EXIT_OK
+
+
+def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
+    with _connect(settings, "forget") as conn:
+        row = conn.execute(query("forget_failed"), {"job_id": args.id}).fetchone()
+    print(f"deleted failed job {args.id}" if row and row[0] else "nothing deleted")
+    return EXIT_OK
+
+
+def cmd_flush(args: argparse.Namespace, settings: Settings) -> int:
+    with _connect(settings, "flush") as conn:
+        row = conn.execute(query("forget_failed"), {"job_id": None}).fetchone()
+    print(f"deleted {row[0] if row else 0} failed job(s)")
+    return EXIT_OK
+
+
+def cmd_clear(args: argparse.Namespace, settings: Settings) -> int:
+    with _connect(settings, "clear") as conn:
+        queued = _status(conn)["queued"]
+        if not queued:
+            print("the queue is empty")
+            return EXIT_OK
+        if not args.force:
+            if not sys.stdin.isatty():
+                raise CommandError(
+                    "refusing to clear without confirmation: add --force", EXIT_USAGE
+                )
+            answer = input(f"delete {queued} queued job(s)? [y/N] ").strip().lower()
+            if answer not in {"y", "yes", "o", "oui"}:
+                print("nothing deleted")
+                return EXIT_OK
+        with conn.cursor(row_factory=dict_row) as cur:
+            rows = cur.execute(query("clear_queue")).fetchall()
+    if args.json:
+        output.emit_json(rows)
+    else:
+        print(output.table(rows, ["job_id", "course_unit_id", "reason", "execute_after"]))
+        print(f"deleted {len(rows)} queued job(s)")
+    return EXIT_OK
+
+
+def cmd_request(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        delay = jobs.parse_duration(args.delay)
+    except ValueError as exc:
+        raise CommandError(str(exc), EXIT_USAGE) from None
+    with _connect(settings, "request") as conn:
+        row = conn.execute(
+            query("request"), {"unit": args.id, "reason": args.reason, "delay": delay}
+        ).fetchone()
+    job_id = row[0] if row else None
+    when = "now" if delay == 0 else f"in {jobs.human_duration(delay)}"
+    print(f"resync of course unit {args.id} queued as job {job_id}, due {when}")
+    return EXIT_OK
+
+
+def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    with _connect(settings, "sync") as conn:
+        row = conn.execute(query("sync_now"), {"unit": args.id}).fetchone()
+    result = row[0] if row else {}
+    if args.json:
+        output.emit_json(result)
+        return EXIT_OK
+    changes = result.get("changes") or {}
+    print(f"course unit {result.get('course_unit_id')} ({result.get('code')}) resynced")
+    for column, (before, after) in sorted(changes.items()):
+        print(f"  {column}: {json.dumps(before)} → {json.dumps(after)}")
+    if not changes:
+        print("  already consistent")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    with _connect(settings, "check") as conn, conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(query("drift")).fetchall()
+        queued = None
+        if args.enqueue and rows:
+            found = cur.execute(query("enqueue_drifted")).fetchone()
+            queued = found["queued"] if found else 0
+    if args.json:
+        output.emit_json({"drifted": rows, "queued": queued})
+        return EXIT_OK
+    if not rows:
+        print("no drift: every course unit matches its elements")
+        return EXIT_OK
+    print(
+        output.table(
+            rows,
+            [
+                "course_unit_id",
+                "code",
+                "stored_credits",
+                "expected_credits",
+                "stored_hours_total",
+                "expected_hours_total",
+                "stored_elements_count",
+                "expected_elements_count",
+            ],
+        )
+    )
+    print(
+        f"{len(rows)} course unit(s) drifted"
+        + (
+            f"; {queued} resync(s) queued"
+            if queued is not None
+            else " (ue-resync check --enqueue queues their resync)"
+        )
+    )
+    return EXIT_OK
+
+
+def cmd_import_laravel(args: argparse.Namespace, settings: Settings) -> int:
+    with _connect(settings, "import-laravel") as conn:
+        try:
+            status, left = laravel_import.run(conn, args)
+        except laravel_import.LaravelImportError as exc:
+            raise CommandError(str(exc), EXIT_USAGE) from None
+    for row in left:
+        print(f"ue-resync: {row.table} #{row.row_id} left in place: {row.why}", file=sys.stderr)
+    return status
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from ue_resync import embedded
+    from ue_resync.demo import run_demo
+
+    try:
+        return run_demo(settings, data_dir=args.data_dir, keep=args.keep)
+    except embedded.NotInstalled as exc:
+        raise CommandError(str(exc)) from None

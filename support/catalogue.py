@@ -1,0 +1,179 @@
+"""Course units (UE) and their elements (ECUE), as the tests and benchmarks need them: one row at
+a time through the triggers (`unit`, `element`), or a whole catalogue at once (`load_catalogue`),
+loaded with the element triggers disabled and left consistent, so a resync changes nothing but
+the sync timestamps until someone makes a UE drift."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Sequence
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+_codes = itertools.count(1)
+
+# Per element of load_catalogue; a UE of 4 such elements gets 6 credits, 96 h of which 48 h CM
+# (50 %): no LMD warning, so the daemon logs one line per resync, as on a healthy catalogue.
+CREDITS, CM, TD, TP = 1.5, 12, 8, 4
+
+# (course_unit_id, credits, hours_cm, hours_td, hours_tp): hours_total is their sum.
+ElementRow = tuple[int, float, float, float, float]
+
+
+def _insert(conn: psycopg.Connection, table: str, values: dict[str, Any]) -> int:
+    query = sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING id").format(
+        sql.Identifier(table),
+        sql.SQL(", ").join(map(sql.Identifier, values)),
+        sql.SQL(", ").join(map(sql.Placeholder, values)),
+    )
+    row = conn.execute(query, values).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def unit(conn: psycopg.Connection, **columns: Any) -> int:
+    """Insert a course unit (a fresh code and name unless given); its id."""
+    n = next(_codes)
+    return _insert(conn, "course_units", {"code": f"UE{n:04d}", "name": f"Unit {n}", **columns})
+
+
+def element(
+    conn: psycopg.Connection,
+    unit_id: int | None,
+    credits: float = 3,
+    cm: float = 10,
+    td: float = 10,
+    tp: float = 10,
+    **columns: Any,
+) -> int:
+    """Insert an element of `unit_id`, its triggers firing; hours_total is cm + td + tp unless
+    given. Its id."""
+    n = next(_codes)
+    values = {
+        "course_unit_id": unit_id,
+        "code": f"EC{n:04d}",
+        "name": f"Element {n}",
+        "credits": credits,
+        "hours_cm": cm,
+        "hours_td": td,
+        "hours_tp": tp,
+        "hours_total": columns.pop("hours_total", cm + td + tp),
+        **columns,
+    }
+    return _insert(conn, "course_unit_elements", values)
+
+
+def load_catalogue(
+    conn: psycopg.Connection,
+    units: int,
+    per_unit: int = 4,
+    elements: Sequence[ElementRow] | None = None,
+    prefix: str = "UE",
+    flags: Sequence[tuple[bool, bool, bool]] | None = None,
+) -> list[int]:
+    """Load UEs 1…`units` (codes `prefix`1…) into an empty catalogue, and their elements: either
+    `per_unit` alike per UE (ids 1…units*per_unit, those of UE u being (u-1)*per_unit+1 …
+    u*per_unit, see element_of), or the `elements` rows given. `flags[i]` sets UE i+1's
+    (sync_credits_with_elements, sync_hours_with_elements, auto_sync_enabled). No trigger fires;
+    the UEs end consistent (as a sync would leave them, flags honoured). The UE ids."""
+    conn.execute("ALTER TABLE public.course_unit_elements DISABLE TRIGGER USER")
+    try:
+        with conn.transaction():
+            conn.execute(
+                "INSERT INTO public.course_units (id, code, name) "
+                "SELECT g, %s || g, 'Unit ' || g FROM generate_series(1, %s) g",
+                (prefix, units),
+            )
+            conn.execute(
+                "SELECT setval(pg_get_serial_sequence('public.course_units', 'id'), %s)", (units,)
+            )
+            if flags is not None:
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "UPDATE public.course_units SET sync_credits_with_elements = %s, "
+                        "sync_hours_with_elements = %s, auto_sync_enabled = %s WHERE id = %s",
+                        [(*f, i) for i, f in enumerate(flags, 1)],
+                    )
+            if elements is None:
+                _alike_elements(conn, units, per_unit)
+            else:
+                _given_elements(conn, elements)
+            make_consistent(conn)
+    finally:
+        conn.execute("ALTER TABLE public.course_unit_elements ENABLE TRIGGER USER")
+    settle(conn)
+    return list(range(1, units + 1))
+
+
+def _alike_elements(conn: psycopg.Connection, units: int, per_unit: int) -> None:
+    conn.execute(
+        """
+        INSERT INTO public.course_unit_elements
+            (id, course_unit_id, code, name, credits, hours_cm, hours_td, hours_tp, hours_total)
+        SELECT (u - 1) * %(per)s + k, u, 'EC' || u || '.' || k, 'Element ' || u || '.' || k,
+               %(credits)s, %(cm)s, %(td)s, %(tp)s, %(total)s
+        FROM generate_series(1, %(units)s) u, generate_series(1, %(per)s) k
+        ORDER BY u, k
+        """,
+        {
+            "units": units,
+            "per": per_unit,
+            "credits": CREDITS,
+            "cm": CM,
+            "td": TD,
+            "tp": TP,
+            "total": CM + TD + TP,
+        },
+    )
+    conn.execute(
+        "SELECT setval(pg_get_serial_sequence('public.course_unit_elements', 'id'), %s)",
+        (units * per_unit,),
+    )
+
+
+def _given_elements(conn: psycopg.Connection, rows: Sequence[ElementRow]) -> None:
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO public.course_unit_elements (course_unit_id, code, name, credits, "
+            "  hours_cm, hours_td, hours_tp, hours_total) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            [
+                (u, f"EC{n:06d}", f"Element {n}", credits, cm, td, tp, cm + td + tp)
+                for n, (u, credits, cm, td, tp) in enumerate(rows, 1)
+            ],
+        )
+
+
+def make_consistent(conn: psycopg.Connection) -> int:
+    """Write into every UE what a sync would, in one statement (no trigger, no job); how many."""
+    cur = conn.execute(
+        """
+        UPDATE public.course_units u
+        SET credits = x.credits, hours_cm = x.hours_cm, hours_td = x.hours_td,
+            hours_tp = x.hours_tp, hours_total = x.hours_total,
+            elements_count = x.elements_count, hours_distribution = x.hours_distribution
+        FROM resync.expected x
+        WHERE x.id = u.id
+        """
+    )
+    return cur.rowcount
+
+
+CATALOGUE = ("public.course_units", "public.course_unit_elements")
+
+
+def settle(conn: psycopg.Connection, *tables: str) -> None:
+    """VACUUM (ANALYZE) `tables` (default: the catalogue's) and CHECKPOINT, so what is timed next
+    starts from the same state: no dead rows left behind, no full-page writes owed."""
+    for table in tables or CATALOGUE:
+        conn.execute(sql.SQL("VACUUM (ANALYZE) {}").format(sql.SQL(table)))
+    with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
+        conn.execute("CHECKPOINT")
+
+
+def element_of(unit: int, per_unit: int = 4, k: int = 0) -> int:
+    """The id of the k-th element (0-based) of UE `unit`, as load_catalogue numbers them."""
+    return (unit - 1) * per_unit + 1 + k

@@ -1,0 +1,124 @@
+"""The inline sync under time limits: a statement timeout inside it, a real deadlock between
+two writers (each deferred, neither lost), and ue_resync.lock_timeout, which the trigger
+applies and then gives the writer's own lock_timeout back."""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+import pytest
+from psycopg import errors
+
+from tests import catalog
+from tests.deferral import (
+    Worker,
+    failures,
+    one_job,
+    seconds,
+    session,
+    wait_until_blocked,
+)
+
+
+def test_statement_timeout_inside_the_sync_is_caught(conn, locked_unit):
+    u, e, _ = locked_unit
+    conn.execute("SET statement_timeout = '100ms'")
+    conn.execute("SET ue_resync.lock_timeout = '5s'")
+    started = time.monotonic()
+    conn.execute("UPDATE course_unit_elements SET hours_tp = 7 WHERE id = %s", (e,))
+    elapsed = time.monotonic() - started
+    conn.execute("RESET statement_timeout")
+
+    assert elapsed < 1.0, f"the writer waited {elapsed:.3f} s"
+    assert (
+        conn.execute("SELECT hours_tp FROM course_unit_elements WHERE id = %s", (e,)).fetchone()[0]
+        == 7
+    )
+    job = one_job(conn, u)
+    assert job["payload"]["sqlstate"] == "57014"
+    assert job["payload"]["reason"] == "sync_error_after_updated"
+    assert 115 < seconds(job["due_in"]) <= 120
+    assert failures(conn) == [(u, "updated", "sync_error_after_updated", "57014", job["id"])]
+
+
+def test_lock_timeout_of_the_session_is_restored_after_the_sync(conn):
+    u = catalog.unit(conn)
+    e = catalog.element(conn, u)
+    conn.execute("SET lock_timeout = '7s'")
+    conn.execute("SET ue_resync.lock_timeout = '50ms'")
+    with conn.transaction():
+        conn.execute("UPDATE course_unit_elements SET credits = 1 WHERE id = %s", (e,))
+        assert conn.execute("SHOW lock_timeout").fetchone()[0] == "7s"
+    assert conn.execute("SHOW lock_timeout").fetchone()[0] == "7s"
+    # The writer's own SET LOCAL is given back too, and ends with its transaction.
+    with conn.transaction():
+        conn.execute("SET LOCAL lock_timeout = '3s'")
+        conn.execute("SET LOCAL ue_resync.lock_timeout = '20ms'")
+        conn.execute("UPDATE course_unit_elements SET credits = 2 WHERE id = %s", (e,))
+        assert conn.execute("SHOW lock_timeout").fetchone()[0] == "3s"
+    assert conn.execute("SHOW lock_timeout").fetchone()[0] == "7s"
+
+
+def test_a_malformed_lock_timeout_is_the_writers_error(conn):
+    u = catalog.unit(conn)
+    e = catalog.element(conn, u, credits=1)
+    conn.execute("SET ue_resync.lock_timeout = 'abc'")
+    with pytest.raises(errors.InvalidParameterValue, match="lock_timeout"):
+        conn.execute("UPDATE course_unit_elements SET credits = 2 WHERE id = %s", (e,))
+    conn.execute("RESET ue_resync.lock_timeout")
+    assert catalog.jobs(conn) == []
+    assert catalog.totals(conn, u)[0] == 1
+
+
+# -- a real deadlock -----------------------------------------------------------------------------
+
+
+def test_deadlock_between_two_writers_defers_one_sync(conn, dsn):
+    x, y = catalog.unit(conn), catalog.unit(conn)
+    ex = catalog.element(conn, x, credits=1, cm=1, td=1, tp=1)
+    ey = catalog.element(conn, y, credits=2, cm=2, td=2, tp=2)
+
+    with session(dsn) as s1, session(dsn) as s2:
+        for s in (s1, s2):
+            s.execute("SET deadlock_timeout = '20ms'")
+            s.execute("SET ue_resync.lock_timeout = '5s'")
+            s.commit()
+        s1.execute("SELECT 1 FROM course_units WHERE id = %s FOR UPDATE", (x,))
+        s2.execute("SELECT 1 FROM course_units WHERE id = %s FOR UPDATE", (y,))
+
+        def write(s: psycopg.Connection, element_id: int) -> float:
+            started = time.monotonic()
+            s.execute("UPDATE course_unit_elements SET hours_cm = 50 WHERE id = %s", (element_id,))
+            s.commit()
+            return time.monotonic() - started
+
+        first = Worker(lambda: write(s1, ey))  # waits for y, held by s2
+        first.start()
+        wait_until_blocked(conn, s1.info.backend_pid)
+        second = Worker(lambda: write(s2, ex))  # waits for x, held by s1: a cycle
+        second.start()
+        first.finish()
+        second.finish()
+
+    # Both writes committed.
+    assert (
+        conn.execute("SELECT count(*) FROM course_unit_elements WHERE hours_cm = 50").fetchone()[0]
+        == 2
+    )
+    # Exactly one sync was the deadlock victim; its unit got the deadlock job.
+    found = catalog.jobs(conn)
+    assert len(found) == 1, found
+    job = found[0]
+    victim = job["payload"]["course_unit_id"]
+    assert victim in (x, y)
+    assert job["payload"]["reason"] == "deadlock_recovery_after_updated"
+    assert job["payload"]["sqlstate"] == "40P01"
+    assert 25 < seconds(job["due_in"]) <= 30
+    assert failures(conn) == [
+        (victim, "updated", "deadlock_recovery_after_updated", "40P01", job["id"])
+    ]
+    # The other unit was synced inline; the victim still drifts.
+    survivor = y if victim == x else x
+    assert catalog.totals(conn, survivor)[1] == 50
+    assert conn.execute("SELECT course_unit_id FROM resync.drift").fetchall() == [(victim,)]
