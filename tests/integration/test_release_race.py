@@ -17,10 +17,12 @@ from tests.deferral import wait_until_blocked
 def picked(conn: psycopg.Connection, unit: int, worker: uuid.UUID) -> int:
     return conn.execute(
         "INSERT INTO resync.pgqueuer (priority, entrypoint, status, payload, headers, "
-        "queue_manager_id) VALUES (0, 'resync_course_unit', 'picked', %s, %s, %s) RETURNING id",
+        "resync_unit, queue_manager_id) "
+        "VALUES (0, 'resync_course_unit', 'picked', %s, %s, %s, %s) RETURNING id",
         (
             json.dumps({"course_unit_id": unit, "reason": "test"}).encode(),
             json.dumps({"course_unit_id": str(unit), "reason": "test"}),
+            unit,
             worker,
         ),
     ).fetchone()[0]

@@ -6,7 +6,7 @@
 WITH job AS (
     INSERT INTO resync.pgqueuer
         (priority, entrypoint, status, execute_after, updated, attempts, payload, headers,
-         resync_last_reason)
+         resync_unit, resync_last_reason)
     VALUES (0, 'resync_course_unit', 'failed', %(failed_at)s, %(failed_at)s,
             %(attempts)s - 1,
             convert_to(jsonb_build_object(
@@ -16,6 +16,7 @@ WITH job AS (
                 'laravel_uuid',   %(uuid)s::text)::text, 'UTF8'),
             jsonb_build_object('course_unit_id', %(unit)s::bigint::text,
                                'reason', %(reason)s::text),
+            %(unit)s::bigint,
             %(reason)s::text)
     RETURNING id, entrypoint, priority
 ), logged AS (
