@@ -81,11 +81,19 @@ BEGIN
                u.id,
                u.reason,
                CASE WHEN p_deferred_mode AND v_debounce > interval '0' THEN now() + v_max_wait END
-        FROM unnest(p_units, p_reasons) AS u(id, reason)
-        -- Deferred-mode events only: the UE itself (auto_sync_enabled, last resynced).
-        LEFT JOIN public.course_units cu ON p_deferred_mode AND cu.id = u.id
+        -- One insertion order for every writer: no deadlock on the key. Sorted before the
+        -- rows are built, so the sort carries ids and reasons, not payloads.
+        FROM (SELECT a.id, a.reason FROM unnest(p_units, p_reasons) AS a(id, reason)
+              ORDER BY a.id) u
+        -- Deferred-mode events only: the UE itself (auto_sync_enabled, last resynced). A
+        -- condition inside, so a plain event reads no UE.
+        LEFT JOIN LATERAL (
+            SELECT c.auto_sync_enabled, c.last_job_sync
+            FROM public.course_units c
+            WHERE p_deferred_mode AND c.id = u.id
+        ) cu ON true
         WHERE NOT p_deferred_mode OR cu.auto_sync_enabled
-        ORDER BY u.id  -- one insertion order for every writer: no deadlock on the key
+        ORDER BY u.id
         ON CONFLICT (resync_unit) WHERE entrypoint = 'resync_course_unit' AND status = 'queued'
         DO UPDATE SET
             -- Only execute_after is under an index; it changes only when the event moves it.

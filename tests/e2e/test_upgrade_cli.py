@@ -34,8 +34,8 @@ def test_migrate_upgrades_a_pre_baseline_database_and_failed_still_lists(cli, em
     upgraded = cli("migrate", env=env)
     assert upgraded.returncode == 0, upgraded.stderr
     assert upgraded.stdout.splitlines() == [
-        f"applied {1 + len(migrate.DEFINITIONS)} migration(s): 0015_definitions_ledger, "
-        + ", ".join(migrate.DEFINITIONS),
+        f"applied {2 + len(migrate.DEFINITIONS)} migration(s): 0015_definitions_ledger, "
+        "0016_queue_unit_column, " + ", ".join(migrate.DEFINITIONS),
         f"schema at version {migrate.code_schema_version()}",
     ]
     listed = cli("failed", "--json", env=env)
