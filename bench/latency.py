@@ -19,6 +19,7 @@ direct. Results go to bench/results/latency_pgbouncer_MODE[.quick].json; no plot
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import random
 import sys
@@ -47,7 +48,8 @@ def measure(b: Bench, pooler: str | None = None) -> None:
     # daemons alternated (--pgbouncer), each run of one writes UEs of its own.
     runs_of_ours = 3 * b.rounds if pooler else 1
     units = samples * runs_of_ours + 1  # the last one is the warm-up's
-    fresh = iter(range(1, units, samples))
+    # Without a pooler every round writes the same UEs again (the runs are seconds apart).
+    fresh = itertools.cycle(range(1, units, samples))
     b.params.update(
         samples_per_round=samples,
         gap_ms=[GAP[0] * 1000, GAP[1] * 1000],

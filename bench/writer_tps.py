@@ -50,6 +50,7 @@ FROM pg_trigger t
 WHERE t.tgrelid = 'public.course_unit_elements'::regclass
   AND t.tgname IN ('course_unit_elements_resync_row',
                    'course_unit_elements_resync_statement_update')
+ORDER BY 1
 """
 
 

