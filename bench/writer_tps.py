@@ -119,7 +119,7 @@ def measure(b: Bench, commit_wait: bool = True, floors: bool = False) -> None:
     )
     latency: dict[str, list[float]] = {}
     with b.connect() as conn:
-        real = sorted(str(r[0]) for r in conn.execute(DEFINITIONS).fetchall())
+        real = [str(r[0]) for r in conn.execute(DEFINITIONS).fetchall()]
 
     def variant(name: str, triggers: bool, options: str = "", floor: Path | None = None) -> float:
         with b.connect() as conn:
@@ -137,7 +137,7 @@ def measure(b: Bench, commit_wait: bool = True, floors: bool = False) -> None:
                 if floor:
                     for statement in real:
                         conn.execute(statement.encode())
-                    put_back = sorted(str(r[0]) for r in conn.execute(DEFINITIONS).fetchall())
+                    put_back = [str(r[0]) for r in conn.execute(DEFINITIONS).fetchall()]
                     assert put_back == real, "the real trigger definitions were not put back"
                 common.set_triggers(conn, True)
         latency.setdefault(name, []).append(lat)
