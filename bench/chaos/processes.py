@@ -118,3 +118,13 @@ class WriterProc:
 
     def stderr(self) -> str:
         return self.err.read_text(errors="replace") if self.err.exists() else ""
+
+    def death(self) -> str:
+        """How a writer that is no longer running ended: its exit status (or the signal that
+        killed it), whether it wrote its summary, and the end of its log."""
+        assert self.proc is not None
+        code = self.proc.returncode
+        how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited {code}"
+        lines = self.out.read_text().splitlines() if self.out.exists() else []
+        wrote = "wrote its summary" if lines and '"summary"' in lines[-1] else "no summary"
+        return f"{how}, {wrote}; its log:\n{self.stderr()[-2000:] or '(empty)'}"

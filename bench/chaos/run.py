@@ -256,9 +256,7 @@ class ChaosRun:
         for w in self.writers:
             if not w.alive() and "writer died" not in self.samples:
                 self.samples["writer died"] += 1
-                self.fail(
-                    "writers stay up", f"writer {w.index} ({w.kind}) died:\n{w.stderr()[-2000:]}"
-                )
+                self.fail("writers stay up", f"writer {w.index} ({w.kind}) died: {w.death()}")
         try:
             if conn is None or conn.closed:
                 conn = self.connect()

@@ -20,6 +20,7 @@ The last line is {"summary": {...}} with the writer's counters."""
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import random
 import signal
@@ -264,6 +265,9 @@ class Writer:
 
 
 def main() -> None:
+    # A writer killed by a signal of its own (a crash in libpq, say) leaves its Python stack in
+    # its log instead of nothing.
+    faulthandler.enable()
     writer = Writer(json.loads(sys.argv[1]))
 
     def stop(*_: object) -> None:
