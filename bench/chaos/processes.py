@@ -8,6 +8,7 @@ import json
 import signal
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -78,18 +79,33 @@ class Daemon:
 
 
 class WriterProc:
+    """One writer slot. A writer that crashes is started again in the same slot, with files of
+    its own (writer-I-KIND.N.jsonl and .err); records() reads every start's."""
+
     def __init__(self, index: int, kind: str, config: dict[str, Any], workdir: Path) -> None:
         self.index = index
         self.kind = kind
-        self.out = workdir / f"writer-{index}-{kind}.jsonl"
-        self.err = workdir / f"writer-{index}-{kind}.err"
-        self.config = {**config, "kind": kind, "out": str(self.out)}
+        self.workdir = workdir
+        self.config = {**config, "kind": kind}
         self.proc: subprocess.Popen[bytes] | None = None
+        self.outs: list[Path] = []
+        self.crashes: list[str] = []
+
+    @property
+    def out(self) -> Path:
+        return self.outs[-1]
+
+    @property
+    def err(self) -> Path:
+        return self.out.with_suffix(".err")
 
     def start(self) -> None:
+        n = len(self.outs) + 1
+        self.outs.append(self.workdir / f"writer-{self.index}-{self.kind}.{n}.jsonl")
+        config = {**self.config, "out": str(self.out), "seed": self.config["seed"] * 10 + n}
         self.proc = daemon.spawn(
             None,
-            json.dumps(self.config),
+            json.dumps(config),
             cwd=ROOT,
             log=self.err,
             command=(sys.executable, "-m", "bench.chaos.writer"),
@@ -104,17 +120,26 @@ class WriterProc:
         return daemon.stop(self.proc, timeout)
 
     def records(self) -> tuple[list[dict[str, Any]], dict[str, int]]:
-        lines, summary = [], {}
-        if self.out.exists():
-            for line in self.out.read_text().splitlines():
-                if not line.strip():
-                    continue
-                data = json.loads(line)
+        """Every start's committed (and unknown-outcome) transactions, and their summaries
+        added up. A start that crashed may end on a transaction it was committing ("pending":
+        its outcome unknown) or on half a line (dropped)."""
+        lines: list[dict[str, Any]] = []
+        summary: Counter[str] = Counter()
+        for out in self.outs:
+            pending = None
+            for line in out.read_text().splitlines() if out.exists() else []:
+                try:
+                    data = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # the half line a crash left
+                pending = data.get("pending")  # any later line says how that COMMIT ended
                 if "summary" in data:
-                    summary = data["summary"]
-                else:
+                    summary.update(data["summary"])
+                elif pending is None and "rolled_back" not in data:
                     lines.append(data)
-        return lines, summary
+            if pending is not None:
+                lines.append({**pending, "t": pending["b"], "a": 1})
+        return lines, dict(summary)
 
     def stderr(self) -> str:
         return self.err.read_text(errors="replace") if self.err.exists() else ""

@@ -239,6 +239,21 @@ class ChaosRun:
         self.problems_seen(faults)
         return faults
 
+    def writer_ended(self, w: WriterProc) -> None:
+        """A writer ended on its own. Killed by a signal (a crash of the client library, say:
+        nothing of ue-resync runs in it), it is started again, up to twice per slot, and the
+        crash is reported; its COMMIT in flight, if any, counts as of unknown outcome. Any other
+        end (a Python error, an exit) fails the run."""
+        assert w.proc is not None
+        death = w.death()
+        if w.proc.returncode < 0 and len(w.crashes) < 2:
+            w.crashes.append(death)
+            self.say(f"  writer {w.index} ({w.kind}) {death}\n  started again")
+            w.start()
+        elif "writer died" not in self.samples:
+            self.samples["writer died"] += 1
+            self.fail("writers stay up", f"writer {w.index} ({w.kind}) died: {death}")
+
     def tick(self, conn: psycopg.Connection | None) -> psycopg.Connection | None:
         """Sample the queue; notice a daemon or a writer that died on its own."""
         for d in self.daemons:
@@ -254,9 +269,8 @@ class ChaosRun:
                     raise RuntimeError(f"daemon {d.index} keeps exiting:\n{d.tail()}")
                 d.start()
         for w in self.writers:
-            if not w.alive() and "writer died" not in self.samples:
-                self.samples["writer died"] += 1
-                self.fail("writers stay up", f"writer {w.index} ({w.kind}) died: {w.death()}")
+            if not w.alive():
+                self.writer_ended(w)
         try:
             if conn is None or conn.closed:
                 conn = self.connect()

@@ -164,6 +164,9 @@ def report(run: ChaosRun, faults: Faults, chaos_s: float) -> None:
         "writer_statements_by_op": ops,
         "writer_transactions_aborted_by_sqlstate": aborted,
         "writer_reconnects": wc["connection_lost"],
+        "writer_crashes": [
+            f"writer {w.index} ({w.kind}) {c}" for w in run.writers for c in w.crashes
+        ],
         "commits_with_unknown_outcome": len(run.changes.ambiguous),
         "inline_deferrals_by_reason": [list(x) for x in f["sync_failures"]],
         "deferred_mode_changes": deferred_mode,
@@ -249,6 +252,11 @@ def report(run: ChaosRun, faults: Faults, chaos_s: float) -> None:
         f"reconnects                     {logs['reconnected']} (daemon logs: "
         f"{logs['connection lost']} connection losses); writers reconnected "
         f"{wc['connection_lost']} times",
+        *(
+            [f"writer crashes                 {len(crashes)}, each started again (logs above)"]
+            if (crashes := [c for w in run.writers for c in w.crashes])
+            else []
+        ),
         f"lag commit → consistent        deferred changes: {ms(_stats(lag.deferred))}",
         f"                               all changes: {ms(_stats(all_lags))} "
         f"({lag.inline:,} synced inline at commit)",

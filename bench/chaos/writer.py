@@ -16,6 +16,9 @@ the output file: {"b": time before COMMIT, "t": time COMMIT returned, "s": trans
 "m": mode, "c": [[unit, deferred], ...]} where `deferred` is 1 when the statement's inline sync
 failed (the trigger's WARNING reached us) or the mode queued a job, and 0 when it synced inline.
 A COMMIT whose outcome is unknown (the connection died during it) is written with "a": 1.
+Before each COMMIT the transaction is written as {"pending": {...}}; the line that follows says
+how it ended (its record, or {"rolled_back": 1}): a writer that crashes while committing leaves
+the pending line last, which the run reads as an unknown outcome.
 The last line is {"summary": {...}} with the writer's counters."""
 
 from __future__ import annotations
@@ -123,12 +126,17 @@ class Writer:
         try:
             mode = body(conn, changes)
             before_commit = time.time()
+            if changes:
+                pending = {"s": began, "b": before_commit, "m": mode, "c": changes}
+                self.out.write(json.dumps({"pending": pending}) + "\n")
             conn.commit()
         except psycopg.Error as exc:
             lost = is_connection_loss(exc) or conn.broken
             if before_commit and lost:
                 # The COMMIT was sent and the connection died: it may or may not have landed.
                 self.record(began, before_commit, time.time(), mode, changes, ambiguous=True)
+            elif before_commit and changes:
+                self.out.write(json.dumps({"rolled_back": 1}) + "\n")
             label = exc.sqlstate or ("connection" if lost else f"client_{type(exc).__name__}")
             self.counts[f"aborted_{label}"] += 1
             if lost:
