@@ -8,21 +8,27 @@
 each in four variants alternated round by round: no sync at all (triggers disabled, no
 observer), the old observer (PHP recomputes the UE after every event), ue-resync's triggers,
 and both (the first minutes of a cutover). Figures are writes per second; ratios against no
-sync, and ue-resync against the observer. Needs php-cli, php-pgsql, php-laravel-framework."""
+sync, and ue-resync against the observer. `--floors` adds to the single saves' rounds the floor
+of an inline sync (bench/floor_triggers.sql: the least a row trigger that recomputes the UE can
+do) and that floor behind the real routing (bench/floor_routed.sql), as writer_tps --floors.
+Needs php-cli, php-pgsql, php-laravel-framework."""
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict
 
 from bench import common
 from bench.common import ROOT, Bench, Target
+from bench.floors import FLOORS, ROUTED, check_routed, swapped
 from support.catalogue import load_catalogue
 from support.env import scrubbed_env
 
@@ -60,9 +66,9 @@ def _php(dsn: str, observer: bool, *args: str) -> Any:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure(b: Bench) -> None:
+def measure(b: Bench, floors: bool = False) -> None:
     units, saves, imported = (50, 200, 500) if b.quick else (200, 2_000, 10_000)
-    b.params.update(units=units, elements=units * 4, saves=saves, imported=imported)
+    b.params.update(units=units, elements=units * 4, saves=saves, imported=imported, floors=floors)
     with b.connect() as conn:
         load_catalogue(conn, units)
     _php(b.dsn, False, "migrate", "--queue-only")
@@ -77,10 +83,13 @@ def measure(b: Bench) -> None:
             conn.execute("TRUNCATE resync.pgqueuer")
             common.settle(conn, *TABLES)
 
-    def saves_run(name: str) -> float:
+    def saves_run(name: str, floor: Path | None = None) -> float:
         triggers, observer = VARIANTS[name]
-        prepare(triggers)
-        seconds = _php(b.dsn, observer, "call", "bench_saves", json.dumps({"ids": ids, "n": saves}))
+        with swapped(b, floor):
+            prepare(triggers)
+            seconds = _php(
+                b.dsn, observer, "call", "bench_saves", json.dumps({"ids": ids, "n": saves})
+            )
         return saves / seconds
 
     def import_run(name: str) -> float:
@@ -100,8 +109,13 @@ def measure(b: Bench) -> None:
         )
         return imported / seconds
 
+    single_variants = {n: (lambda _, n=n: saves_run(n)) for n in VARIANTS}
+    if floors:
+        check_routed()
+        single_variants["floor"] = lambda _: saves_run("triggers", FLOORS)
+        single_variants["routed floor"] = lambda _: saves_run("triggers", ROUTED)
     try:
-        single = b.alternate({n: (lambda _, n=n: saves_run(n)) for n in VARIANTS})
+        single = b.alternate(single_variants)
         bulk = b.alternate({n: (lambda _, n=n: import_run(n)) for n in VARIANTS})
     finally:
         with b.connect() as conn:
@@ -130,10 +144,37 @@ def measure(b: Bench) -> None:
         b.paired(
             f"{label}: observer + triggers (cutover)", "writes/s", runs["both"], base, "no sync"
         )
+    if floors:
+        base = single["none"]
+        b.paired("single saves: inline floor", "writes/s", single["floor"], base, "no sync")
+        b.paired(
+            "single saves: ue-resync vs its floor",
+            "writes/s",
+            single["triggers"],
+            single["floor"],
+            "inline floor (bench/floor_triggers.sql)",
+        )
+        b.paired(
+            "single saves: routed floor",
+            "writes/s",
+            single["routed floor"],
+            base,
+            "no sync",
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return common.run(NAME, TITLE, measure, argv, __doc__, full_rounds=5, quick_rounds=1)
+    p = common.parser(NAME, __doc__)
+    p.add_argument(
+        "--floors",
+        action="store_true",
+        help="also measure, in the single saves' rounds, the floor of an inline sync "
+        "(bench/floor_triggers.sql), alone and behind the real routing (bench/floor_routed.sql)",
+    )
+    args = p.parse_args(argv)
+    return common.run(
+        NAME, TITLE, functools.partial(measure, floors=args.floors), argv, __doc__, 5, 1, args
+    )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench import common
-from bench.common import ROOT, Bench, Target
+from bench.common import Bench, Target
+from bench.floors import FLOORS, ROUTED, check_routed, swapped
 from support import postgres
 from support.catalogue import load_catalogue
 
@@ -38,28 +39,6 @@ NAME = "writer_tps"
 TITLE = "single-row element updates, one transaction each, 2 clients (pgbench)"
 CLIENTS = 2
 TABLES = ("public.course_unit_elements", "public.course_units", "resync.pgqueuer")
-FLOORS = ROOT / "bench" / "floor_triggers.sql"
-ROUTED = ROOT / "bench" / "floor_routed.sql"
-
-# What floor_triggers.sql replaces, as statements that re-create it.
-DEFINITIONS = """
-SELECT pg_get_functiondef('resync.on_element_row()'::regprocedure)
-UNION ALL
-SELECT regexp_replace(pg_get_triggerdef(t.oid), '^CREATE TRIGGER', 'CREATE OR REPLACE TRIGGER')
-FROM pg_trigger t
-WHERE t.tgrelid = 'public.course_unit_elements'::regclass
-  AND t.tgname IN ('course_unit_elements_resync_row',
-                   'course_unit_elements_resync_statement_update')
-ORDER BY 1
-"""
-
-
-def floor_work(path: Path) -> str:
-    """The part of a floor's row function that does the work (from its mode test to the end of
-    that IF): floor_routed.sql must do exactly what floor_triggers.sql does."""
-    text = path.read_text()
-    start = text.index("    IF current_setting('ue_resync.mode', true) = 'deferred' THEN")
-    return text[start : text.index("    END IF;", start)]
 
 
 def run_pgbench(b: Bench, script: Path, seconds: float, options: str = "") -> tuple[float, float]:
@@ -118,28 +97,20 @@ def measure(b: Bench, commit_wait: bool = True, floors: bool = False) -> None:
         "UPDATE course_unit_elements SET hours_td = hours_td + 1 WHERE id = :id;\n"
     )
     latency: dict[str, list[float]] = {}
-    with b.connect() as conn:
-        real = [str(r[0]) for r in conn.execute(DEFINITIONS).fetchall()]
 
     def variant(name: str, triggers: bool, options: str = "", floor: Path | None = None) -> float:
-        with b.connect() as conn:
-            common.set_triggers(conn, triggers)
-            if floor:
-                conn.execute(floor.read_text().encode())
-            conn.execute("TRUNCATE resync.pgqueuer")
-            common.settle(conn, *TABLES)
-        try:
-            options = f"{base} {options}".strip()
-            run_pgbench(b, script, warmup, options)
-            tps, lat = run_pgbench(b, script, seconds, options)
-        finally:
+        with swapped(b, floor):
             with b.connect() as conn:
-                if floor:
-                    for statement in real:
-                        conn.execute(statement.encode())
-                    put_back = [str(r[0]) for r in conn.execute(DEFINITIONS).fetchall()]
-                    assert put_back == real, "the real trigger definitions were not put back"
-                common.set_triggers(conn, True)
+                common.set_triggers(conn, triggers)
+                conn.execute("TRUNCATE resync.pgqueuer")
+                common.settle(conn, *TABLES)
+            try:
+                options = f"{base} {options}".strip()
+                run_pgbench(b, script, warmup, options)
+                tps, lat = run_pgbench(b, script, seconds, options)
+            finally:
+                with b.connect() as conn:
+                    common.set_triggers(conn, True)
         latency.setdefault(name, []).append(lat)
         return tps
 
@@ -150,7 +121,7 @@ def measure(b: Bench, commit_wait: bool = True, floors: bool = False) -> None:
         "deferred": lambda _: variant("deferred", True, deferred),
     }
     if floors:
-        assert floor_work(ROUTED) == floor_work(FLOORS), f"{ROUTED.name} differs from {FLOORS.name}"
+        check_routed()
         variants["inline floor"] = lambda _: variant("inline floor", True, floor=FLOORS)
         variants["deferred floor"] = lambda _: variant("deferred floor", True, deferred, FLOORS)
         variants["inline routed floor"] = lambda _: variant(
