@@ -66,7 +66,7 @@ def _php(dsn: str, observer: bool, *args: str) -> Any:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def measure(b: Bench, floors: bool = False) -> None:
+def measure(b: Bench, floors: bool = False, imports: bool = True) -> None:
     units, saves, imported = (50, 200, 500) if b.quick else (200, 2_000, 10_000)
     b.params.update(units=units, elements=units * 4, saves=saves, imported=imported, floors=floors)
     with b.connect() as conn:
@@ -116,12 +116,14 @@ def measure(b: Bench, floors: bool = False) -> None:
         single_variants["routed floor"] = lambda _: saves_run("triggers", ROUTED)
     try:
         single = b.alternate(single_variants)
-        bulk = b.alternate({n: (lambda _, n=n: import_run(n)) for n in VARIANTS})
+        bulk = b.alternate({n: (lambda _, n=n: import_run(n)) for n in VARIANTS}) if imports else {}
     finally:
         with b.connect() as conn:
             common.set_triggers(conn, True)
 
     for label, runs in (("single saves", single), ("import", bulk)):
+        if not runs:
+            continue
         base = runs["none"]
         b.paired(f"{label}: no sync", "writes/s", base)
         b.paired(f"{label}: old observer", "writes/s", runs["observer"], base, "no sync")
@@ -171,10 +173,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also measure, in the single saves' rounds, the floor of an inline sync "
         "(bench/floor_triggers.sql), alone and behind the real routing (bench/floor_routed.sql)",
     )
-    args = p.parse_args(argv)
-    return common.run(
-        NAME, TITLE, functools.partial(measure, floors=args.floors), argv, __doc__, 5, 1, args
+    p.add_argument(
+        "--no-import",
+        action="store_true",
+        help="the single saves only (the import's rounds take minutes with the observer)",
     )
+    args = p.parse_args(argv)
+    run = functools.partial(measure, floors=args.floors, imports=not args.no_import)
+    return common.run(NAME, TITLE, run, argv, __doc__, 5, 1, args)
 
 
 if __name__ == "__main__":
