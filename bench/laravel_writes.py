@@ -176,11 +176,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--no-import",
         action="store_true",
-        help="the single saves only (the import's rounds take minutes with the observer)",
+        help="the single saves only (the import's rounds take minutes with the observer); "
+        "results in laravel_writes_saves_only.json, so a full run's stay",
     )
     args = p.parse_args(argv)
     run = functools.partial(measure, floors=args.floors, imports=not args.no_import)
-    return common.run(NAME, TITLE, run, argv, __doc__, 5, 1, args)
+    name = f"{NAME}_saves_only" if args.no_import else NAME
+    return common.run(name, TITLE, run, argv, __doc__, 5, 1, args)
 
 
 if __name__ == "__main__":
