@@ -13,6 +13,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from ue_resync import catalogue, migrate
+
 _codes = itertools.count(1)
 
 # Per element of load_catalogue; a UE of 4 such elements gets 6 credits, 96 h of which 48 h CM
@@ -21,6 +23,13 @@ CREDITS, CM, TD, TP = 1.5, 12, 8, 4
 
 # (course_unit_id, credits, hours_cm, hours_td, hours_tp): hours_total is their sum.
 ElementRow = tuple[int, float, float, float, float]
+
+
+def install(conn: psycopg.Connection) -> None:
+    """What a fresh database needs before a test or a benchmark: the application's tables with
+    the default names, as the Laravel application's migrations make them, then `migrate`."""
+    catalogue.create_tables(conn)
+    migrate.apply(conn)
 
 
 def _insert(conn: psycopg.Connection, table: str, values: dict[str, Any]) -> int:

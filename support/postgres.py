@@ -29,7 +29,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from ue_resync import embedded, migrate
+from support import catalogue
+from ue_resync import embedded
 
 
 class Postgres:
@@ -79,7 +80,7 @@ class Postgres:
         dsn = self.dsn(name)
         if migrated:
             with psycopg.connect(dsn, autocommit=True) as conn:
-                migrate.apply(conn)
+                catalogue.install(conn)
         return dsn
 
     def drop_database(self, name: str) -> None:

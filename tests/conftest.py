@@ -14,9 +14,10 @@ import psycopg
 import pytest
 from pytest_postgresql.janitor import DatabaseJanitor
 
+from support import catalogue
 from support.postgres import Postgres, start_postgres
 from tests.roles import login as login  # the fixture, for the least-privilege tests of both tiers
-from ue_resync import migrate
+from ue_resync.catalogue import create_tables
 
 
 def janitor(server: Postgres, dbname: str, **kwargs: object) -> DatabaseJanitor:
@@ -55,7 +56,7 @@ def template_db(pg_server: Postgres) -> Iterator[str]:
 
     def load(dbname: str, **_: object) -> None:
         with psycopg.connect(pg_server.dsn(dbname), autocommit=True) as conn:
-            migrate.apply(conn)
+            catalogue.install(conn)
 
     with janitor(pg_server, name, as_template=True) as template:
         template.load(load)
@@ -76,6 +77,18 @@ def empty_dsn(pg_server: Postgres) -> Iterator[str]:
     name = _dbname("empty")
     with janitor(pg_server, name):
         yield pg_server.dsn(name)
+
+
+@pytest.fixture
+def app_dsn(pg_server: Postgres) -> Iterator[str]:
+    """A fresh database holding the application's tables (default names) and nothing of
+    ue-resync: what a Laravel application's database is before `ue-resync migrate`."""
+    name = _dbname("app")
+    with janitor(pg_server, name):
+        dsn = pg_server.dsn(name)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            create_tables(conn)
+        yield dsn
 
 
 @pytest.fixture

@@ -11,9 +11,9 @@ import psycopg
 
 from ue_resync import migrate
 
-# What `migrate` applies to an empty database, in order: every numbered file, then every
-# definitions file.
-EVERYTHING = [m.name for m in migrate.available()] + list(migrate.DEFINITIONS)
+# What `migrate` applies to a database that has only the application's tables, in order: every
+# numbered file, every definitions file, then the mapping's record.
+EVERYTHING = [m.name for m in migrate.available()] + list(migrate.DEFINITIONS) + ["mapping"]
 
 # Today's 14 numbered files as they stood before the baseline replaced them, frozen.
 LEGACY_SQL = Path(__file__).resolve().parent / "fixtures" / "legacy_sql"
@@ -70,6 +70,41 @@ SELECT 'policy', format('%L %s %s %s', sqlstate_pattern, reason_prefix, delay, a
 FROM resync.error_policy
 ORDER BY 1, 2
 """
+
+
+# Every object of the database outside the system schemas, and the files behind each relation,
+# as comparable text: a refused migrate must leave all of it as it was.
+CATALOGUE = """
+SELECT 'schema', n.nspname::text FROM pg_namespace n
+WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
+UNION ALL
+SELECT 'relation', format('%s.%s %s file %s acl %s', n.nspname, c.relname, c.relkind,
+                          c.relfilenode, c.relacl)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
+UNION ALL
+SELECT 'column', format('%s.%s %s %s', a.attrelid::regclass, a.attname,
+                        format_type(a.atttypid, a.atttypmod), a.attnotnull)
+FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE a.attnum > 0 AND NOT a.attisdropped
+  AND n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
+UNION ALL
+SELECT 'trigger', format('%s %s', pg_get_triggerdef(t.oid), t.tgenabled)
+FROM pg_trigger t WHERE NOT t.tgisinternal
+UNION ALL
+SELECT 'function', p.oid::regprocedure::text
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
+UNION ALL
+SELECT 'role', rolname::text FROM pg_roles WHERE rolname LIKE 'resync\\_%'
+ORDER BY 1, 2
+"""
+
+
+def catalogue(conn: psycopg.Connection) -> list[tuple[str, str]]:
+    """The database's objects (CATALOGUE), for "nothing was changed"."""
+    return [(kind, text) for kind, text in conn.execute(CATALOGUE).fetchall()]
 
 
 def snapshot(dsn: str) -> list[tuple[str, str]]:

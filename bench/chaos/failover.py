@@ -22,8 +22,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from support import replication
-from ue_resync import migrate
+from support import catalogue, replication
 
 FOLLOW_WITHIN = 15.0
 # Room for every daemon, writer and check at once (the replica needs at least the primary's).
@@ -55,7 +54,7 @@ class ReplicatedServer:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.dbname)))
         self.dsn = self.pair.url(self.dbname)
         with psycopg.connect(self.dsn, autocommit=True) as conn:
-            migrate.apply(conn)
+            catalogue.install(conn)
 
     @property
     def target(self) -> tuple[Any, ...]:

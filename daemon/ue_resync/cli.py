@@ -25,6 +25,7 @@ from ue_resync.commands import (
     cmd_flush,
     cmd_forget,
     cmd_import_laravel,
+    cmd_mapping,
     cmd_migrate,
     cmd_monitor,
     cmd_request,
@@ -59,8 +60,29 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    p = add("migrate", cmd_migrate, "apply the pending schema migrations")
-    p.add_argument("--print-sql", action="store_true", help="print them for psql instead")
+    p = add(
+        "migrate",
+        cmd_migrate,
+        "check the application's tables against the mapping, then install or upgrade",
+    )
+    p.add_argument(
+        "--mapping", type=Path, help="the mapping file (TOML; default: the installed one)"
+    )
+    p.add_argument(
+        "--preview",
+        action="store_true",
+        help="show what migrate would change and what the first sync would write; change nothing",
+    )
+    p.add_argument(
+        "--accept-resync",
+        action="store_true",
+        help="on a first install, go ahead even though the first sync changes UEs "
+        "(and queue their resync)",
+    )
+    p.add_argument("--print-sql", action="store_true", help="print the SQL for psql instead")
+
+    p = add("mapping", cmd_mapping, "print the mapping (TOML): the file's, the installed one")
+    p.add_argument("--mapping", type=Path, help="a mapping file to check and print")
 
     p = add("work", cmd_work, "run the worker daemon (queue:work)")
     p.add_argument("--sleep", type=float, help="poll fallback, seconds (3)")
@@ -112,7 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", type=int)
     p.add_argument("--json", action="store_true")
 
-    p = add("check", cmd_check, "list drifted course units (and --enqueue their resync)")
+    p = add(
+        "check",
+        cmd_check,
+        "list drifted course units and the columns that differ (exit 3), or --enqueue their resync",
+    )
     p.add_argument("--enqueue", action="store_true")
     p.add_argument("--json", action="store_true")
 

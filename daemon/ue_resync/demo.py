@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg.rows import dict_row
 
-from ue_resync import embedded, migrate, output
+from ue_resync import catalogue, embedded, migrate, output
 from ue_resync.queries import query
 from ue_resync.settings import Settings
 
@@ -217,7 +217,8 @@ def run_demo(settings: Settings, data_dir: Path, keep: bool) -> int:
 
 def _walkthrough(server: embedded.EmbeddedServer, uri: str) -> int:
     with psycopg.connect(uri, autocommit=True) as conn:
-        _step(2, "migrations")
+        _step(2, "the application's tables, then migrations")
+        catalogue.create_tables(conn)
         applied = migrate.apply(conn)
         _say(f"applied {len(applied)} migrations; schema at version {migrate.check_current(conn)}")
 

@@ -1,33 +1,43 @@
-"""Installs and upgrades the schema from `sql/`.
+"""Installs and upgrades the schema from `sql/`, on the application's tables the mapping names.
 
 - `sql/migrations/NNNN_name.sql`: numbered, forward only, each applied once (tables, columns,
-  indexes, data moves, pgqueuer's DDL). The first is the baseline: it is applied to an empty
-  ledger only; a database whose ledger already reaches its version was migrated by the files the
-  baseline replaced, and keeps their rows as history.
+  indexes, data moves, pgqueuer's DDL) in schema resync. The first is the baseline: it is
+  applied to an empty ledger only; a database whose ledger already reaches its version was
+  migrated by the files the baseline replaced, and keeps their rows as history.
 - `sql/definitions/<concern>.sql`: functions, triggers, views and grants, one current definition
-  each, re-runnable. When the checksum of any of them differs from the one recorded, all of them
-  are applied again, in the order of `DEFINITIONS`: later files use earlier ones, and the grants
-  come last so that they cover every object.
+  each, re-runnable, rendered with the mapping (render.py). When the checksum of any rendered
+  file differs from the one recorded, all of them are applied again, in the order of
+  `DEFINITIONS`: later files use earlier ones, and the grants come last so that they cover every
+  object. A mapping change is therefore a definitions change.
 
-`apply` runs everything pending in one transaction, under an advisory lock, recording each file
-in `resync.schema_migrations` / `resync.schema_definitions`: a numbered migration that renames
-or drops what the definitions use is never seen without the definitions that follow it.
-`print_sql` renders the very same statements for a DBA who applies them with `psql -f`.
+Before anything, the application's tables are checked against the mapping (preflight.py): a
+difference refuses the whole run, with nothing changed. On a first install (no trigger yet), a
+run that would change UEs at their first sync also refuses, unless the operator accepted it
+(`--accept-resync`, after `--preview`).
+
+`run` applies everything pending in one transaction, under an advisory lock, recording each file
+in `resync.schema_migrations` / `resync.schema_definitions` and the mapping in `resync.mapping`:
+a numbered migration that renames or drops what the definitions use is never seen without the
+definitions that follow it. `print_sql` renders the very same statements for a DBA who applies
+them with `psql -f`.
 
 The schema version is `N+D`: N the newest numbered migration, D the first 8 hex digits of a
-sha256 over the definitions' names and checksums. The daemon runs only on its own version."""
+sha256 over the rendered definitions' names and checksums. The daemon runs only on its own
+version."""
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import re
-from importlib import resources
 from pathlib import Path
 
 import psycopg
 from psycopg import ClientCursor, sql
 
+from ue_resync import mapping as mappings
+from ue_resync import preflight, render
+from ue_resync.mapping import Mapping
 from ue_resync.queries import query
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
@@ -45,9 +55,18 @@ DEFINITIONS = (
     "roles_and_grants",
 )
 
+# Earlier texts of a numbered migration, still accepted in a ledger: {version: {sha256}}.
+# 0014_baseline.sql once also created the application's tables, or added the columns it lacked;
+# a database migrated with it has them, and is in every other way the one the current text
+# makes.
+EARLIER_CHECKSUMS = {
+    14: {"bbfb106b651ce05f937fa026dd043994d98c159153bbd3f3f3ac96899d2b5db4"},
+}
+
 
 class MigrationError(RuntimeError):
-    """The schema on disk and in the database disagree; the message says how."""
+    """The schema on disk and in the database disagree, or the application's tables and the
+    mapping do; the message says how, and nothing was changed."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +82,8 @@ class Migration:
 
 @dataclasses.dataclass(frozen=True)
 class Definition:
+    """A definitions file, rendered with a mapping."""
+
     name: str
     text: str
 
@@ -71,15 +92,38 @@ class Definition:
         return hashlib.sha256(self.text.encode("utf-8")).hexdigest()
 
 
-Script = Migration | Definition
+@dataclasses.dataclass(frozen=True)
+class UnitColumn:
+    """A sync timestamp the UEs lack, added to the application's table (mapping.ADDED_COLUMNS)."""
+
+    name: str  # table.column, for people
+    text: str
+
+
+@dataclasses.dataclass(frozen=True)
+class MappingRecord:
+    """The mapping, recorded in resync.mapping."""
+
+    mapping: Mapping
+    name: str = "mapping"
+
+
+Script = Migration | Definition | UnitColumn | MappingRecord
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What `run` did: the scripts it applied, the warnings of the preflight, the changes of the
+    mapping against the installed one, and the UEs it queued for their first resync."""
+
+    scripts: list[Script]
+    warnings: list[str]
+    mapping_changes: list[str]
+    queued: int | None = None
 
 
 def sql_dir() -> Path:
-    """`ue_resync/sql` in an installed wheel; the checkout's `sql/` otherwise."""
-    packaged = Path(str(resources.files("ue_resync").joinpath("sql")))
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parents[2] / "sql"
+    return render.sql_dir()
 
 
 def available(directory: Path | None = None) -> list[Migration]:
@@ -96,8 +140,10 @@ def available(directory: Path | None = None) -> list[Migration]:
     return found
 
 
-def definitions(directory: Path | None = None) -> list[Definition]:
-    """The definitions files, in the order they are applied."""
+def definitions(
+    mapping: Mapping = mappings.DEFAULT, directory: Path | None = None
+) -> list[Definition]:
+    """The definitions files rendered with `mapping`, in the order they are applied."""
     where = directory or sql_dir() / "definitions"
     names = sorted(p.stem for p in where.glob("*.sql"))
     if names != sorted(DEFINITIONS):
@@ -105,7 +151,10 @@ def definitions(directory: Path | None = None) -> list[Definition]:
             f"{where}: the definitions files must be exactly {', '.join(DEFINITIONS)} "
             f"(found {', '.join(names) or 'none'})"
         )
-    return [Definition(n, (where / f"{n}.sql").read_text("utf-8")) for n in DEFINITIONS]
+    return [
+        Definition(n, render.render((where / f"{n}.sql").read_text("utf-8"), mapping))
+        for n in DEFINITIONS
+    ]
 
 
 def code_version() -> int:
@@ -113,9 +162,9 @@ def code_version() -> int:
     return available()[-1].version
 
 
-def code_schema_version() -> str:
-    """The schema version this code was written for, `N+D`."""
-    return _version(code_version(), {d.name: d.checksum for d in definitions()})
+def code_schema_version(mapping: Mapping = mappings.DEFAULT) -> str:
+    """The schema version this code makes with `mapping`, `N+D`."""
+    return _version(code_version(), {d.name: d.checksum for d in definitions(mapping)})
 
 
 def applied(conn: psycopg.Connection) -> dict[int, tuple[str, str]]:
@@ -131,6 +180,15 @@ def applied_definitions(conn: psycopg.Connection) -> dict[str, str]:
     if not _scalar(conn, "ledger_exists", {"table": "schema_definitions"}):
         return {}
     return dict(conn.execute(query("definitions_applied")).fetchall())
+
+
+def installed_mapping(conn: psycopg.Connection) -> Mapping | None:
+    """The mapping recorded in resync.mapping; None when there is none (nothing installed, or a
+    database installed before the mapping existed, whose names are the defaults)."""
+    if not _scalar(conn, "ledger_exists", {"table": "mapping"}):
+        return None
+    rows = conn.execute(query("mapping_installed")).fetchall()
+    return mappings.from_rows(rows) if rows else None
 
 
 def pending(conn: psycopg.Connection) -> list[Migration]:
@@ -152,7 +210,12 @@ def pending(conn: psycopg.Connection) -> list[Migration]:
     for migration in shipped:
         recorded = done.get(migration.version)
         # A baseline row under another name is the history of a database migrated before it.
-        if recorded and recorded[0] == migration.name and recorded[1] != migration.checksum:
+        if (
+            recorded
+            and recorded[0] == migration.name
+            and recorded[1] != migration.checksum
+            and recorded[1] not in EARLIER_CHECKSUMS.get(migration.version, ())
+        ):
             raise MigrationError(
                 f"{migration.name} was applied with another content (checksum "
                 f"{recorded[1][:12]}…); migrations are never edited once applied"
@@ -162,59 +225,103 @@ def pending(conn: psycopg.Connection) -> list[Migration]:
     return [m for m in shipped[1:] if m.version not in done]
 
 
-def pending_definitions(conn: psycopg.Connection) -> list[Definition]:
+def pending_definitions(conn: psycopg.Connection, mapping: Mapping) -> list[Definition]:
     """All the definitions when any differs from what the database recorded, else none."""
-    shipped = definitions()
+    shipped = definitions(mapping)
     if applied_definitions(conn) == {d.name: d.checksum for d in shipped}:
         return []
     return shipped
 
 
-def plan(conn: psycopg.Connection) -> list[Script]:
-    """What `apply` would run now, in order."""
+def plan(
+    conn: psycopg.Connection, mapping: Mapping | None = None, added: list[str] | None = None
+) -> list[Script]:
+    """What `run` would apply now, in order: the numbered migrations, the UE columns to add
+    (`added`, from the preflight), the definitions rendered with `mapping` (default: the
+    installed one, else the defaults) and the mapping's record."""
+    chosen = mapping or installed_mapping(conn) or mappings.DEFAULT
     todo: list[Script] = []
     todo += pending(conn)
-    todo += pending_definitions(conn)
+    todo += [_unit_column(chosen, column) for column in added or []]
+    todo += pending_definitions(conn, chosen)
+    if installed_mapping(conn) != chosen or any(isinstance(s, Definition) for s in todo):
+        todo.append(MappingRecord(chosen))
     return todo
 
 
-def apply(conn: psycopg.Connection) -> list[Script]:
-    """Apply what is pending, in one transaction; returns what this call applied (an installer
-    that held the lock before us may have applied it all: we wait, then find nothing to do)."""
+def run(
+    conn: psycopg.Connection, mapping: Mapping | None = None, accept_resync: bool = False
+) -> Outcome:
+    """Check, then apply what is pending in one transaction; returns what this call applied (an
+    installer that held the lock before us may have applied it all: we wait, then find nothing
+    to do). MigrationError, with nothing changed, when the application's tables and the mapping
+    disagree, or when a first install would change UEs and `accept_resync` is not given."""
     conn.autocommit = True
-    if not plan(conn):
-        return []
+    installed = installed_mapping(conn)
+    chosen = mapping or installed or mappings.DEFAULT
+    report = _preflight(conn, chosen)
+    first = not _triggers_installed(conn, chosen)
+    if first:
+        _gate(conn, chosen, report, accept_resync)
+    added = [column for _, column in report.added]
+    changes = chosen.differences(installed or mappings.DEFAULT)
+    if not plan(conn, chosen, added):
+        return Outcome([], report.warnings, changes)
+    queued = None
     with conn.transaction():
         conn.execute(query("migration_lock"))
-        todo = plan(conn)
+        todo = plan(conn, chosen, added)
         for script in todo:
-            conn.execute(script.text.encode("utf-8"))
-            conn.execute(*_record(script))
+            for text, params in _statements(script):
+                conn.execute(text, params)
         if any(isinstance(s, Definition) for s in todo):
             conn.execute(query("definitions_forget"), {"names": list(DEFINITIONS)})
-    return todo
+        if first and accept_resync:
+            row = conn.execute(query("enqueue_drifted")).fetchone()
+            queued = int(row[0]) if row else 0
+    return Outcome(todo, report.warnings, changes, queued)
 
 
-def print_sql(conn: psycopg.Connection) -> str:
-    """A psql script applying what is pending: the statements `apply` runs, in the same single
-    transaction. Empty when nothing is pending."""
-    todo = plan(conn)
+def apply(
+    conn: psycopg.Connection, mapping: Mapping | None = None, accept_resync: bool = False
+) -> list[Script]:
+    """`run`, for callers that want only the scripts applied."""
+    return run(conn, mapping, accept_resync).scripts
+
+
+def print_sql(
+    conn: psycopg.Connection, mapping: Mapping | None = None, accept_resync: bool = False
+) -> str:
+    """A psql script applying what is pending: the statements `run` runs, in the same single
+    transaction, after the same checks. Empty when nothing is pending."""
+    chosen = mapping or installed_mapping(conn) or mappings.DEFAULT
+    report = _preflight(conn, chosen)
+    if not _triggers_installed(conn, chosen):
+        _gate(conn, chosen, report, accept_resync)
+    todo = plan(conn, chosen, [column for _, column in report.added])
     if not todo:
         return ""
     cursor = ClientCursor(conn)
     numbered = sum(isinstance(s, Migration) for s in todo)
     parts = [
-        f"-- ue-resync: {numbered} pending migration(s), {len(todo) - numbered} definitions "
-        "file(s), apply with: psql -X -f FILE",
+        f"-- ue-resync: {numbered} pending migration(s), "
+        f"{sum(isinstance(s, Definition) for s in todo)} definitions file(s), "
+        "apply with: psql -X -f FILE",
         "\\set ON_ERROR_STOP on",
         "BEGIN;",
         cursor.mogrify(query("migration_lock")).strip() + ";",
     ]
     for script in todo:
-        label = script.name if isinstance(script, Migration) else f"definitions/{script.name}"
-        record = cursor.mogrify(*_record(script)).strip() + ";"
-        parts += [f"\n-- {label}", script.text.strip(), record]
-    if numbered < len(todo):
+        label = {
+            Migration: script.name,
+            Definition: f"definitions/{script.name}",
+            UnitColumn: f"add column {script.name}",
+            MappingRecord: "the mapping",
+        }[type(script)]
+        parts.append(f"\n-- {label}")
+        for text, params in _statements(script):
+            parts.append(cursor.mogrify(text, params).strip() + ";")
+    if any(isinstance(s, Definition) for s in todo):
         forget = cursor.mogrify(query("definitions_forget"), {"names": list(DEFINITIONS)})
         parts += ["", forget.strip() + ";"]
     parts.append("COMMIT;")
@@ -226,7 +333,7 @@ def check_current(conn: psycopg.Connection) -> str:
     version = max(applied(conn), default=0)
     recorded = applied_definitions(conn)
     here = _version(version, recorded) if recorded else str(version)
-    needed = code_schema_version()
+    needed = code_schema_version(installed_mapping(conn) or mappings.DEFAULT)
     if version > code_version():
         raise MigrationError(
             f"database schema is at version {here}, newer than this ue-resync "
@@ -240,20 +347,80 @@ def check_current(conn: psycopg.Connection) -> str:
     return here
 
 
+def _preflight(conn: psycopg.Connection, mapping: Mapping) -> preflight.Report:
+    report = preflight.check(conn, mapping)
+    if report.problems:
+        raise MigrationError(
+            f"the application's tables do not match the mapping ({len(report.problems)} "
+            "difference(s)); nothing was changed:\n"
+            + "\n".join(f"  - {p}" for p in report.problems)
+        )
+    return report
+
+
+def _triggers_installed(conn: psycopg.Connection, mapping: Mapping) -> bool:
+    schema, table = mapping.table("elements")
+    return bool(_scalar(conn, "triggers_installed", {"schema": schema, "table": table}))
+
+
+def _gate(
+    conn: psycopg.Connection, mapping: Mapping, report: preflight.Report, accept_resync: bool
+) -> None:
+    """A first install that would change UEs goes ahead only when the operator accepted it."""
+    if accept_resync:
+        return
+    changes = preflight.preview(conn, mapping, report).changes
+    if changes:
+        raise MigrationError(
+            f"{len(changes)} course unit(s) would change at their first sync "
+            f"(e.g. {preflight.describe(changes[0], list(mapping[('elements', 'counted')]))}); "
+            "nothing was changed: see `ue-resync migrate --preview`, fix the mapping or the "
+            "data, or install with `ue-resync migrate --accept-resync`"
+        )
+
+
+def _unit_column(mapping: Mapping, column: str) -> UnitColumn:
+    schema, table = mapping.table("units")
+    text = query("add_unit_column").format(
+        table=sql.Identifier(schema, table), column=sql.Identifier(column)
+    )
+    return UnitColumn(f"{schema}.{table}.{column}", text.as_string(None))
+
+
+def _statements(script: Script) -> list[tuple[sql.SQL, dict[str, object] | None]]:
+    """The statements that apply `script` and record it in the ledger."""
+    if isinstance(script, Migration):
+        return [
+            (sql.SQL(script.text), None),
+            (
+                query("migration_record"),
+                {"version": script.version, "name": script.name, "checksum": script.checksum},
+            ),
+        ]
+    if isinstance(script, Definition):
+        return [
+            (sql.SQL(script.text), None),
+            (query("definition_record"), {"name": script.name, "checksum": script.checksum}),
+        ]
+    if isinstance(script, UnitColumn):
+        return [(sql.SQL(script.text), None)]
+    rows = script.mapping.rows()
+    return [
+        (
+            query("mapping_record"),
+            {
+                "keys": [r[0] for r in rows],
+                "values": [r[1] for r in rows],
+                "defaults": [r[2] for r in rows],
+                "descriptions": [r[3] for r in rows],
+            },
+        )
+    ]
+
+
 def _version(numbered: int, checksums: dict[str, str]) -> str:
     listing = "".join(f"{name} {checksum}\n" for name, checksum in sorted(checksums.items()))
     return f"{numbered}+{hashlib.sha256(listing.encode('utf-8')).hexdigest()[:8]}"
-
-
-def _record(script: Script) -> tuple[sql.SQL, dict[str, object]]:
-    if isinstance(script, Migration):
-        params: dict[str, object] = {"version": script.version}
-        return query("migration_record"), {
-            **params,
-            "name": script.name,
-            "checksum": script.checksum,
-        }
-    return query("definition_record"), {"name": script.name, "checksum": script.checksum}
 
 
 def _scalar(conn: psycopg.Connection, name: str, params: dict[str, object] | None = None) -> object:

@@ -26,6 +26,16 @@ def plain(value: Any) -> Any:
     return value
 
 
+def number(value: Any) -> str:
+    """A value of a UE column for people: 6 rather than 6.0 or 6.00, JSON for the rest."""
+    value = plain(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
 def emit_json(data: Any) -> None:
     print(json.dumps(data, default=plain, ensure_ascii=False, indent=2))
 

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     # A direct connection for LISTEN alone, when the database URL goes through a transaction
     # pooler (a LISTEN made through one hears nothing); every query still uses the database URL.
     listen_url: SecretStr | None = None
+    # The mapping file `ue-resync migrate` reads (daemon/ue_resync/mapping.py); default: the
+    # mapping installed in the database, else ue-resync's own names.
+    mapping: Path | None = None
 
     # `ue-resync work`, with the old `queue:work` defaults.
     sleep: float = Field(default=3.0, gt=0, le=3600, description="poll fallback, seconds")

@@ -1,99 +1,139 @@
 -- Consistency: what a sync would write now, the UEs that differ from it, the sweep that queues
 -- their resync, and the LMD checks on the stored values.
+--
+-- Functions over the application's tables, with views in schema resync over the functions: a
+-- view over the tables would pin their columns (`ALTER COLUMN … TYPE`, which a Laravel
+-- migration's ->change() runs, fails on a column a view reads), a function body does not. They
+-- are SECURITY DEFINER: a reader needs no right on the application's tables.
 
--- resync.expected: per UE (auto_sync_enabled only), what a sync would write now. No role reads
--- it but through resync.drift, which is the security barrier (monitoring_views.sql says why).
-CREATE OR REPLACE VIEW resync.expected AS
-WITH
--- Sums over the elements that count, one pass over course_unit_elements.
-sums AS (
-    SELECT e.course_unit_id AS id,
-           sum(coalesce(e.credits::numeric, 0))     AS credits,
-           sum(coalesce(e.hours_cm::numeric, 0))    AS hours_cm,
-           sum(coalesce(e.hours_td::numeric, 0))    AS hours_td,
-           sum(coalesce(e.hours_tp::numeric, 0))    AS hours_tp,
-           sum(coalesce(e.hours_total::numeric, 0)) AS hours_total,
-           count(*)::integer                        AS n
-    FROM public.course_unit_elements e
-    WHERE e.status = 'active' AND e.deleted_at IS NULL
-    GROUP BY e.course_unit_id
-),
--- The flags decide which stored columns follow the elements.
-expected AS (
-    SELECT u.id, u.code,
-           CASE WHEN u.sync_credits_with_elements
-                THEN coalesce(s.credits, 0) ELSE u.credits::numeric END         AS credits,
-           CASE WHEN u.sync_hours_with_elements
-                THEN coalesce(s.hours_cm, 0) ELSE u.hours_cm::numeric END       AS hours_cm,
-           CASE WHEN u.sync_hours_with_elements
-                THEN coalesce(s.hours_td, 0) ELSE u.hours_td::numeric END       AS hours_td,
-           CASE WHEN u.sync_hours_with_elements
-                THEN coalesce(s.hours_tp, 0) ELSE u.hours_tp::numeric END       AS hours_tp,
-           CASE WHEN u.sync_hours_with_elements
-                THEN coalesce(s.hours_total, 0) ELSE u.hours_total::numeric END AS hours_total,
-           coalesce(s.n, 0) AS elements_count
-    FROM public.course_units u
-    LEFT JOIN sums s ON s.id = u.id
-    WHERE u.auto_sync_enabled
-)
-SELECT x.*, resync.hours_distribution(x.hours_cm, x.hours_td, x.hours_tp, x.hours_total)
-            AS hours_distribution
-FROM expected x;
+-- resync.expected_units: per UE with auto sync, what a sync would write now (sql/rule.sql).
+-- Read by resync.drift and the view resync.expected; writes nothing.
+CREATE OR REPLACE FUNCTION resync.expected_units()
+RETURNS TABLE (id bigint, code text, credits numeric, hours_cm numeric, hours_td numeric,
+               hours_tp numeric, hours_total numeric, elements_count integer,
+               hours_distribution jsonb)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    {rule.expected_units}
+$$;
 
--- resync.drift: every UE whose stored totals differ from its active elements, stored
--- next to expected. Units with auto_sync_enabled = false are deliberately out of sync.
--- Read by resync_worker (the sweep) and resync_monitor.
+CREATE OR REPLACE VIEW resync.expected WITH (security_barrier = true) AS
+SELECT * FROM resync.expected_units();
+
+-- resync.drifted: every UE whose stored columns differ from what a sync would write, stored
+-- next to expected, and `differences`, the columns that differ by the application's names:
+-- {{"hours_cm": [119, 118]}} (stored, expected). UEs with auto sync off are deliberately out of
+-- sync. Read through the view resync.drift (`ue-resync check`, the sweep, the alerts).
+CREATE OR REPLACE FUNCTION resync.drifted()
+RETURNS TABLE (course_unit_id bigint, code text,
+               stored_credits numeric, expected_credits numeric,
+               stored_hours_cm numeric, expected_hours_cm numeric,
+               stored_hours_td numeric, expected_hours_td numeric,
+               stored_hours_tp numeric, expected_hours_tp numeric,
+               stored_hours_total numeric, expected_hours_total numeric,
+               stored_elements_count integer, expected_elements_count integer,
+               stored_hours_distribution jsonb, expected_hours_distribution jsonb,
+               differences jsonb,
+               last_element_sync timestamptz, last_job_sync timestamptz)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    {rule.drift}
+    ORDER BY course_unit_id
+$$;
+
 CREATE OR REPLACE VIEW resync.drift WITH (security_barrier = true) AS
-SELECT u.id                         AS course_unit_id,
-       u.code,
-       u.credits::numeric           AS stored_credits,       x.credits        AS expected_credits,
-       u.hours_cm::numeric          AS stored_hours_cm,      x.hours_cm       AS expected_hours_cm,
-       u.hours_td::numeric          AS stored_hours_td,      x.hours_td       AS expected_hours_td,
-       u.hours_tp::numeric          AS stored_hours_tp,      x.hours_tp       AS expected_hours_tp,
-       u.hours_total::numeric       AS stored_hours_total,   x.hours_total    AS expected_hours_total,
-       u.elements_count             AS stored_elements_count, x.elements_count AS expected_elements_count,
-       u.hours_distribution::jsonb  AS stored_hours_distribution,
-       x.hours_distribution         AS expected_hours_distribution,
-       u.last_element_sync,
-       u.last_job_sync
-FROM public.course_units u
-JOIN resync.expected x ON x.id = u.id
-WHERE (u.credits::numeric, u.hours_cm::numeric, u.hours_td::numeric, u.hours_tp::numeric,
-       u.hours_total::numeric, u.elements_count, u.hours_distribution::jsonb)
-      IS DISTINCT FROM
-      (x.credits, x.hours_cm, x.hours_td, x.hours_tp, x.hours_total, x.elements_count,
-       x.hours_distribution);
+SELECT * FROM resync.drifted();
 
--- resync.validation_warnings: the LMD checks the old job logged after each sync, on the
--- stored values, one row per UE and warning.
+-- resync.lmd_warnings: the LMD checks the replaced job logged after each sync, on the stored
+-- values, one row per UE and warning, for the given UEs (NULL: all). Their limits are rows of
+-- resync.thresholds (lmd_*). Called by the daemon after each batch (worker_runs.sql) and read
+-- through the view resync.validation_warnings.
+-- Why force_custom_plan: a plan made for the actual argument reads the given UEs by their key,
+--   where a generic one would scan every UE to honour "NULL: all".
+CREATE OR REPLACE FUNCTION resync.lmd_warnings(p_units bigint[] DEFAULT NULL)
+RETURNS TABLE (course_unit_id bigint, code text, warning text, detail text)
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_custom_plan
+AS $$
+DECLARE
+    v_credits_max   numeric;
+    v_per_credit    numrange;
+    v_cm_share      numrange;
+    v_elements_max  numeric;
+BEGIN
+    SELECT coalesce(max(t.value) FILTER (WHERE t.name = 'lmd_credits_max'), '6')::numeric,
+           numrange(coalesce(max(t.value) FILTER (WHERE t.name = 'lmd_hours_per_credit_min'),
+                             '15')::numeric,
+                    coalesce(max(t.value) FILTER (WHERE t.name = 'lmd_hours_per_credit_max'),
+                             '35')::numeric, '[]'),
+           numrange(coalesce(max(t.value) FILTER (WHERE t.name = 'lmd_cm_share_min'),
+                             '30')::numeric,
+                    coalesce(max(t.value) FILTER (WHERE t.name = 'lmd_cm_share_max'),
+                             '70')::numeric, '[]'),
+           coalesce(max(t.value) FILTER (WHERE t.name = 'lmd_elements_max'), '6')::numeric
+    INTO v_credits_max, v_per_credit, v_cm_share, v_elements_max
+    FROM resync.thresholds t;
+
+    RETURN QUERY
+    SELECT {u.id}::bigint, {u.code}::text, w.warning, w.detail
+    FROM {units} u
+    CROSS JOIN LATERAL (SELECT {rule.stored}) t
+    CROSS JOIN LATERAL (
+        VALUES
+            ('credits_above_max',
+             CASE WHEN t.credits > v_credits_max
+                  THEN format('%s ECTS credits (at most %s expected)', t.credits, v_credits_max)
+             END),
+            ('hours_per_credit_out_of_range',
+             CASE WHEN t.credits > 0 AND NOT (t.hours_total / t.credits) <@ v_per_credit
+                  THEN format('%s hours per credit (%s to %s expected)',
+                              round(t.hours_total / t.credits, 1),
+                              lower(v_per_credit), upper(v_per_credit))
+             END),
+            ('cm_share_out_of_range',
+             CASE WHEN t.hours_cm > 0 AND t.hours_total > 0
+                   AND NOT (t.hours_cm * 100 / t.hours_total) <@ v_cm_share
+                  THEN format('CM is %s %% of the hours (%s to %s %% expected)',
+                              round(t.hours_cm * 100 / t.hours_total, 1),
+                              lower(v_cm_share), upper(v_cm_share))
+             END),
+            ('too_many_elements',
+             CASE WHEN t.elements_count > v_elements_max
+                  THEN format('%s active elements (at most %s expected)', t.elements_count,
+                              v_elements_max)
+             END),
+            ('no_elements',
+             CASE WHEN t.elements_count = 0 THEN 'no active element' END)
+    ) AS w(warning, detail)
+    WHERE (p_units IS NULL OR {u.id} = ANY (p_units))
+      AND w.detail IS NOT NULL
+    ORDER BY 1, 3;
+END
+$$;
+
 CREATE OR REPLACE VIEW resync.validation_warnings WITH (security_barrier = true) AS
-SELECT u.id AS course_unit_id, u.code, w.warning, w.detail
-FROM public.course_units u
-CROSS JOIN LATERAL (
-    VALUES
-        ('credits_above_6',
-         CASE WHEN u.credits::numeric > 6
-              THEN format('%s ECTS credits (at most 6 expected)', u.credits) END),
-        ('hours_per_credit_out_of_range',
-         CASE WHEN u.credits::numeric > 0
-               AND (u.hours_total::numeric / u.credits::numeric NOT BETWEEN 15 AND 35)
-              THEN format('%s hours per credit (15 to 35 expected)',
-                          round(u.hours_total::numeric / u.credits::numeric, 1)) END),
-        ('cm_share_out_of_range',
-         CASE WHEN u.hours_cm::numeric > 0 AND u.hours_total::numeric > 0
-               AND (u.hours_cm::numeric * 100 / u.hours_total::numeric NOT BETWEEN 30 AND 70)
-              THEN format('CM is %s %% of the hours (30 to 70 %% expected)',
-                          round(u.hours_cm::numeric * 100 / u.hours_total::numeric, 1)) END),
-        ('too_many_elements',
-         CASE WHEN u.elements_count > 6
-              THEN format('%s active elements (at most 6 expected)', u.elements_count) END),
-        ('no_elements',
-         CASE WHEN u.elements_count = 0 THEN 'no active element' END)
-) AS w(warning, detail)
-WHERE w.detail IS NOT NULL;
+SELECT * FROM resync.lmd_warnings(NULL);
+
+-- resync.unit_codes: the code of each given UE that exists (the application's label), for the
+-- alerts' messages; no right on the application's tables needed.
+CREATE OR REPLACE FUNCTION resync.unit_codes(p_units bigint[])
+RETURNS TABLE (course_unit_id bigint, code text)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT {u.id}::bigint, {u.code}::text FROM {units} u WHERE {u.id} = ANY (p_units)
+$$;
 
 -- resync.enqueue_drifted: queue a resync (reason drift_detected, due now) for every drifted UE.
--- Called by: `ue-resync check --enqueue` (the check timer), and by hand.
+-- Called by: `ue-resync check --enqueue` (the check timer), `migrate --accept-resync`, and by
+--   hand.
 -- Writes: resync.pgqueuer through resync.enqueue (coalesced into queued jobs where present);
 --   returns how many UEs it queued.
 -- Why: pgqueuer's dequeue takes the due jobs in priority order with a LIMIT; planned on
@@ -111,9 +151,9 @@ DECLARE
     v_ids    bigint[];
     v_queued integer;
 BEGIN
-    SELECT coalesce(array_agg(d.course_unit_id ORDER BY d.course_unit_id), '{}')
+    SELECT coalesce(array_agg(d.course_unit_id ORDER BY d.course_unit_id), '{{}}')
     INTO v_ids
-    FROM resync.drift d;
+    FROM resync.drifted() d;
 
     SELECT count(*)::integer
     INTO v_queued

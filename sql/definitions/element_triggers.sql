@@ -78,8 +78,8 @@ BEGIN
     SELECT array_agg(a.unit ORDER BY a.unit), array_agg(a.action ORDER BY a.unit)
     INTO v_units, v_actions
     FROM unnest(p_units, p_actions) AS a(unit, action)
-    JOIN public.course_units u ON u.id = a.unit
-    WHERE u.auto_sync_enabled;
+    JOIN {units} u ON {u.id} = a.unit
+    WHERE {u.auto_sync_enabled};
     IF v_units IS NULL THEN
         RETURN;
     END IF;
@@ -116,7 +116,7 @@ $$;
 --            error resync.record_sync_failure (reason <prefix>_after_<action>);
 --   deferred resync.enqueue of a job per UE (reason deferred_after_<action>);
 --   off      nothing; resync.enqueue_drifted() catches up later.
--- Writes: course_units (inline), resync.pgqueuer, resync.sync_failures (on failure).
+-- Writes: the UEs (inline), resync.pgqueuer, resync.sync_failures (on failure).
 -- Why: jit = off, because a bulk statement's read of the transition tables costs more than
 --   JIT's threshold and the compilation takes longer than the query it compiles (servers built
 --   with LLVM). The UPDATE's join of old_rows to new_rows runs with enable_mergejoin off:
@@ -161,32 +161,32 @@ BEGIN
     IF TG_OP = 'INSERT' THEN
         SELECT array_agg(t.unit ORDER BY t.unit), array_agg('created'::text ORDER BY t.unit)
         INTO v_units, v_actions
-        FROM (SELECT DISTINCT n.course_unit_id::bigint AS unit
-              FROM new_rows n JOIN public.course_units u ON u.id = n.course_unit_id
-              WHERE u.auto_sync_enabled) t;
+        FROM (SELECT DISTINCT {n.course_unit_id}::bigint AS unit
+              FROM new_rows n JOIN {units} u ON {u.id} = {n.course_unit_id}
+              WHERE {u.auto_sync_enabled}) t;
     ELSIF TG_OP = 'DELETE' THEN
         SELECT array_agg(t.unit ORDER BY t.unit), array_agg('force_deleted'::text ORDER BY t.unit)
         INTO v_units, v_actions
-        FROM (SELECT DISTINCT o.course_unit_id::bigint AS unit
-              FROM old_rows o JOIN public.course_units u ON u.id = o.course_unit_id
-              WHERE u.auto_sync_enabled) t;
+        FROM (SELECT DISTINCT {o.course_unit_id}::bigint AS unit
+              FROM old_rows o JOIN {units} u ON {u.id} = {o.course_unit_id}
+              WHERE {u.auto_sync_enabled}) t;
     ELSE
         -- The transition tables are joined once; each changed row names its new UE and,
         -- when it moved, its old one. By hash: see the header.
         v_joins := current_setting('enable_mergejoin');
         PERFORM set_config('enable_mergejoin', 'off', true);
         WITH changed AS MATERIALIZED (
-            SELECT o.course_unit_id::bigint AS old_unit, n.course_unit_id::bigint AS new_unit,
-                   CASE WHEN o.deleted_at IS NULL AND n.deleted_at IS NOT NULL THEN 1
-                        WHEN o.deleted_at IS NOT NULL AND n.deleted_at IS NULL THEN 2
+            SELECT {o.course_unit_id}::bigint AS old_unit, {n.course_unit_id}::bigint AS new_unit,
+                   CASE WHEN {o.deleted_at} IS NULL AND {n.deleted_at} IS NOT NULL THEN 1
+                        WHEN {o.deleted_at} IS NOT NULL AND {n.deleted_at} IS NULL THEN 2
                         ELSE 3 END AS rank
             FROM old_rows o
-            JOIN new_rows n ON n.id = o.id
-            WHERE (o.credits, o.hours_cm, o.hours_td, o.hours_tp, o.hours_total,
-                   o.status, o.deleted_at, o.course_unit_id)
+            JOIN new_rows n ON {n.id} = {o.id}
+            WHERE ({o.credits}, {o.hours_cm}, {o.hours_td}, {o.hours_tp}, {o.hours_total},
+                   {o.status}, {o.deleted_at}, {o.course_unit_id})
                   IS DISTINCT FROM
-                  (n.credits, n.hours_cm, n.hours_td, n.hours_tp, n.hours_total,
-                   n.status, n.deleted_at, n.course_unit_id)
+                  ({n.credits}, {n.hours_cm}, {n.hours_td}, {n.hours_tp}, {n.hours_total},
+                   {n.status}, {n.deleted_at}, {n.course_unit_id})
         ), per_unit AS (
             SELECT c.unit, (array['deleted', 'restored', 'updated'])[min(c.rank)] AS action
             FROM (SELECT new_unit AS unit, rank FROM changed WHERE new_unit IS NOT NULL
@@ -198,8 +198,8 @@ BEGIN
         SELECT array_agg(p.unit ORDER BY p.unit), array_agg(p.action ORDER BY p.unit)
         INTO v_units, v_actions
         FROM per_unit p
-        JOIN public.course_units u ON u.id = p.unit
-        WHERE u.auto_sync_enabled;
+        JOIN {units} u ON {u.id} = p.unit
+        WHERE {u.auto_sync_enabled};
         PERFORM set_config('enable_mergejoin', v_joins, true);
     END IF;
 
@@ -248,7 +248,7 @@ $$;
 -- Does: when the statement changed that one row only, what resync.on_element_statement would
 --   do for it, and marks the statement ' done'; a moved row, or a second row, leaves the
 --   statement to the statement path.
--- Writes: course_units (inline), resync.pgqueuer (deferred), resync.sync_failures (on failure).
+-- Writes: the UEs (inline), resync.pgqueuer (deferred), resync.sync_failures (on failure).
 -- Why: inline, optimistically in one statement: the UE's sums with the UE row's xmin as this
 --   statement's snapshot sees them, written only if the row is still that version. When
 --   another sync changed the row since (one committed, or one we waited for), our sums may miss
@@ -283,25 +283,27 @@ BEGIN
     END IF;
 
     IF TG_OP = 'INSERT' THEN
-        v_unit := NEW.course_unit_id;
+        v_unit := {NEW.course_unit_id};
         v_action := 'created';
     ELSIF TG_OP = 'DELETE' THEN
-        v_unit := OLD.course_unit_id;
+        v_unit := {OLD.course_unit_id};
         v_action := 'force_deleted';
-    ELSIF (OLD.credits, OLD.hours_cm, OLD.hours_td, OLD.hours_tp, OLD.hours_total,
-           OLD.status, OLD.deleted_at, OLD.course_unit_id)
+    ELSIF ({OLD.credits}, {OLD.hours_cm}, {OLD.hours_td}, {OLD.hours_tp}, {OLD.hours_total},
+           {OLD.status}, {OLD.deleted_at}, {OLD.course_unit_id})
           IS NOT DISTINCT FROM
-          (NEW.credits, NEW.hours_cm, NEW.hours_td, NEW.hours_tp, NEW.hours_total,
-           NEW.status, NEW.deleted_at, NEW.course_unit_id) THEN
+          ({NEW.credits}, {NEW.hours_cm}, {NEW.hours_td}, {NEW.hours_tp}, {NEW.hours_total},
+           {NEW.status}, {NEW.deleted_at}, {NEW.course_unit_id}) THEN
         v_unit := NULL;  -- nothing counted changed
-    ELSIF OLD.course_unit_id IS DISTINCT FROM NEW.course_unit_id THEN
+    ELSIF {OLD.course_unit_id} IS DISTINCT FROM {NEW.course_unit_id} THEN
         -- A move touches two UEs: left to the statement trigger.
         v_set := set_config('ue_resync.statement_rows', v_statement || ' 2', true);
         RETURN NULL;
     ELSE
-        v_unit := NEW.course_unit_id;
-        v_action := CASE WHEN OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL THEN 'deleted'
-                         WHEN OLD.deleted_at IS NOT NULL AND NEW.deleted_at IS NULL THEN 'restored'
+        v_unit := {NEW.course_unit_id};
+        v_action := CASE WHEN {OLD.deleted_at} IS NULL AND {NEW.deleted_at} IS NOT NULL
+                         THEN 'deleted'
+                         WHEN {OLD.deleted_at} IS NOT NULL AND {NEW.deleted_at} IS NULL
+                         THEN 'restored'
                          ELSE 'updated' END;
     END IF;
     v_set := set_config('ue_resync.statement_rows', v_statement || ' done', true);
@@ -329,17 +331,17 @@ BEGIN
             (priority, entrypoint, status, execute_after, payload, headers, resync_unit,
              resync_last_reason, resync_deadline)
         SELECT 0, 'resync_course_unit', 'queued',
-               CASE WHEN v_debounce > interval '0' AND u.last_job_sync > now() - v_debounce
+               CASE WHEN v_debounce > interval '0' AND {u.last_job_sync} > now() - v_debounce
                     THEN now() + least(v_debounce, v_max_wait)
                     ELSE now() END,
-               convert_to('{"course_unit_id": ' || v_unit || ', "reason": "' || v_reason
-                          || '", "sqlstate": null, "error": null}', 'UTF8'),
+               convert_to('{{"course_unit_id": ' || v_unit || ', "reason": "' || v_reason
+                          || '", "sqlstate": null, "error": null}}', 'UTF8'),
                jsonb_build_object('course_unit_id', v_unit::text, 'reason', v_reason),
                v_unit,
                v_reason,
                CASE WHEN v_debounce > interval '0' THEN now() + v_max_wait END
-        FROM public.course_units u
-        WHERE u.id = v_unit AND u.auto_sync_enabled
+        FROM {units} u
+        WHERE {u.id} = v_unit AND {u.auto_sync_enabled}
         ON CONFLICT (resync_unit) WHERE entrypoint = 'resync_course_unit' AND status = 'queued'
         DO UPDATE SET
             execute_after = CASE
@@ -379,8 +381,8 @@ BEGIN
                       AND p.entrypoint = 'resync_course_unit'
                       AND p.status = 'picked'
                     LIMIT 1) IS NOT NULL
-                   OR (SELECT c.last_job_sync > now() - v_debounce FROM public.course_units c
-                       WHERE c.id = v_unit));
+                   OR (SELECT {c.last_job_sync} > now() - v_debounce FROM {units} c
+                       WHERE {c.id} = v_unit));
         END IF;
         v_set := set_config('enable_seqscan', v_saved, true);
         RETURN NULL;
@@ -394,44 +396,26 @@ BEGIN
     v_set := set_config('lock_timeout',
         coalesce(nullif(current_setting('ue_resync.lock_timeout', true), ''), '100ms'), true);
     BEGIN
-        -- x is the UE row as this statement's snapshot sees it, with its sums; u is the
-        -- row the UPDATE locks. They are the same version unless another transaction
-        -- updated the row since: then u is that newer version (read committed re-checks
-        -- the WHERE on it) and nothing is written.
-        UPDATE public.course_units u
-        SET credits            = CASE WHEN u.sync_credits_with_elements
-                                      THEN x.credits ELSE u.credits END,
-            hours_cm           = CASE WHEN u.sync_hours_with_elements
-                                      THEN x.cm ELSE u.hours_cm END,
-            hours_td           = CASE WHEN u.sync_hours_with_elements
-                                      THEN x.td ELSE u.hours_td END,
-            hours_tp           = CASE WHEN u.sync_hours_with_elements
-                                      THEN x.tp ELSE u.hours_tp END,
-            hours_total        = CASE WHEN u.sync_hours_with_elements
-                                      THEN x.total ELSE u.hours_total END,
-            elements_count     = x.n,
-            hours_distribution = CASE WHEN u.sync_hours_with_elements
-                                      THEN resync.hours_distribution(x.cm, x.td, x.tp, x.total)
-                                      ELSE resync.hours_distribution(u.hours_cm, u.hours_td,
-                                                                     u.hours_tp, u.hours_total) END,
-            last_element_sync  = greatest(u.last_element_sync, clock_timestamp())
-        FROM (SELECT seen.xmin AS seen, s.*
-              FROM public.course_units seen
-              CROSS JOIN LATERAL (
-                  SELECT coalesce(sum(e.credits::numeric), 0)     AS credits,
-                         coalesce(sum(e.hours_cm::numeric), 0)    AS cm,
-                         coalesce(sum(e.hours_td::numeric), 0)    AS td,
-                         coalesce(sum(e.hours_tp::numeric), 0)    AS tp,
-                         coalesce(sum(e.hours_total::numeric), 0) AS total,
-                         count(*)::integer                        AS n
-                  FROM public.course_unit_elements e
-                  WHERE e.course_unit_id = seen.id
-                    AND e.status = 'active'
-                    AND e.deleted_at IS NULL) s
-              WHERE seen.id = v_unit) x
-        WHERE u.id = v_unit
-          AND u.auto_sync_enabled
-          AND u.xmin = x.seen;
+        -- seen is the UE row as this statement's snapshot sees it, x what it should hold; u is
+        -- the row the UPDATE locks. They are the same version unless another transaction
+        -- updated the row since: then u is that newer version (read committed re-checks the
+        -- WHERE on it) and nothing is written.
+        UPDATE {units} w
+        SET {units.last_element_sync} = greatest({w.last_element_sync}, clock_timestamp()),  -- when units.last_element_sync
+            {rule.assign}
+        FROM (SELECT x.*, {rule.distribution} AS hours_distribution
+              FROM (SELECT u.xmin AS seen,
+                           {rule.expected}
+                    FROM {units} u
+                    CROSS JOIN LATERAL (
+                        SELECT {rule.sums}
+                        FROM {elements} e
+                        WHERE {e.course_unit_id} = {u.id}
+                          AND {rule.counted}) s
+                    WHERE {u.id} = v_unit) x) x
+        WHERE {w.id} = v_unit
+          AND {w.auto_sync_enabled}
+          AND w.xmin = x.seen;
         -- Not written: the row moved on, or the UE is gone or not synced automatically
         -- (resync.sync_units skips those as well).
         IF NOT FOUND THEN
@@ -456,7 +440,7 @@ $$;
 -- Section: the triggers
 
 CREATE OR REPLACE TRIGGER course_unit_elements_resync_row
-    AFTER INSERT OR UPDATE OR DELETE ON public.course_unit_elements
+    AFTER INSERT OR UPDATE OR DELETE ON {elements}
     FOR EACH ROW
     -- Evaluated as each row is written (the function runs at the end of the statement):
     -- counts the statement's rows in the setting, queues the event for the first only.
@@ -473,16 +457,16 @@ CREATE OR REPLACE TRIGGER course_unit_elements_resync_row
     EXECUTE FUNCTION resync.on_element_row();
 
 CREATE OR REPLACE TRIGGER course_unit_elements_resync_statement_insert
-    AFTER INSERT ON public.course_unit_elements
+    AFTER INSERT ON {elements}
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION resync.on_element_statement();
 
 CREATE OR REPLACE TRIGGER course_unit_elements_resync_statement_update
-    AFTER UPDATE ON public.course_unit_elements
+    AFTER UPDATE ON {elements}
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION resync.on_element_statement();
 
 CREATE OR REPLACE TRIGGER course_unit_elements_resync_statement_delete
-    AFTER DELETE ON public.course_unit_elements
+    AFTER DELETE ON {elements}
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION resync.on_element_statement();

@@ -154,7 +154,7 @@ fired (name, severity, value, threshold, detail) AS (
                   coalesce(left(f.last_error, 300), 'no error text'))
     FROM unit_failures f
     CROSS JOIN s
-    LEFT JOIN public.course_units u ON u.id = f.course_unit_id
+    LEFT JOIN LATERAL resync.unit_codes(array[f.course_unit_id]) u ON true
     WHERE f.n >= s.unit_failures_24h::bigint
     UNION ALL
     SELECT 'due_job_wait', 'critical', date_trunc('second', o.waiting)::text, s.due_job_wait,

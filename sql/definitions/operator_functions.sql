@@ -4,7 +4,7 @@
 -- resync.sync_now: resync one UE in the caller's transaction (the old dispatchSync).
 -- Called by: an operator in psql, `ue-resync sync` (sync_now.sql).
 -- Writes: course_units through resync.sync_units, last_job_sync included. Returns
---   {"course_unit_id", "code", "changes": {"col": [from, to]}}; an unknown id is an error
+--   {{"course_unit_id", "code", "changes": {{"col": [from, to]}}}}; an unknown id is an error
 --   (no_data_found), so a typo is not mistaken for a UE already in sync.
 CREATE OR REPLACE FUNCTION resync.sync_now(p_course_unit_id bigint) RETURNS jsonb
 LANGUAGE plpgsql

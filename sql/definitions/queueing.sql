@@ -72,11 +72,11 @@ BEGIN
                CASE WHEN v_debounce > interval '0' AND cu.last_job_sync > now() - v_debounce
                     THEN now() + least(v_debounce, v_max_wait)
                     ELSE now() + p_delay END,
-               convert_to('{"course_unit_id": ' || u.id
+               convert_to('{{"course_unit_id": ' || u.id
                           || ', "reason": ' || coalesce(to_json(u.reason)::text, 'null')
                           || ', "sqlstate": ' || coalesce(to_json(p_sqlstate)::text, 'null')
                           || ', "error": ' || coalesce(to_json(left(p_error, 1000))::text, 'null')
-                          || '}', 'UTF8'),
+                          || '}}', 'UTF8'),
                jsonb_build_object('course_unit_id', u.id::text, 'reason', u.reason),
                u.id,
                u.reason,
@@ -88,9 +88,9 @@ BEGIN
         -- Deferred-mode events only: the UE itself (auto_sync_enabled, last resynced). A
         -- condition inside, so a plain event reads no UE.
         LEFT JOIN LATERAL (
-            SELECT c.auto_sync_enabled, c.last_job_sync
-            FROM public.course_units c
-            WHERE p_deferred_mode AND c.id = u.id
+            SELECT {c.auto_sync_enabled} AS auto_sync_enabled, {c.last_job_sync} AS last_job_sync
+            FROM {units} c
+            WHERE p_deferred_mode AND {c.id} = u.id
         ) cu ON true
         WHERE NOT p_deferred_mode OR cu.auto_sync_enabled
         ORDER BY u.id
@@ -158,8 +158,8 @@ BEGIN
                   AND p.status = 'picked'
                 LIMIT 1) IS NOT NULL
                -- or picked and resynced since the insert's snapshot
-               OR (SELECT c.last_job_sync > now() - v_debounce FROM public.course_units c
-                   WHERE c.id = q.resync_unit));
+               OR (SELECT {c.last_job_sync} > now() - v_debounce FROM {units} c
+                   WHERE {c.id} = q.resync_unit));
     END IF;
 
     RETURN QUERY SELECT * FROM unnest(v_units, v_ids, v_coalesced);

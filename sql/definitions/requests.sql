@@ -21,12 +21,12 @@ BEGIN
             USING ERRCODE = 'not_null_violation',
                   HINT = 'INSERT INTO resync.requests (course_unit_id) VALUES (<id of a course_units row>)';
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM public.course_units WHERE id = NEW.course_unit_id) THEN
+    IF NOT EXISTS (SELECT 1 FROM {units} u WHERE {u.id} = NEW.course_unit_id) THEN
         RAISE EXCEPTION 'resync.requests: course unit % does not exist', NEW.course_unit_id
             USING ERRCODE = 'foreign_key_violation',
-                  HINT = 'SELECT id, code FROM course_units lists the units.';
+                  HINT = 'SELECT ' || {units.id.name} || ' FROM ' || {units.table.name} || ' lists the units.';
     END IF;
-    IF NEW.reason IS NULL OR NEW.reason !~ '^[[:alnum:]_.:/ -]{1,100}$' THEN
+    IF NEW.reason IS NULL OR NEW.reason !~ '^[[:alnum:]_.:/ -]{{1,100}}$' THEN
         RAISE EXCEPTION 'resync.requests: reason must be 1 to 100 letters, digits, spaces or _.:/-'
             USING ERRCODE = 'check_violation';
     END IF;

@@ -74,7 +74,8 @@ GRANT USAGE ON SCHEMA resync TO resync_worker, resync_monitor, resync_requester;
 -- has a right on). LISTEN and pg_notify need no grant; TEMP is not used.
 
 -- migrate.check_current at start: the daemon refuses a schema older or newer than itself.
-GRANT SELECT ON resync.schema_migrations, resync.schema_definitions TO resync_worker;
+GRANT SELECT ON resync.schema_migrations, resync.schema_definitions, resync.mapping
+TO resync_worker;
 -- Jobs are claimed, heartbeaten, re-queued, held as failed or deleted; never inserted (the
 -- SECURITY DEFINER resync.enqueue does that) and never truncated.
 GRANT SELECT, UPDATE, DELETE ON resync.pgqueuer TO resync_worker;
@@ -103,22 +104,28 @@ GRANT EXECUTE ON FUNCTION
     resync.enqueue_drifted(),                            -- ue-resync check --enqueue
     resync.prune_history(timestamptz),                   -- ue-resync check
     resync.payload_json(bytea),                          -- deferred_gauges.sql
-    resync.hours_distribution(numeric, numeric, numeric, numeric)  -- resync.drift, see below
+    -- The views over the catalogue call these (SECURITY DEFINER): see resync_monitor below.
+    resync.expected_units(), resync.drifted(), resync.lmd_warnings(bigint[])
 TO resync_worker;
 
 -- Section: resync_monitor
 --
 -- Views run with their owner's rights on tables, but a function a view calls is checked
--- against the reader (CREATE VIEW, "Notes"): hence the two pure helpers. The run history is a
+-- against the reader (CREATE VIEW, "Notes"): hence the functions below, which read the
+-- catalogue with their owner's rights (consistency.sql) or parse a payload. The run history is a
 -- table it reads whole (no row of it is hidden from monitoring, so no view is needed to filter
 -- it), with the workers' table for the host a run ran on.
 GRANT SELECT ON resync.queue_status, resync.failed_jobs, resync.drift,
                 resync.validation_warnings, resync.alerts
 TO resync_monitor;
 GRANT SELECT ON resync.job_runs, resync.workers TO resync_monitor;
+-- What the installed definitions were rendered from: which columns the checks read.
+GRANT SELECT ON resync.mapping TO resync_monitor;
 GRANT EXECUTE ON FUNCTION
-    resync.payload_json(bytea),                                     -- resync.failed_jobs
-    resync.hours_distribution(numeric, numeric, numeric, numeric)   -- resync.drift (expected)
+    resync.payload_json(bytea),                       -- resync.failed_jobs
+    resync.expected_units(), resync.drifted(),        -- resync.expected, resync.drift
+    resync.lmd_warnings(bigint[]),                    -- resync.validation_warnings
+    resync.unit_codes(bigint[])                       -- resync.alerts
 TO resync_monitor;
 
 -- Section: resync_requester

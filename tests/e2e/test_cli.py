@@ -119,7 +119,9 @@ def test_request_sync_check(cli, conn, seeded):
     assert bad_delay.returncode == 2 and "not a duration" in _one_clean_line(bad_delay.stderr)
 
     drift = cli("check")
-    assert drift.returncode == 0 and "2 course unit(s) drifted" in drift.stdout
+    # Drift left: exit 3, each UE with the column that differs, stored → expected.
+    assert drift.returncode == 3 and "2 course unit(s) drifted" in drift.stdout
+    assert f"UE {a} (" in drift.stdout and "credits 9 → 3" in drift.stdout
     synced = cli("sync", str(a), "--json")
     assert json.loads(synced.stdout)["changes"] == {"credits": [9, 3]}
     assert catalog.read_unit(conn, a)["last_job_sync"] is not None
@@ -128,8 +130,8 @@ def test_request_sync_check(cli, conn, seeded):
     assert json.loads(enqueued.stdout)["queued"] == 1  # b is left; a was synced
 
 
-def test_migrate_and_print_sql(cli, empty_dsn):
-    env = scrubbed_env(empty_dsn)
+def test_migrate_and_print_sql(cli, app_dsn):
+    env = scrubbed_env(app_dsn)
     first = cli("migrate", env=env)
     assert first.returncode == 0, first.stderr
     assert first.stdout.startswith("applied "), first.stdout
@@ -168,3 +170,23 @@ def test_a_laravel_env_file_is_understood(cli, dsn, tmp_path, pg_server):
     out = cli("--env-file", str(env_file), "monitor", "--json", env=scrubbed_env(None))
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["queued"] == 0
+
+
+def test_check_names_the_column_that_differs_and_exits_3(cli, conn):
+    u = catalog.unit(conn)
+    catalog.element(conn, u, credits=9, cm=118, td=0, tp=0, hours_total=84)
+    # Only hours_cm is wrong: credits and hours_total, which the old listing showed, are right.
+    conn.execute("UPDATE course_units SET hours_cm = 119 WHERE id = %s", (u,))
+    text = cli("check")
+    assert text.returncode == 3, text.stderr
+    assert f"UE {u} (" in text.stdout and "): hours_cm 119 → 118\n" in text.stdout
+    as_json = cli("check", "--json")
+    assert as_json.returncode == 3
+    assert json.loads(as_json.stdout)["drifted"] == [
+        {
+            "course_unit_id": u,
+            "code": catalog.read_unit(conn, u)["code"],
+            "differences": {"hours_cm": [119, 118]},
+        }
+    ]
+    assert cli("check", "--enqueue").returncode == 0  # the drift is being repaired

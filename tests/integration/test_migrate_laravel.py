@@ -1,14 +1,16 @@
 """`ue-resync migrate` on a database that Laravel created first (its own column types, rows
-already there): nothing rewritten, the missing columns added, and the triggers, the queue and the
-operator functions working on Laravel's types."""
+already there): a missing counted column refused with nothing changed; otherwise nothing
+rewritten, only last_job_sync added, and the triggers, the queue and the operator functions
+working on Laravel's types."""
 
 from __future__ import annotations
 
 import psycopg
+import pytest
 from psycopg.rows import dict_row
 
 from tests import catalog
-from tests.schema import EVERYTHING
+from tests.schema import EVERYTHING, catalogue
 from ue_resync import migrate
 
 LARAVEL_SCHEMA = """
@@ -22,6 +24,7 @@ CREATE TABLE course_units (
     hours_td                    integer,
     hours_tp                    integer,
     hours_total                 integer,
+    elements_count              integer NOT NULL DEFAULT 0,
     hours_distribution          json,
     sync_credits_with_elements  boolean NOT NULL DEFAULT true,
     sync_hours_with_elements    boolean NOT NULL DEFAULT true,
@@ -62,7 +65,7 @@ VALUES (1, 'INF101a', 'Sorting', 3, 12, 12, 6, 30, 'active', NULL),
 
 ORIGINAL_UNIT_COLUMNS = (
     "ctid, xmin::text, id, code, name, description, credits, hours_cm, hours_td, hours_tp, "
-    "hours_total, hours_distribution::text, sync_credits_with_elements, "
+    "hours_total, elements_count, hours_distribution::text, sync_credits_with_elements, "
     "sync_hours_with_elements, auto_sync_enabled, last_element_sync, created_at, updated_at"
 )
 ORIGINAL_ELEMENT_COLUMNS = (
@@ -84,16 +87,41 @@ def _laravel_state(conn: psycopg.Connection) -> tuple[object, ...]:
     )
 
 
+def test_a_missing_counted_column_is_refused_and_nothing_changes(empty_dsn):
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute(LARAVEL_SCHEMA)
+        conn.execute("ALTER TABLE course_units DROP COLUMN elements_count")
+        state = "SELECT ctid, xmin::text, * FROM course_units ORDER BY id"
+        before = (conn.execute(state).fetchall(), catalogue(conn))
+        with pytest.raises(migrate.MigrationError) as refused:
+            migrate.apply(conn)
+        assert "public.course_units.elements_count does not exist" in str(refused.value)
+        assert "nothing was changed" in str(refused.value)
+        assert (conn.execute(state).fetchall(), catalogue(conn)) == before
+        assert conn.execute("SELECT to_regnamespace('resync')").fetchone() == (None,)
+
+
 def test_laravel_database_migrates_without_rewriting_rows(empty_dsn):
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         conn.execute(LARAVEL_SCHEMA)
         before = _laravel_state(conn)
 
-        assert [s.name for s in migrate.apply(conn)] == EVERYTHING
+        # Its UEs hold values their first sync will change: a first install says so, and goes
+        # ahead only when told to.
+        with pytest.raises(migrate.MigrationError, match=r"3 course unit\(s\) would change"):
+            migrate.apply(conn)
+        assert _laravel_state(conn) == before
+        outcome = migrate.run(conn, accept_resync=True)
+        assert [s.name for s in outcome.scripts] == [
+            *EVERYTHING[: -len(migrate.DEFINITIONS) - 1],
+            "public.course_units.last_job_sync",
+            *EVERYTHING[-len(migrate.DEFINITIONS) - 1 :],
+        ]
+        assert outcome.queued == 3
 
         # Same rows, same physical tuples (ctid, xmin), same files: nothing rewritten.
         assert _laravel_state(conn) == before
-        # Types chosen by Laravel are kept; missing columns were added with their defaults.
+        # Types chosen by Laravel are kept; last_job_sync, which it lacked, was added.
         types = dict(
             conn.execute(
                 "SELECT column_name, data_type FROM information_schema.columns "
@@ -103,18 +131,17 @@ def test_laravel_database_migrates_without_rewriting_rows(empty_dsn):
         assert types["id"] == "integer"
         assert types["credits"] == "integer"
         assert types["hours_distribution"] == "json"
-        assert types["elements_count"] == "integer"
         assert types["last_job_sync"] == "timestamp with time zone"
         assert conn.execute(
-            "SELECT array_agg(elements_count ORDER BY id), bool_and(last_job_sync IS NULL) "
-            "FROM course_units"
-        ).fetchone() == ([0, 0, 0], True)
+            "SELECT bool_and(last_job_sync IS NULL) FROM course_units"
+        ).fetchone() == (True,)
 
 
 def test_triggers_work_on_laravel_column_types(empty_dsn):
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         conn.execute(LARAVEL_SCHEMA)
-        migrate.apply(conn)
+        migrate.apply(conn, accept_resync=True)
+        conn.execute("DELETE FROM resync.pgqueuer")  # the first resyncs it queued
 
         # Every unit drifts: its stored values predate the sync (NULLs, no elements_count).
         assert conn.execute(

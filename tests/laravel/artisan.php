@@ -2,6 +2,8 @@
 // The fixture application's command line, for pytest:
 //   php artisan.php migrate [--queue-only]      Laravel's migrations (jobs, failed_jobs, and
 //                                               the course tables unless --queue-only)
+//   php artisan.php migrate --path=DIR          the migrations of DIR (database/...) through
+//                                               Laravel's Migrator and its migrations table
 //   php artisan.php queue:work [--stop-when-empty] [--fast-forward] [--max-jobs=N]
 //                                               Laravel's Worker on the database connection;
 //                                               --fast-forward moves Carbon's clock to the next
@@ -13,8 +15,12 @@ declare(strict_types=1);
 
 require __DIR__ . '/bootstrap.php';
 require __DIR__ . '/scenarios.php';
+require __DIR__ . '/scenarios_fr.php';
 
 use Illuminate\Contracts\Debug\ExceptionHandler;
+use Illuminate\Database\Migrations\DatabaseMigrationRepository;
+use Illuminate\Database\Migrations\Migrator;
+use Illuminate\Filesystem\Filesystem;
 use Illuminate\Queue\Events\JobFailed;
 use Illuminate\Queue\Events\JobProcessed;
 use Illuminate\Queue\Worker;
@@ -42,6 +48,22 @@ function migrate(bool $queueOnly): array
         $ran[] = basename($file, '.php');
     }
     return $ran;
+}
+
+/**
+ * `php artisan migrate --path=DIR`: Laravel's own Migrator, recording what ran in the
+ * `migrations` table, as MigrateCommand wires it.
+ */
+function migrate_path(string $dir): array
+{
+    $app = Illuminate\Container\Container::getInstance();
+    $repository = new DatabaseMigrationRepository($app['db'], 'migrations');
+    if (!$repository->repositoryExists()) {
+        $repository->createRepository();
+    }
+    $migrator = new Migrator($repository, $app['db'], new Filesystem(), $app['events']);
+    $ran = $migrator->run([__DIR__ . '/' . $dir]);
+    return array_map(fn (string $file) => basename($file, '.php'), $ran);
 }
 
 /** `php artisan queue:work` on the database connection, as WorkCommand wires it. */
@@ -110,7 +132,10 @@ $rest = array_slice($argv, 2);
 try {
     switch ($command) {
         case 'migrate':
-            $result = ['ran' => migrate(isset(parse_flags($rest)['queue-only']))];
+            $flags = parse_flags($rest);
+            $result = ['ran' => isset($flags['path'])
+                ? migrate_path((string) $flags['path'])
+                : migrate(isset($flags['queue-only']))];
             break;
         case 'queue:work':
             $result = work(parse_flags($rest));

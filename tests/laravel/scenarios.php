@@ -144,7 +144,7 @@ function scenarios(): array
 
 function run_scenario(string $name, array $args): mixed
 {
-    $all = scenarios();
+    $all = scenarios() + scenarios_fr();
     if (!isset($all[$name])) {
         throw new InvalidArgumentException("no scenario named '$name'");
     }

@@ -1,5 +1,5 @@
-SELECT course_unit_id, code,
-       stored_credits, expected_credits, stored_hours_total, expected_hours_total,
-       stored_elements_count, expected_elements_count
+-- The drifted UEs with the columns that differ ({"column": [stored, expected]}), for
+-- `ue-resync check` and migrate's report.
+SELECT course_unit_id, code, differences
 FROM resync.drift
 ORDER BY course_unit_id

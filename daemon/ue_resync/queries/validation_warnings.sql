@@ -1,3 +1,3 @@
+-- The LMD warnings of the UEs just resynced, logged after the batch.
 SELECT course_unit_id, warning, detail
-FROM resync.validation_warnings
-WHERE course_unit_id = ANY (%(units)s::bigint[])
+FROM resync.lmd_warnings(%(units)s::bigint[])
