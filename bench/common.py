@@ -1,7 +1,8 @@
 """What every benchmark shares: the A/B alternation, figures with their spread and their ratios
 against the same run's baseline (bench/figures.py), the output (a table on stdout,
-bench/results/<name>.json with every figure and what it was measured on), the entry point that
-starts the server around a benchmark (support.postgres), and small database helpers."""
+bench/results/<name>.json with every figure and its provenance, bench/provenance.py), the entry
+point that starts the server around a benchmark (support.postgres), progress lines on stderr,
+and small database helpers."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -20,8 +22,9 @@ import psycopg
 from psycopg import sql
 
 from bench.figures import Figure, Target, finite, fmt, median, quantile
-from bench.server import ROOT, experiment, log, meta
+from bench.provenance import experiment, meta
 from support.catalogue import settle as settle
+from support.env import ROOT
 from support.poll import wait_for as wait_for
 from support.postgres import Postgres, start_postgres
 
@@ -38,6 +41,11 @@ TRIGGERS = (
     "course_unit_elements_resync_row",
 )
 T = TypeVar("T")
+
+
+def log(message: str) -> None:
+    """Progress on stderr, so stdout keeps only the tables."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # -- the run of one benchmark ----------------------------------------------------------------------
