@@ -31,9 +31,9 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from bench import common, daemons
+from bench import common, pgq_noop
 from bench.common import DOCS, Bench, Target, experiment, log, result_path
-from support import pgbouncer
+from support import daemon, pgbouncer
 from support.catalogue import element_of, load_catalogue
 
 NAME = "latency"
@@ -68,11 +68,11 @@ def measure(b: Bench, pooler: str | None = None) -> None:
 
     def ours(_: int, app_dsn: str | None = None, **env: str) -> list[float]:
         prepare()
-        proc = daemons.start_daemon(b, **env)
+        proc = b.start_daemon(**env)
         first = next(fresh)
         mine = range(first, first + samples)
         try:
-            daemons.daemon_ready(b, proc, units)
+            b.daemon_ready(proc, units)
             committed: dict[int, Any] = {}
             # No prepared statements: behind a transaction pooler they meet other connections.
             with (
@@ -92,7 +92,7 @@ def measure(b: Bench, pooler: str | None = None) -> None:
                     time.sleep(rng.uniform(*GAP))
 
                 def runs() -> list[tuple[int, Any, Any]]:
-                    daemons.check_alive(proc)
+                    daemon.check_alive(proc)
                     rows = conn.execute(
                         "SELECT course_unit_id, started_at, finished_at FROM resync.job_runs "
                         "WHERE outcome = 'succeeded' AND course_unit_id BETWEEN %s AND %s",
@@ -102,22 +102,22 @@ def measure(b: Bench, pooler: str | None = None) -> None:
 
                 rows = common.wait_for(runs, 30, "every change to be resynced", interval=0.05)
         finally:
-            daemons.stop(proc)
+            daemon.stop(proc)
         pickups.append([(s - committed[u]).total_seconds() * 1000 for u, s, _ in rows])
         return [(f - committed[u]).total_seconds() * 1000 for u, _, f in rows]
 
     def noop(r: int) -> list[float]:
         prepare()
         marks_path = b.workdir / f"marks-{r}.json"
-        proc = daemons.start_noop(b, *daemons.AS_DAEMON, "--marks", str(marks_path))
+        proc = pgq_noop.start(b.dsn, b.workdir, *pgq_noop.AS_DAEMON, "--marks", str(marks_path))
         try:
-            daemons.noop_ready(b, proc)
+            pgq_noop.ready(b.connect, proc)
             enqueued: dict[int, float] = {}
             with b.connect() as conn:
-                daemons.noop_enqueue(conn)  # pgqueuer's query builders, warmed outside the loop
+                pgq_noop.enqueue(conn)  # pgqueuer's query builders, warmed outside the loop
                 for _ in range(samples):
                     with conn.transaction():
-                        job = daemons.noop_enqueue(conn)
+                        job = pgq_noop.enqueue(conn)
                         enqueued[job] = conn.execute(
                             "SELECT extract(epoch FROM clock_timestamp())::float8"
                         ).fetchone()[0]
@@ -126,7 +126,7 @@ def measure(b: Bench, pooler: str | None = None) -> None:
                     lambda: (
                         not conn.execute(
                             "SELECT count(*) FROM resync.pgqueuer WHERE entrypoint = %s",
-                            (daemons.NOOP,),
+                            (pgq_noop.ENTRYPOINT,),
                         ).fetchone()[0]
                     ),
                     30,
@@ -134,8 +134,8 @@ def measure(b: Bench, pooler: str | None = None) -> None:
                     interval=0.05,
                 )
         finally:
-            daemons.stop(proc)
-        marks = daemons.read_marks(marks_path)
+            daemon.stop(proc)
+        marks = pgq_noop.read_marks(marks_path)
         return [(marks[j] - t) * 1000 for j, t in enqueued.items() if j in marks]
 
     if pooler is not None:

@@ -12,13 +12,16 @@ Queries are timed from the client, each round on a vacuumed, analysed database."
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
-from bench import common, daemons
+from bench import common
 from bench.common import Bench, Target, timer
+from support import daemon
 from support.catalogue import load_catalogue
 
 NAME = "scale"
@@ -128,13 +131,13 @@ def measure(b: Bench) -> None:
 
     # The daemon: idle first, then draining what enqueue_drifted queued.
     fresh_queue()
-    idle = daemons.start_daemon(b)
+    idle = b.start_daemon()
     try:
-        daemons.daemon_ready(b, idle, 1)
+        b.daemon_ready(idle, 1)
         time.sleep(1)
-        idle_rss = daemons.rss_mb(idle.pid)
+        idle_rss = rss_mb(idle.pid)
     finally:
-        daemons.stop(idle)
+        daemon.stop(idle)
     fresh_queue()
     with b.connect() as conn:
         # The idle daemon's warm-up resynced UE 1: make it drift again.
@@ -142,12 +145,12 @@ def measure(b: Bench) -> None:
         queued = conn.execute("SELECT resync.enqueue_drifted()").fetchone()[0]
     samples: list[float] = []
     began = time.monotonic()
-    proc = daemons.start_daemon(b, "--stop-when-empty")
+    proc = b.start_daemon("--stop-when-empty")
     done = threading.Event()
 
     def sample() -> None:
         while not done.is_set() and proc.poll() is None:
-            rss = daemons.rss_mb(proc.pid)
+            rss = rss_mb(proc.pid)
             if rss is not None:
                 samples.append(rss)
             time.sleep(0.1)
@@ -155,7 +158,7 @@ def measure(b: Bench) -> None:
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
-        daemons.wait_exit(proc, 900)
+        daemon.wait_exit(proc, 900)
     finally:
         done.set()
         sampler.join()
@@ -178,6 +181,15 @@ def measure(b: Bench) -> None:
     b.paired("daemon RSS, idle", "MB", [idle_rss] if idle_rss else [])
     b.paired(f"daemon drain of {units:,}", "jobs/s", [units / seconds])
     b.extra["rss_samples_mb"] = [round(x, 1) for x in samples]
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of a process, from /proc (Linux), in MiB."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
