@@ -136,15 +136,13 @@ def resynced(runs: Runs, _: int, app_dsn: str | None = None, **env: str) -> list
     return [(f - committed[u]).total_seconds() * 1000 for u, _, f in rows]
 
 
-def baseline(runs: Runs, r: int) -> list[float]:
+def baseline(runs: Runs, _: int) -> list[float]:
     """One run of the baseline worker: as many no-op jobs through pgqueuer's enqueue, as far
     apart; enqueue → handler start of each, in ms."""
     b = runs.b
     runs.prepare()
-    marks_path = b.workdir / f"marks-{r}.json"
-    proc = pgq_noop.start(b.dsn, b.workdir, *pgq_noop.AS_DAEMON, "--marks", str(marks_path))
-    try:
-        pgq_noop.ready(b.connect, proc)
+
+    def schedule() -> dict[int, float]:
         enqueued: dict[int, float] = {}
         with b.connect() as conn:
             pgq_noop.enqueue(conn)  # pgqueuer's query builders, warmed outside the loop
@@ -155,21 +153,9 @@ def baseline(runs: Runs, r: int) -> list[float]:
                         "SELECT extract(epoch FROM clock_timestamp())::float8"
                     ).fetchone()[0]
                 time.sleep(runs.rng.uniform(*GAP))
-            common.wait_for(
-                lambda: (
-                    not conn.execute(
-                        "SELECT count(*) FROM resync.pgqueuer WHERE entrypoint = %s",
-                        (pgq_noop.ENTRYPOINT,),
-                    ).fetchone()[0]
-                ),
-                30,
-                "the baseline worker to run every job",
-                interval=0.05,
-            )
-    finally:
-        daemon.stop(proc)
-    marks = pgq_noop.read_marks(marks_path)
-    return [(marks[j] - t) * 1000 for j, t in enqueued.items() if j in marks]
+        return enqueued
+
+    return pgq_noop.timed_jobs(b.dsn, b.workdir, b.connect, schedule, 30, 0.05)
 
 
 def direct_figures(

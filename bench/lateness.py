@@ -85,38 +85,21 @@ def measure(b: Bench) -> None:
             daemon.stop(proc)
         return [(s - due[j]) * 1000 for j, s in rows]
 
-    def noop(r: int) -> list[float]:
+    def noop(_: int) -> list[float]:
         prepare()
-        marks_path = b.workdir / f"marks-{r}.json"
-        proc = pgq_noop.start(b.dsn, b.workdir, *pgq_noop.AS_DAEMON, "--marks", str(marks_path))
-        try:
-            pgq_noop.ready(b.connect, proc)
 
-            def enqueue(conn: Any, _: int, delay: float) -> tuple[int, float]:
-                job = pgq_noop.enqueue(conn, delay)
-                at = conn.execute(
-                    "SELECT extract(epoch FROM execute_after)::float8 FROM resync.pgqueuer "
-                    "WHERE id = %s",
-                    (job,),
-                ).fetchone()[0]
-                return job, float(at)
+        def enqueue(conn: Any, _: int, delay: float) -> tuple[int, float]:
+            job = pgq_noop.enqueue(conn, delay)
+            at = conn.execute(
+                "SELECT extract(epoch FROM execute_after)::float8 FROM resync.pgqueuer "
+                "WHERE id = %s",
+                (job,),
+            ).fetchone()[0]
+            return job, float(at)
 
-            due = schedule(enqueue)
-            with b.connect() as conn:
-                common.wait_for(
-                    lambda: (
-                        not conn.execute(
-                            "SELECT count(*) FROM resync.pgqueuer WHERE id = ANY(%s)", (list(due),)
-                        ).fetchone()[0]
-                    ),
-                    delays[1] + 30,
-                    "the baseline worker to run every delayed job",
-                    interval=0.1,
-                )
-        finally:
-            daemon.stop(proc)
-        marks = pgq_noop.read_marks(marks_path)
-        return [(marks[j] - at) * 1000 for j, at in due.items() if j in marks]
+        return pgq_noop.timed_jobs(
+            b.dsn, b.workdir, b.connect, lambda: schedule(enqueue), delays[1] + 30, 0.1
+        )
 
     runs = b.alternate({"ue-resync": ours, "pgqueuer": noop})
     name = "pgqueuer no-op, handler start − execute_after"

@@ -10,7 +10,7 @@ Without options it runs QueueManager.run()'s own defaults (batch 10, 30 s poll a
 the server's when the server is local).
 
 The benchmarks drive it with `start` (support.daemon), `ready`, `enqueue` (pgqueuer's own
-enqueue query) and `read_marks`."""
+enqueue query) and `read_marks`, or all at once with `timed_jobs`."""
 
 from __future__ import annotations
 
@@ -123,6 +123,40 @@ def read_marks(path: Path) -> dict[int, float]:
         return {}
     data: dict[str, float] = json.loads(path.read_text())
     return {int(k): float(v) for k, v in data.items()}
+
+
+def timed_jobs(
+    dsn: str,
+    workdir: Path,
+    connect: Callable[[], psycopg.Connection],
+    schedule: Callable[[], dict[int, float]],
+    timeout: float,
+    interval: float,
+) -> list[float]:
+    """One run of the worker with the daemon's run() parameters (AS_DAEMON): started, warmed
+    up, then `schedule()` enqueues its jobs (job id → the moment each is measured from, epoch
+    seconds), and once none is left (within `timeout`) it is stopped. Each job's handler start
+    minus that moment, in ms."""
+    marks_path = workdir / f"marks-{time.monotonic_ns()}.json"
+    proc = start(dsn, workdir, *AS_DAEMON, "--marks", str(marks_path))
+    try:
+        ready(connect, proc)
+        since = schedule()
+        with connect() as conn:
+            wait_for(
+                lambda: (
+                    not conn.execute(
+                        "SELECT count(*) FROM resync.pgqueuer WHERE id = ANY(%s)", (list(since),)
+                    ).fetchone()[0]
+                ),
+                timeout,
+                "the baseline worker to run every job",
+                interval=interval,
+            )
+    finally:
+        daemon.stop(proc)
+    marks = read_marks(marks_path)
+    return [(marks[j] - t) * 1000 for j, t in since.items() if j in marks]
 
 
 def main() -> None:
