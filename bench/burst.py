@@ -19,8 +19,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from bench import common, daemons
+from bench import common
 from bench.common import Bench, Target
+from support import daemon
 from support.catalogue import load_catalogue
 
 NAME = "burst"
@@ -46,10 +47,10 @@ def measure(b: Bench) -> None:
     )
     with b.connect() as conn:
         load_catalogue(conn, units + 1)  # the last UE is the warm-up's
-    proc = daemons.start_daemon(b)
+    proc = b.start_daemon()
     per_round: list[dict[str, Any]] = []
     try:
-        daemons.daemon_ready(b, proc, units + 1)
+        b.daemon_ready(proc, units + 1)
         for r in range(b.rounds):
             per_round.append(burst(b, proc, r, units, updates))
             s = per_round[-1]
@@ -59,7 +60,7 @@ def measure(b: Bench) -> None:
                 f"{s['max_queued']}"
             )
     finally:
-        daemons.stop(proc)
+        daemon.stop(proc)
     b.paired("burst duration", "s", [s["seconds"] for s in per_round])
     b.paired("updates per second", "tps", [updates / s["seconds"] for s in per_round])
     b.paired(
@@ -158,7 +159,7 @@ def burst(b: Bench, proc: Any, r: int, units: int, updates: int) -> dict[str, An
     with b.connect() as conn:
 
         def settled() -> bool:
-            daemons.check_alive(proc)
+            daemon.check_alive(proc)
             # Due within a minute: anything but the 2-minute policy retries of the burst.
             due, running = conn.execute(
                 "SELECT count(*) FILTER (WHERE status = 'queued' "

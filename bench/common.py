@@ -1,7 +1,8 @@
 """What every benchmark shares: the A/B alternation, figures with their spread and their ratios
 against the same run's baseline (bench/figures.py), the output (a table on stdout,
-bench/results/<name>.json with every figure and what it was measured on), the entry point that
-starts the server around a benchmark (support.postgres), and small database helpers."""
+bench/results/<name>.json with every figure and its provenance, bench/provenance.py), the entry
+point that starts the server around a benchmark (support.postgres), progress lines on stderr,
+and small database helpers."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -19,9 +23,11 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import sql
 
-from bench.figures import Figure, Target, finite, fmt, median, quantile
-from bench.server import ROOT, experiment, log, meta
+from bench.figures import Figure, Target, finite, median, quantile, table
+from bench.provenance import experiment, meta
+from support import daemon
 from support.catalogue import settle as settle
+from support.env import ROOT, pythonpath
 from support.poll import wait_for as wait_for
 from support.postgres import Postgres, start_postgres
 
@@ -38,6 +44,11 @@ TRIGGERS = (
     "course_unit_elements_resync_row",
 )
 T = TypeVar("T")
+
+
+def log(message: str) -> None:
+    """Progress on stderr, so stdout keeps only the tables."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # -- the run of one benchmark ----------------------------------------------------------------------
@@ -63,6 +74,39 @@ class Bench:
     def connect(self, **kwargs: Any) -> psycopg.Connection:
         """An autocommit connection to the benchmark's database."""
         return psycopg.connect(self.dsn, autocommit=True, **kwargs)
+
+    def start_daemon(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        """`ue-resync work ARGS` on the benchmark's database, in its scratch directory; `env`
+        adds UE_RESYNC_* settings (defaults otherwise). BENCH_DAEMON replaces `python -m
+        ue_resync` (a candidate daemon, see bench/README.md)."""
+        candidate = shlex.split(os.environ.get("BENCH_DAEMON", ""))
+        return daemon.spawn_daemon(
+            self.dsn,
+            *args,
+            cwd=self.workdir,
+            log=self.workdir / f"daemon-{time.monotonic_ns()}.log",
+            command=candidate or daemon.UE_RESYNC,
+            PYTHONPATH=pythonpath(checkout_daemon=not candidate),
+            **env,
+        )
+
+    def daemon_ready(self, proc: subprocess.Popen[bytes], unit: int, timeout: float = 30) -> None:
+        """Wait until the daemon `proc` has resynced one warm-up job of UE `unit`: it is
+        listening and its loop turns."""
+        with self.connect() as conn:
+            job = conn.execute("SELECT resync.request(%s, 'bench_warm_up')", (unit,)).fetchone()[0]
+
+            def done() -> bool:
+                daemon.check_alive(proc)
+                return bool(
+                    conn.execute(
+                        "SELECT count(*) FROM resync.job_runs "
+                        "WHERE job_id = %s AND outcome = 'succeeded'",
+                        (job,),
+                    ).fetchone()[0]
+                )
+
+            wait_for(done, timeout, "the daemon's warm-up job", interval=0.05)
 
     # -- measuring --
 
@@ -163,40 +207,6 @@ class Bench:
 
     # -- output --
 
-    def table(self) -> str:
-        head = ["figure", "value", "spread", "baseline", "ratio (spread)", "target", "met"]
-        rows = []
-        for f in self.figures:
-            spread = (
-                f"{fmt(f.low, f.unit)} – {fmt(f.high, f.unit)}"
-                if f.low is not None and f.high is not None and len(f.samples) != 1
-                else "-"
-            )
-            ratio = "-"
-            if f.ratio is not None:
-                ratio = fmt(f.ratio, "×")
-                if f.ratio_low is not None and f.ratio_high is not None:
-                    ratio += f" ({f.ratio_low:.2f}–{f.ratio_high:.2f})"
-            met = {True: "yes", False: "NO", None: "-"}[f.met]
-            rows.append(
-                [
-                    f.name,
-                    fmt(f.value, f.unit),
-                    spread,
-                    fmt(f.baseline, f.unit),
-                    ratio,
-                    f.target.text(f.unit) if f.target else "-",
-                    met,
-                ]
-            )
-        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(head, widths, strict=True)).rstrip()]
-        lines.append("  ".join("-" * w for w in widths))
-        lines += [
-            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
-        ]
-        return "\n".join(lines)
-
     def report(self, meta: dict[str, Any]) -> dict[str, Any]:
         mode = "quick" if self.quick else "full"
         print(f"\n== {self.name}: {self.title} ({mode}, {self.rounds} round(s))")
@@ -207,7 +217,7 @@ class Bench:
         )
         if meta.get("experiment"):
             print(f"   EXPERIMENT, not the checkout: {meta['experiment']}")
-        print(self.table())
+        print(table(self.figures))
         for note in self.notes:
             print(f"   note: {note}")
         data = {

@@ -15,8 +15,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from bench import common, daemons
+from bench import common
 from bench.common import Bench, Target
+from support import daemon
 from support.catalogue import load_catalogue
 
 NAME = "crash_recovery"
@@ -40,9 +41,9 @@ def measure(b: Bench) -> None:
     try:
         for r in range(b.rounds):
             while len(procs) < 2:
-                proc = daemons.start_daemon(b, **env)
+                proc = b.start_daemon(**env)
                 procs.append(proc)
-                daemons.daemon_ready(b, proc, units - len(procs) + 1)
+                b.daemon_ready(proc, units - len(procs) + 1)
             s, f, killed = one_crash(b, procs, unit=r + 1)
             procs.remove(killed)
             started.append(s)
@@ -50,7 +51,7 @@ def measure(b: Bench) -> None:
             common.log(f"crash_recovery: round {r + 1}/{b.rounds}: re-run after {s:.2f} s")
     finally:
         for proc in procs:
-            daemons.stop(proc)
+            daemon.stop(proc)
     b.paired("kill → job re-run started", "s", started, target=Target("<=", 15.0, on="value"))
     b.paired("kill → job re-run finished", "s", finished)
 
@@ -86,7 +87,7 @@ def one_crash(b: Bench, procs: list[Any], unit: int) -> tuple[float, float, Any]
         def rerun() -> tuple[Any, Any] | None:
             for p in procs:
                 if p is not victim:
-                    daemons.check_alive(p)
+                    daemon.check_alive(p)
             return conn.execute(
                 "SELECT started_at, finished_at FROM resync.job_runs "
                 "WHERE job_id = %s AND outcome = 'succeeded' AND attempt = 2",

@@ -17,8 +17,9 @@ from collections.abc import Sequence
 
 import psycopg
 
-from bench import common, daemons
+from bench import common, pgq_noop
 from bench.common import Bench, Target
+from support import daemon
 from support.catalogue import load_catalogue
 
 NAME = "drain"
@@ -72,7 +73,7 @@ def measure(b: Bench) -> None:
                 {"n": jobs},
             )
             started = time.monotonic()
-            daemons.wait_exit(daemons.start_daemon(b, "--stop-when-empty"), 600)
+            daemon.wait_exit(b.start_daemon("--stop-when-empty"), 600)
             walls["ue-resync"].append(time.monotonic() - started)
             ok = conn.execute(
                 "SELECT count(*) FROM resync.job_runs WHERE outcome = 'succeeded'"
@@ -88,12 +89,12 @@ def measure(b: Bench) -> None:
                 "INSERT INTO resync.pgqueuer (priority, entrypoint, status, payload, headers) "
                 "SELECT 0, %s, 'queued', convert_to(json_build_object('n', g)::text, 'UTF8'), "
                 "jsonb_build_object('n', g::text) FROM generate_series(1, %s) g",
-                (daemons.NOOP, jobs),
+                (pgq_noop.ENTRYPOINT, jobs),
             )
             started = time.monotonic()
-            daemons.wait_exit(daemons.start_noop(b, "--drain", *args), 600)
+            daemon.wait_exit(pgq_noop.start(b.dsn, b.workdir, "--drain", *args), 600)
             walls[key].append(time.monotonic() - started)
-            return throughput(conn, daemons.NOOP, jobs)[0]
+            return throughput(conn, pgq_noop.ENTRYPOINT, jobs)[0]
 
     runs = b.alternate(
         {

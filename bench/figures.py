@@ -1,5 +1,5 @@
 """The statistics of a benchmark: quantiles, a figure (its median, spread, baseline, ratio and
-target) and how a value is printed."""
+target), how a value is printed and the table of a benchmark's figures."""
 
 from __future__ import annotations
 
@@ -103,3 +103,37 @@ def fmt(value: float | None, unit: str = "") -> str:
     whole = abs(value) >= 100 or float(value).is_integer()
     text = f"{value:,.0f}" if whole else f"{value:,.2f}"
     return f"{text} {unit}".strip()
+
+
+def table(figures: Sequence[Figure]) -> str:
+    """The figures as a text table, a row each: value, spread, baseline, ratio, target, met."""
+    head = ["figure", "value", "spread", "baseline", "ratio (spread)", "target", "met"]
+    rows = []
+    for f in figures:
+        spread = (
+            f"{fmt(f.low, f.unit)} – {fmt(f.high, f.unit)}"
+            if f.low is not None and f.high is not None and len(f.samples) != 1
+            else "-"
+        )
+        ratio = "-"
+        if f.ratio is not None:
+            ratio = fmt(f.ratio, "×")
+            if f.ratio_low is not None and f.ratio_high is not None:
+                ratio += f" ({f.ratio_low:.2f}–{f.ratio_high:.2f})"
+        met = {True: "yes", False: "NO", None: "-"}[f.met]
+        rows.append(
+            [
+                f.name,
+                fmt(f.value, f.unit),
+                spread,
+                fmt(f.baseline, f.unit),
+                ratio,
+                f.target.text(f.unit) if f.target else "-",
+                met,
+            ]
+        )
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(head, widths, strict=True)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines)

@@ -19,27 +19,47 @@ direct. Results go to bench/results/latency_pgbouncer_MODE[.quick].json; no plot
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import itertools
 import os
 import random
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from bench import common, daemons
+from bench import common, pgq_noop
 from bench.common import DOCS, Bench, Target, experiment, log, result_path
-from support import pgbouncer
+from support import daemon, pgbouncer
 from support.catalogue import element_of, load_catalogue
 
 NAME = "latency"
 TITLE = "commit (deferred mode) → UE resynced by the daemon, vs pgqueuer enqueue → handler"
 GAP = (0.010, 0.050)
 TABLES = ("resync.pgqueuer", "resync.pgqueuer_log", "resync.job_runs")
+
+
+@dataclasses.dataclass
+class Runs:
+    """What the runs of one benchmark share: its samples per run, its UEs, where the next run of
+    ours starts writing, the gaps' random generator, and the pickups of our runs so far."""
+
+    b: Bench
+    samples: int
+    units: int
+    fresh: Iterator[int]
+    rng: random.Random = dataclasses.field(default_factory=lambda: random.Random(5))
+    pickups: list[list[float]] = dataclasses.field(default_factory=list)
+
+    def prepare(self) -> None:
+        with self.b.connect() as conn:
+            common.reset_queue(conn)
+            common.settle(conn, *TABLES)
 
 
 def measure(b: Bench, pooler: str | None = None) -> None:
@@ -49,7 +69,7 @@ def measure(b: Bench, pooler: str | None = None) -> None:
     runs_of_ours = 3 * b.rounds if pooler else 1
     units = samples * runs_of_ours + 1  # the last one is the warm-up's
     # Without a pooler every round writes the same UEs again (the runs are seconds apart).
-    fresh = itertools.cycle(range(1, units, samples))
+    runs = Runs(b, samples, units, itertools.cycle(range(1, units, samples)))
     b.params.update(
         samples_per_round=samples,
         gap_ms=[GAP[0] * 1000, GAP[1] * 1000],
@@ -58,116 +78,113 @@ def measure(b: Bench, pooler: str | None = None) -> None:
     )
     with b.connect() as conn:
         load_catalogue(conn, units)
-    rng = random.Random(5)
-    pickups: list[list[float]] = []
-
-    def prepare() -> None:
-        with b.connect() as conn:
-            common.reset_queue(conn)
-            common.settle(conn, *TABLES)
-
-    def ours(_: int, app_dsn: str | None = None, **env: str) -> list[float]:
-        prepare()
-        proc = daemons.start_daemon(b, **env)
-        first = next(fresh)
-        mine = range(first, first + samples)
-        try:
-            daemons.daemon_ready(b, proc, units)
-            committed: dict[int, Any] = {}
-            # No prepared statements: behind a transaction pooler they meet other connections.
-            with (
-                psycopg.connect(app_dsn, autocommit=True, prepare_threshold=None)
-                if app_dsn
-                else b.connect()
-            ) as conn:
-                for unit in mine:
-                    with conn.transaction():
-                        # SET LOCAL: a plain SET leaks to other clients under a transaction pooler.
-                        conn.execute("SET LOCAL ue_resync.mode = 'deferred'")
-                        conn.execute(
-                            "UPDATE course_unit_elements SET hours_td = hours_td + 1 WHERE id = %s",
-                            (element_of(unit),),
-                        )
-                        committed[unit] = conn.execute("SELECT clock_timestamp()").fetchone()[0]
-                    time.sleep(rng.uniform(*GAP))
-
-                def runs() -> list[tuple[int, Any, Any]]:
-                    daemons.check_alive(proc)
-                    rows = conn.execute(
-                        "SELECT course_unit_id, started_at, finished_at FROM resync.job_runs "
-                        "WHERE outcome = 'succeeded' AND course_unit_id BETWEEN %s AND %s",
-                        (mine[0], mine[-1]),
-                    ).fetchall()
-                    return rows if len(rows) >= samples else []
-
-                rows = common.wait_for(runs, 30, "every change to be resynced", interval=0.05)
-        finally:
-            daemons.stop(proc)
-        pickups.append([(s - committed[u]).total_seconds() * 1000 for u, s, _ in rows])
-        return [(f - committed[u]).total_seconds() * 1000 for u, _, f in rows]
-
-    def noop(r: int) -> list[float]:
-        prepare()
-        marks_path = b.workdir / f"marks-{r}.json"
-        proc = daemons.start_noop(b, *daemons.AS_DAEMON, "--marks", str(marks_path))
-        try:
-            daemons.noop_ready(b, proc)
-            enqueued: dict[int, float] = {}
-            with b.connect() as conn:
-                daemons.noop_enqueue(conn)  # pgqueuer's query builders, warmed outside the loop
-                for _ in range(samples):
-                    with conn.transaction():
-                        job = daemons.noop_enqueue(conn)
-                        enqueued[job] = conn.execute(
-                            "SELECT extract(epoch FROM clock_timestamp())::float8"
-                        ).fetchone()[0]
-                    time.sleep(rng.uniform(*GAP))
-                common.wait_for(
-                    lambda: (
-                        not conn.execute(
-                            "SELECT count(*) FROM resync.pgqueuer WHERE entrypoint = %s",
-                            (daemons.NOOP,),
-                        ).fetchone()[0]
-                    ),
-                    30,
-                    "the baseline worker to run every job",
-                    interval=0.05,
-                )
-        finally:
-            daemons.stop(proc)
-        marks = daemons.read_marks(marks_path)
-        return [(marks[j] - t) * 1000 for j, t in enqueued.items() if j in marks]
-
+    ours = functools.partial(resynced, runs)
     if pooler is not None:
         pooled(b, pooler, ours)
         return
-    variants: dict[str, Callable[[int], list[float]]] = {"ue-resync": ours, "pgqueuer": noop}
-    runs = b.alternate(variants)
+    variants: dict[str, Callable[[int], list[float]]] = {
+        "ue-resync": ours,
+        "pgqueuer": functools.partial(baseline, runs),
+    }
+    found = b.alternate(variants)
+    direct_figures(b, found["ue-resync"], runs.pickups, found["pgqueuer"])
+    plot(b, found["ue-resync"], runs.pickups, found["pgqueuer"])
+
+
+def resynced(runs: Runs, _: int, app_dsn: str | None = None, **env: str) -> list[float]:
+    """One run of ours: a daemon with `env`, one change per UE of the next fresh range, written
+    through `app_dsn` (default: the database directly); commit → resynced of each, in ms. The
+    pickups (commit → run started) go to `runs.pickups`."""
+    b = runs.b
+    runs.prepare()
+    proc = b.start_daemon(**env)
+    first = next(runs.fresh)
+    mine = range(first, first + runs.samples)
+    try:
+        b.daemon_ready(proc, runs.units)
+        committed: dict[int, Any] = {}
+        # No prepared statements: behind a transaction pooler they meet other connections.
+        with (
+            psycopg.connect(app_dsn, autocommit=True, prepare_threshold=None)
+            if app_dsn
+            else b.connect()
+        ) as conn:
+            for unit in mine:
+                with conn.transaction():
+                    # SET LOCAL: a plain SET leaks to other clients under a transaction pooler.
+                    conn.execute("SET LOCAL ue_resync.mode = 'deferred'")
+                    conn.execute(
+                        "UPDATE course_unit_elements SET hours_td = hours_td + 1 WHERE id = %s",
+                        (element_of(unit),),
+                    )
+                    committed[unit] = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+                time.sleep(runs.rng.uniform(*GAP))
+
+            def done() -> list[tuple[int, Any, Any]]:
+                daemon.check_alive(proc)
+                rows = conn.execute(
+                    "SELECT course_unit_id, started_at, finished_at FROM resync.job_runs "
+                    "WHERE outcome = 'succeeded' AND course_unit_id BETWEEN %s AND %s",
+                    (mine[0], mine[-1]),
+                ).fetchall()
+                return rows if len(rows) >= runs.samples else []
+
+            rows = common.wait_for(done, 30, "every change to be resynced", interval=0.05)
+    finally:
+        daemon.stop(proc)
+    runs.pickups.append([(s - committed[u]).total_seconds() * 1000 for u, s, _ in rows])
+    return [(f - committed[u]).total_seconds() * 1000 for u, _, f in rows]
+
+
+def baseline(runs: Runs, _: int) -> list[float]:
+    """One run of the baseline worker: as many no-op jobs through pgqueuer's enqueue, as far
+    apart; enqueue → handler start of each, in ms."""
+    b = runs.b
+    runs.prepare()
+
+    def schedule() -> dict[int, float]:
+        enqueued: dict[int, float] = {}
+        with b.connect() as conn:
+            pgq_noop.enqueue(conn)  # pgqueuer's query builders, warmed outside the loop
+            for _ in range(runs.samples):
+                with conn.transaction():
+                    job = pgq_noop.enqueue(conn)
+                    enqueued[job] = conn.execute(
+                        "SELECT extract(epoch FROM clock_timestamp())::float8"
+                    ).fetchone()[0]
+                time.sleep(runs.rng.uniform(*GAP))
+        return enqueued
+
+    return pgq_noop.timed_jobs(b.dsn, b.workdir, b.connect, schedule, 30, 0.05)
+
+
+def direct_figures(
+    b: Bench, ours: list[list[float]], pickups: list[list[float]], base: list[list[float]]
+) -> None:
+    """The percentiles of our runs and of the baseline's, and every sample."""
     base_name = "pgqueuer enqueue → handler start"
     for q, bound in ((0.5, 10.0), (0.99, 50.0)):
         b.percentile(
             f"commit → resynced p{q * 100:g}",
             "ms",
             q,
-            runs["ue-resync"],
-            runs["pgqueuer"],
+            ours,
+            base,
             base_name,
             Target("<=", bound, on="value"),
         )
     for q in (0.5, 0.99):
-        b.percentile(
-            f"commit → run started p{q * 100:g}", "ms", q, pickups, runs["pgqueuer"], base_name
-        )
+        b.percentile(f"commit → run started p{q * 100:g}", "ms", q, pickups, base, base_name)
     for q in (0.5, 0.99):
-        b.percentile(f"baseline: enqueue → handler start p{q * 100:g}", "ms", q, runs["pgqueuer"])
+        b.percentile(f"baseline: enqueue → handler start p{q * 100:g}", "ms", q, base)
     b.extra["samples_ms"] = {
-        "commit_to_resynced": [round(x, 3) for r in runs["ue-resync"] for x in r],
+        "commit_to_resynced": [round(x, 3) for r in ours for x in r],
         "commit_to_started": [round(x, 3) for r in pickups for x in r],
-        "baseline_enqueue_to_handler": [round(x, 3) for r in runs["pgqueuer"] for x in r],
+        "baseline_enqueue_to_handler": [round(x, 3) for r in base for x in r],
     }
+    assert b.server is not None
     if not b.server.is_local():
         b.notes.append("remote server: the baseline's end is on this host's clock, skew included")
-    plot(b, runs["ue-resync"], pickups, runs["pgqueuer"])
 
 
 def pooled(b: Bench, mode: str, ours: Callable[..., list[float]]) -> None:

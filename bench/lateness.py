@@ -13,8 +13,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from bench import common, daemons
+from bench import common, pgq_noop
 from bench.common import Bench, Target
+from support import daemon
 from support.catalogue import load_catalogue
 
 NAME = "lateness"
@@ -54,9 +55,9 @@ def measure(b: Bench) -> None:
 
     def ours(_: int) -> list[float]:
         prepare()
-        proc = daemons.start_daemon(b)
+        proc = b.start_daemon()
         try:
-            daemons.daemon_ready(b, proc, units)
+            b.daemon_ready(proc, units)
 
             def enqueue(conn: Any, unit: int, delay: float) -> tuple[int, float]:
                 # resync.request queues at now() + delay: the same now() as read here.
@@ -71,7 +72,7 @@ def measure(b: Bench) -> None:
             with b.connect() as conn:
 
                 def started() -> list[tuple[int, float]]:
-                    daemons.check_alive(proc)
+                    daemon.check_alive(proc)
                     rows = conn.execute(
                         "SELECT job_id, extract(epoch FROM started_at)::float8 "
                         "FROM resync.job_runs WHERE outcome = 'succeeded' AND job_id = ANY(%s)",
@@ -81,41 +82,24 @@ def measure(b: Bench) -> None:
 
                 rows = common.wait_for(started, delays[1] + 30, "every delayed job to run", 0.1)
         finally:
-            daemons.stop(proc)
+            daemon.stop(proc)
         return [(s - due[j]) * 1000 for j, s in rows]
 
-    def noop(r: int) -> list[float]:
+    def noop(_: int) -> list[float]:
         prepare()
-        marks_path = b.workdir / f"marks-{r}.json"
-        proc = daemons.start_noop(b, *daemons.AS_DAEMON, "--marks", str(marks_path))
-        try:
-            daemons.noop_ready(b, proc)
 
-            def enqueue(conn: Any, _: int, delay: float) -> tuple[int, float]:
-                job = daemons.noop_enqueue(conn, delay)
-                at = conn.execute(
-                    "SELECT extract(epoch FROM execute_after)::float8 FROM resync.pgqueuer "
-                    "WHERE id = %s",
-                    (job,),
-                ).fetchone()[0]
-                return job, float(at)
+        def enqueue(conn: Any, _: int, delay: float) -> tuple[int, float]:
+            job = pgq_noop.enqueue(conn, delay)
+            at = conn.execute(
+                "SELECT extract(epoch FROM execute_after)::float8 FROM resync.pgqueuer "
+                "WHERE id = %s",
+                (job,),
+            ).fetchone()[0]
+            return job, float(at)
 
-            due = schedule(enqueue)
-            with b.connect() as conn:
-                common.wait_for(
-                    lambda: (
-                        not conn.execute(
-                            "SELECT count(*) FROM resync.pgqueuer WHERE id = ANY(%s)", (list(due),)
-                        ).fetchone()[0]
-                    ),
-                    delays[1] + 30,
-                    "the baseline worker to run every delayed job",
-                    interval=0.1,
-                )
-        finally:
-            daemons.stop(proc)
-        marks = daemons.read_marks(marks_path)
-        return [(marks[j] - at) * 1000 for j, at in due.items() if j in marks]
+        return pgq_noop.timed_jobs(
+            b.dsn, b.workdir, b.connect, lambda: schedule(enqueue), delays[1] + 30, 0.1
+        )
 
     runs = b.alternate({"ue-resync": ours, "pgqueuer": noop})
     name = "pgqueuer no-op, handler start − execute_after"

@@ -7,7 +7,10 @@ process of its own, like the daemon it is held against:
 Without options it runs QueueManager.run()'s own defaults (batch 10, 30 s poll and heartbeat).
 
 --marks writes {job id: time.time() when its handler started} at exit (the host's clock, which is
-the server's when the server is local)."""
+the server's when the server is local).
+
+The benchmarks drive it with `start` (support.daemon), `ready`, `enqueue` (pgqueuer's own
+enqueue query) and `read_marks`, or all at once with `timed_jobs`."""
 
 from __future__ import annotations
 
@@ -15,20 +18,29 @@ import argparse
 import asyncio
 import json
 import signal
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import psycopg
-from pgqueuer.adapters.drivers.psycopg import PsycopgDriver
+from pgqueuer.adapters.drivers.psycopg import PsycopgDriver, SyncPsycopgDriver
 from pgqueuer.adapters.persistence import qb
-from pgqueuer.adapters.persistence.queries import Queries
+from pgqueuer.adapters.persistence.queries import Queries, SyncQueries
 from pgqueuer.core.qm import QueueManager
 from pgqueuer.domain import models, types
 from pgqueuer.domain.settings import DBSettings
 
+from support import daemon
+from support.poll import wait_for
+
 ENTRYPOINT = "bench_noop"
 SETTINGS = DBSettings(db_schema="resync", channel=types.Channel("ue_resync"))
+# The daemon's own run() parameters (its defaults: batch 50, --sleep 3, heartbeat timeout 8 s),
+# for a baseline that differs from the daemon by the handler only.
+AS_DAEMON = ("--batch-size", "50", "--sleep", "3", "--heartbeat-timeout", "8")
 
 
 async def work(args: argparse.Namespace) -> None:
@@ -64,6 +76,87 @@ async def work(args: argparse.Namespace) -> None:
         await conn.close()
         if args.marks:
             Path(args.marks).write_text(json.dumps({str(k): v for k, v in marks.items()}))
+
+
+# -- the benchmark's side --
+
+
+def start(dsn: str, workdir: Path, *args: str) -> subprocess.Popen[bytes]:
+    """`python -m bench.pgq_noop --dsn DSN ARGS` in `workdir`: pgqueuer's run() defaults unless
+    ARGS say otherwise."""
+    return daemon.spawn(
+        dsn,
+        "--dsn",
+        dsn,
+        *args,
+        cwd=workdir,
+        log=workdir / f"noop-{time.monotonic_ns()}.log",
+        command=(sys.executable, "-m", "bench.pgq_noop"),
+    )
+
+
+def enqueue(conn: psycopg.Connection, delay: float = 0.0) -> int:
+    """One no-op job through pgqueuer's own enqueue (the SQL its Queries.enqueue runs)."""
+    queries = SyncQueries(SyncPsycopgDriver(conn), qbq=qb.QueryQueueBuilder(settings=SETTINGS))
+    return int(queries.enqueue(ENTRYPOINT, b"{}", execute_after=timedelta(seconds=delay))[0])
+
+
+def ready(
+    connect: Callable[[], psycopg.Connection], proc: subprocess.Popen[bytes], timeout: float = 30
+) -> None:
+    """Wait until the worker `proc` has run one warm-up job."""
+    with connect() as conn:
+        job = enqueue(conn)
+
+        def done() -> bool:
+            daemon.check_alive(proc)
+            return not conn.execute(
+                "SELECT count(*) FROM resync.pgqueuer WHERE id = %s", (job,)
+            ).fetchone()[0]
+
+        wait_for(done, timeout, "the baseline worker's warm-up job", interval=0.05)
+
+
+def read_marks(path: Path) -> dict[int, float]:
+    """What --marks wrote: job id → when its handler started."""
+    if not path.exists():
+        return {}
+    data: dict[str, float] = json.loads(path.read_text())
+    return {int(k): float(v) for k, v in data.items()}
+
+
+def timed_jobs(
+    dsn: str,
+    workdir: Path,
+    connect: Callable[[], psycopg.Connection],
+    schedule: Callable[[], dict[int, float]],
+    timeout: float,
+    interval: float,
+) -> list[float]:
+    """One run of the worker with the daemon's run() parameters (AS_DAEMON): started, warmed
+    up, then `schedule()` enqueues its jobs (job id → the moment each is measured from, epoch
+    seconds), and once none is left (within `timeout`) it is stopped. Each job's handler start
+    minus that moment, in ms."""
+    marks_path = workdir / f"marks-{time.monotonic_ns()}.json"
+    proc = start(dsn, workdir, *AS_DAEMON, "--marks", str(marks_path))
+    try:
+        ready(connect, proc)
+        since = schedule()
+        with connect() as conn:
+            wait_for(
+                lambda: (
+                    not conn.execute(
+                        "SELECT count(*) FROM resync.pgqueuer WHERE id = ANY(%s)", (list(since),)
+                    ).fetchone()[0]
+                ),
+                timeout,
+                "the baseline worker to run every job",
+                interval=interval,
+            )
+    finally:
+        daemon.stop(proc)
+    marks = read_marks(marks_path)
+    return [(marks[j] - t) * 1000 for j, t in since.items() if j in marks]
 
 
 def main() -> None:

@@ -21,7 +21,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.common import DOCS, RESULTS, ROOT, experiment, fmt, log, result_path
+from bench.common import DOCS, RESULTS, ROOT, experiment, log, result_path
+from bench.figures import fmt
 
 BENCHMARKS = (
     "writer_tps",

@@ -12,13 +12,17 @@ Queries are timed from the client, each round on a vacuumed, analysed database."
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
-from bench import common, daemons
+from bench import common
 from bench.common import Bench, Target, timer
+from support import daemon
 from support.catalogue import load_catalogue
 
 NAME = "scale"
@@ -49,44 +53,41 @@ def measure(b: Bench) -> None:
         load_catalogue(conn, units)
     b.extra["load_seconds"] = elapsed()
     common.log(f"scale: {units * 4:,} elements loaded in {elapsed():.1f} s")
-
-    def timed(query: str, expect: int | None = None) -> float:
-        with b.connect() as conn, timer() as took:
-            value = conn.execute(query).fetchone()[0]
-        if expect is not None and value != expect:
-            raise RuntimeError(f"{query.strip()[:60]}… returned {value}, expected {expect}")
-        return took()
-
-    # The consistent catalogue.
-    with b.connect() as conn:
-        common.settle(conn, *TABLES)
-    runs = b.alternate(
-        {
-            "drift": lambda _: timed("SELECT count(*) FROM resync.drift", 0),
-            "by hand": lambda _: timed(BARE_CHECK, 0),
-        }
-    )
-    b.paired(
-        "resync.drift, no UE drifted",
-        "s",
-        runs["drift"],
-        runs["by hand"],
-        "drift check by hand, totals only",
-        Target("<=", 3.0, on="value"),
-    )
-
-    # Every UE drifts.
+    drift(b, 0)
     with b.connect() as conn:
         conn.execute("UPDATE public.course_units SET credits = credits + 1")
+    drift(b, units)
+    enqueue(b, units)
+    daemon_memory(b, units)
+
+
+def timed(b: Bench, query: str, expect: int | None = None) -> float:
+    """Seconds `query` took, from the client; RuntimeError unless it returned `expect`."""
+    with b.connect() as conn, timer() as took:
+        value = conn.execute(query).fetchone()[0]
+    if expect is not None and value != expect:
+        raise RuntimeError(f"{query.strip()[:60]}… returned {value}, expected {expect}")
+    return took()
+
+
+def fresh_queue(b: Bench) -> None:
+    with b.connect() as conn:
+        common.reset_queue(conn)
+        common.settle(conn, "resync.pgqueuer")
+
+
+def drift(b: Bench, drifted: int) -> None:
+    """resync.drift against the check by hand, when `drifted` UEs drift (all of them, or none)."""
+    with b.connect() as conn:
         common.settle(conn, *TABLES)
     runs = b.alternate(
         {
-            "drift": lambda _: timed("SELECT count(*) FROM resync.drift", units),
-            "by hand": lambda _: timed(BARE_CHECK, units),
+            "drift": lambda _: timed(b, "SELECT count(*) FROM resync.drift", drifted),
+            "by hand": lambda _: timed(b, BARE_CHECK, drifted),
         }
     )
     b.paired(
-        f"resync.drift, {units:,} drifted",
+        f"resync.drift, {drifted:,} drifted" if drifted else "resync.drift, no UE drifted",
         "s",
         runs["drift"],
         runs["by hand"],
@@ -94,18 +95,18 @@ def measure(b: Bench) -> None:
         Target("<=", 3.0, on="value"),
     )
 
-    def fresh_queue() -> None:
-        with b.connect() as conn:
-            common.reset_queue(conn)
-            common.settle(conn, "resync.pgqueuer")
 
-    def enqueue(_: int) -> float:
-        fresh_queue()
-        return timed("SELECT resync.enqueue_drifted()", units)
+def enqueue(b: Bench, units: int) -> None:
+    """resync.enqueue_drifted() of every UE against a plain INSERT … SELECT of as many jobs."""
+
+    def enqueue_drifted(_: int) -> float:
+        fresh_queue(b)
+        return timed(b, "SELECT resync.enqueue_drifted()", units)
 
     def plain_insert(_: int) -> float:
-        fresh_queue()
+        fresh_queue(b)
         return timed(
+            b,
             "WITH ins AS (INSERT INTO resync.pgqueuer (priority, entrypoint, status, payload, "
             "headers) SELECT 0, 'bench_noop', 'queued', "
             "convert_to(json_build_object('course_unit_id', g)::text, 'UTF8'), "
@@ -115,7 +116,7 @@ def measure(b: Bench) -> None:
         )
 
     runs = b.alternate(
-        {"enqueue_drifted": enqueue, "insert": plain_insert}, rounds=1 if b.quick else 2
+        {"enqueue_drifted": enqueue_drifted, "insert": plain_insert}, rounds=1 if b.quick else 2
     )
     b.paired(
         f"enqueue_drifted() of {units:,}",
@@ -126,39 +127,25 @@ def measure(b: Bench) -> None:
         Target("<=", 10.0, on="value"),
     )
 
-    # The daemon: idle first, then draining what enqueue_drifted queued.
-    fresh_queue()
-    idle = daemons.start_daemon(b)
+
+def daemon_memory(b: Bench, units: int) -> None:
+    """The daemon's memory, idle first, then while it drains what enqueue_drifted queued; its
+    rate."""
+    fresh_queue(b)
+    idle = b.start_daemon()
     try:
-        daemons.daemon_ready(b, idle, 1)
+        b.daemon_ready(idle, 1)
         time.sleep(1)
-        idle_rss = daemons.rss_mb(idle.pid)
+        idle_rss = rss_mb(idle.pid)
     finally:
-        daemons.stop(idle)
-    fresh_queue()
+        daemon.stop(idle)
+    fresh_queue(b)
     with b.connect() as conn:
         # The idle daemon's warm-up resynced UE 1: make it drift again.
         conn.execute("UPDATE public.course_units SET credits = credits + 1 WHERE id = 1")
         queued = conn.execute("SELECT resync.enqueue_drifted()").fetchone()[0]
-    samples: list[float] = []
     began = time.monotonic()
-    proc = daemons.start_daemon(b, "--stop-when-empty")
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set() and proc.poll() is None:
-            rss = daemons.rss_mb(proc.pid)
-            if rss is not None:
-                samples.append(rss)
-            time.sleep(0.1)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    try:
-        daemons.wait_exit(proc, 900)
-    finally:
-        done.set()
-        sampler.join()
+    samples = drain_sampled(b.start_daemon("--stop-when-empty"))
     seconds = time.monotonic() - began
     with b.connect() as conn:
         ok = conn.execute(
@@ -178,6 +165,38 @@ def measure(b: Bench) -> None:
     b.paired("daemon RSS, idle", "MB", [idle_rss] if idle_rss else [])
     b.paired(f"daemon drain of {units:,}", "jobs/s", [units / seconds])
     b.extra["rss_samples_mb"] = [round(x, 1) for x in samples]
+
+
+def drain_sampled(proc: subprocess.Popen[bytes]) -> list[float]:
+    """Wait for `proc` (`work --stop-when-empty`) to exit 0, its VmRSS sampled every 100 ms
+    meanwhile, in MiB."""
+    samples: list[float] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set() and proc.poll() is None:
+            rss = rss_mb(proc.pid)
+            if rss is not None:
+                samples.append(rss)
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        daemon.wait_exit(proc, 900)
+    finally:
+        done.set()
+        sampler.join()
+    return samples
+
+
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of a process, from /proc (Linux), in MiB."""
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,14 +1,17 @@
-"""ue-resync as a subprocess: the daemon (`ue-resync work`) or any other command, with a scrubbed
-environment (support.env), in a directory of the caller's (so no stray .env is read), its output
-in a log file or captured."""
+"""Every process that tests/, bench/ and the chaos run start: ue-resync (`ue-resync work` or any
+other command), the benchmarks' baseline worker, the chaos writers. Each gets a scrubbed
+environment (support.env), runs in a directory of the caller's (so no stray .env is read), and
+writes its output to a log file (or has it captured, by `run`). A `Slot` holds one process at a
+time that is killed and started again, each start with a log of its own."""
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from support.env import scrubbed_env
@@ -98,6 +101,25 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(10)
 
 
+def check_alive(proc: subprocess.Popen[bytes]) -> None:
+    """RuntimeError, with the end of its log, if the process has exited."""
+    if proc.poll() is not None:
+        raise RuntimeError(f"process exited with {proc.returncode}:\n{tail(proc)}")
+
+
+def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """Wait for the process to end on its own (e.g. `work --stop-when-empty`); RuntimeError, with
+    the end of its log, if it does not within `timeout` (it is killed) or exits other than 0."""
+    try:
+        code = proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        kill(proc)
+        raise RuntimeError(f"process still running after {timeout:g} s:\n{tail(proc)}") from None
+    if code != 0:
+        raise RuntimeError(f"process exited with {code}:\n{tail(proc)}")
+    return code
+
+
 def output(proc: subprocess.Popen[bytes]) -> str:
     """Everything the process wrote to its log so far."""
     path: Path | None = getattr(proc, "log_path", None)
@@ -108,3 +130,65 @@ def output(proc: subprocess.Popen[bytes]) -> str:
 
 def tail(proc: subprocess.Popen[bytes], lines: int = 20) -> str:
     return "\n".join(output(proc).splitlines()[-lines:])
+
+
+class Slot:
+    """A place for one process at a time that is killed and started again (the chaos run's
+    daemons and writers). Start n runs `spawn(log, n)`, `log` being a file of its own in
+    `workdir` named after `label` ("daemon 0" → daemon-0.n.log); every start's log is kept."""
+
+    def __init__(
+        self, label: str, workdir: Path, spawn: Callable[[Path, int], subprocess.Popen[bytes]]
+    ) -> None:
+        self.label = label
+        self.workdir = workdir
+        self._spawn = spawn
+        self.logs: list[Path] = []
+        self.proc: subprocess.Popen[bytes] | None = None
+        # Set when we signal the process, so that its end is not taken for a crash.
+        self.expected_exit = False
+
+    def start(self) -> None:
+        n = len(self.logs) + 1
+        stem = re.sub(r"\W+", "-", self.label).strip("-")
+        self.logs.append(self.workdir / f"{stem}.{n}.log")
+        self.proc = self._spawn(self.logs[-1], n)
+        self.expected_exit = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.proc is not None
+        self.expected_exit = True
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int | None:
+        """The exit status, or None if it still runs after `timeout` seconds."""
+        assert self.proc is not None
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, timeout: float = 30) -> int | None:
+        """As `stop`: SIGTERM, then the exit status (None when it had to be SIGKILLed)."""
+        if self.proc is None:
+            return None
+        if self.alive():
+            self.expected_exit = True
+        return stop(self.proc, timeout)
+
+    def ended(self) -> str:
+        """How the process, no longer running, ended: "exited N" or "killed by SIGNAME"."""
+        assert self.proc is not None and self.proc.returncode is not None
+        code = self.proc.returncode
+        return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited {code}"
+
+    def tail(self, lines: int = 15) -> str:
+        """The end of the current start's log."""
+        return tail(self.proc, lines) if self.proc is not None else ""

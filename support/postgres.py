@@ -11,6 +11,9 @@ need a restart (max_connections) are written with ALTER SYSTEM and the server re
     dsn = server.create_database("ue_resync_x")   # created, migrated
     ...
     server.drop_database("ue_resync_x"); server.stop()
+
+A `Database` is one database of its own on such a server, for as long as the server lives (the
+chaos run's): it is dropped, and the server stopped, together.
 """
 
 from __future__ import annotations
@@ -132,6 +135,54 @@ class Postgres:
         self.embedded = None
         if self._root is not None:
             shutil.rmtree(self._root, ignore_errors=True)
+
+
+class Database:
+    """Database `name` on `server`, created and migrated by `start()`; `stop()` drops it and
+    stops the server (which leaves a given server alone). What the chaos run needs of its server
+    besides: the server's version, where a proxy forwards to, the DSN through such a proxy."""
+
+    def __init__(self, server: Postgres, name: str) -> None:
+        self.server = server
+        self.name = name
+        self.dsn = ""
+
+    def start(self) -> None:
+        self.dsn = self.server.create_database(self.name)
+
+    @property
+    def kind(self) -> str:
+        return self.server.kind
+
+    @property
+    def can_restart(self) -> bool:
+        return self.server.can_restart
+
+    @property
+    def target(self) -> tuple[Any, ...]:
+        """Where a proxy forwards to (Postgres.socket_target)."""
+        return self.server.socket_target()
+
+    def version(self) -> str:
+        """The server's version as it shows it, e.g. "18.1"."""
+        with psycopg.connect(self.dsn, autocommit=True) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+        return str(row[0]) if row else "?"
+
+    def via(self, port: int) -> str:
+        """The database's DSN through a proxy listening on 127.0.0.1:`port`."""
+        return make_conninfo(self.dsn, host="127.0.0.1", port=port)
+
+    def restart(self) -> float:
+        """`pg_ctl restart -m fast` (Postgres.restart); seconds the server was away."""
+        return self.server.restart("fast")
+
+    def log_tail(self, lines: int = 30) -> str:
+        return self.server.log_tail(lines)
+
+    def stop(self) -> None:
+        self.server.drop_database(self.name)
+        self.server.stop()
 
 
 def client(program: str, args: list[str], **kwargs: Any) -> str:

@@ -3,71 +3,105 @@ read, the daemons' drains around the operator's sweep, and the daemons stopped."
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-from bench.chaos import checks
+import psycopg
+
+from bench.chaos import checks, writer
 from bench.chaos.faults import Faults, registered
+from bench.chaos.monitor import Reporter
+from support.daemon import Slot
 from support.poll import WaitTimeout, wait_for
 
-if TYPE_CHECKING:
-    from bench.chaos.run import ChaosRun
+Connect = Callable[[], psycopg.Connection]
 
 
-def finish(run: ChaosRun, faults: Faults) -> None:
+@dataclasses.dataclass
+class Ending:
+    """What the end of the chaos learns, for the verdict and the report."""
+
+    changes: checks.Changes  # the writers' records
+    writer_counts: Counter[str]  # their summaries, added up
+    sweep_at: float  # when the operator swept, server clock (epoch s)
+    swept: list[int]  # the UEs drifted at the sweep, the poison UE aside
+    swept_end: float  # when the drain after the sweep was over, server clock
+    drain_seconds: dict[str, float]
+
+
+def finish(
+    out: Reporter,
+    connect: Connect,
+    faults: Faults,
+    daemons: list[Slot],
+    writers: list[Slot],
+    poison: int,
+    drain_s: float,
+) -> Ending:
     """Faults off, writers stopped, daemons drain; the operator's sweep for 'off' changes;
-    daemons drain again."""
-    run.say("chaos over: restoring links and daemons, stopping the writers")
+    daemons drain again. Each drain has `drain_s` seconds."""
+    out.say("chaos over: restoring links and daemons, stopping the writers")
     faults.settle()
-    for d in run.daemons:
+    for d in daemons:
         if not d.alive():
             d.start()
-    records: list[dict[str, Any]] = []
-    summaries: list[dict[str, int]] = []
-    for w in run.writers:
-        code = w.stop(60)
-        if code is None:
-            run.fail("writers stop on SIGTERM", f"writer {w.index} ({w.kind}) was killed")
-        lines, summary = w.records()
-        records += lines
-        summaries.append(summary)
-    run.changes = checks.Changes.of(records)
-    run.writer_counts = Counter()
-    for s in summaries:
-        run.writer_counts.update(s)
-
-    drain(run, "first drain")
-    with run.connect() as conn:
-        run.sweep_at = float(
-            checks.one(conn, "SELECT extract(epoch FROM clock_timestamp())::float8")
-        )
+    changes, writer_counts = stop_writers(out, writers)
+    seconds: dict[str, float] = {}
+    drain(out, connect, "first drain", drain_s, seconds)
+    with connect() as conn:
+        sweep_at = server_now(conn)
         before = checks.drifted(conn)
-        explained = run.changes.explained_drift()
-        unexplained = [u for u in before if u != run.cat.poison and u not in explained]
+        explained = changes.explained_drift()
+        unexplained = [u for u in before if u != poison and u not in explained]
         if unexplained:
-            run.fail(
+            out.fail(
                 "drift before the sweep comes from 'off' changes only",
                 f"{len(unexplained)} UE(s) drifted with no 'off' or unknown-outcome change: "
                 f"{unexplained[:20]} (a deferred change was never resynced)",
             )
-        run.swept = [u for u in before if u != run.cat.poison]
+        swept = [u for u in before if u != poison]
         queued = checks.one(conn, "SELECT resync.enqueue_drifted()")
-    run.say(
+    out.say(
         f"operator's sweep: {len(before)} UE(s) drifted after the first drain "
-        f"({len(run.swept)} besides the poison UE); resync.enqueue_drifted() queued {queued}"
+        f"({len(swept)} besides the poison UE); resync.enqueue_drifted() queued {queued}"
     )
-    drain(run, "second drain")
-    run.swept_end = run.server_now()
+    drain(out, connect, "second drain", drain_s, seconds)
+    with connect() as conn:
+        swept_end = server_now(conn)
+    return Ending(changes, writer_counts, sweep_at, swept, swept_end, seconds)
 
 
-def drain(run: ChaosRun, what: str) -> None:
-    with run.connect() as conn:
+def stop_writers(out: Reporter, writers: list[Slot]) -> tuple[checks.Changes, Counter[str]]:
+    """SIGTERM to every writer; what they recorded, and their summaries added up."""
+    records: list[dict[str, Any]] = []
+    counts: Counter[str] = Counter()
+    for w in writers:
+        if w.stop(60) is None:
+            out.fail("writers stop on SIGTERM", f"{w.label} was killed")
+        lines, summary = writer.records(writer.outputs(w))
+        records += lines
+        counts.update(summary)
+    return checks.Changes.of(records), counts
+
+
+def server_now(conn: psycopg.Connection) -> float:
+    return float(checks.one(conn, "SELECT extract(epoch FROM clock_timestamp())::float8"))
+
+
+def drain(
+    out: Reporter, connect: Connect, what: str, timeout: float, seconds: dict[str, float]
+) -> None:
+    """Wait up to `timeout` for the queue to empty (nothing queued, nothing picked); how long it
+    took goes to `seconds[what]`, and a queue still busy fails the run."""
+    with connect() as conn:
         started = time.monotonic()
         try:
             done = wait_for(
                 lambda: (lambda q: q["queued"] == 0 and q["picked"] == 0)(checks.queue_state(conn)),
-                run.args.drain_s,
+                timeout,
                 f"{what}: the queue to empty",
                 interval=0.2,
             )
@@ -76,18 +110,16 @@ def drain(run: ChaosRun, what: str) -> None:
         took = time.monotonic() - started
         if not done:
             q = checks.queue_state(conn)
-            run.fail("the daemons drain the queue", f"{what}: still {q} after {took:.0f} s")
+            out.fail("the daemons drain the queue", f"{what}: still {q} after {took:.0f} s")
         else:
-            run.say(f"{what}: queue empty after {took:.1f} s")
-        run.figures.setdefault("drain_seconds", {})[what] = round(took, 2)
+            out.say(f"{what}: queue empty after {took:.1f} s")
+        seconds[what] = round(took, 2)
 
 
-def stop_daemons(run: ChaosRun) -> None:
-    codes = []
-    for d in run.daemons:
-        registered(run.server.dsn, d, 30)
+def stop_daemons(out: Reporter, dsn: str, daemons: list[Slot]) -> None:
+    """SIGTERM to every daemon (once it has registered): each must exit 0."""
+    for d in daemons:
+        registered(dsn, d, 30)
         code = d.stop(30)
-        codes.append(code)
         if code != 0:
-            run.fail("daemons exit 0 on SIGTERM", f"daemon {d.index} at the end: {code}")
-    run.figures["final_exit_codes"] = codes
+            out.fail("daemons exit 0 on SIGTERM", f"{d.label} at the end: {code}")

@@ -1,14 +1,15 @@
 """The chaos run's server with `--failover`: a primary and a synchronous streaming replica
 (support/replication.py, `synchronous_commit = remote_apply`), and the failover fault.
 
-It stands where bench/chaos/server.py's server stands (same attributes and methods). The writers
-connect with a multi-host URL (`target_session_attrs=read-write`); the daemons go through their
-proxy links, which forward to the primary and are moved to the new one after a promotion, as a
-virtual IP or a DNS name would be. The failover fault: the primary crashes (`pg_ctl stop -m
-immediate`), the replica is promoted, the links follow it, every live daemon must be back (a
-heartbeat on the new primary) within 15 s of the promotion; then the failed node is cloned
-afresh from the new primary and attached as its synchronous replica again, so the next failover
-(and any committed change) is covered too."""
+It stands where the single server's support.postgres.Database stands (same attributes and
+methods; it can always be restarted). The writers connect with a multi-host URL
+(`target_session_attrs=read-write`); the daemons go through their proxy links, which forward to
+the primary and are moved to the new one after a promotion, as a virtual IP or a DNS name would
+be. The failover fault: the primary crashes (`pg_ctl stop -m immediate`), the replica is
+promoted, the links follow it, every live daemon must be back (a heartbeat on the new primary)
+within 15 s of the promotion; then the failed node is cloned afresh from the new primary and
+attached as its synchronous replica again, so the next failover (and any committed change) is
+covered too."""
 
 from __future__ import annotations
 
@@ -94,9 +95,6 @@ class ReplicatedServer:
         )
         self.restarts += 1
         return time.monotonic() - started
-
-    def terminate_daemons(self) -> int:
-        raise AssertionError("a replicated server is ours: restart() is always possible")
 
     # -- the failover fault --
 

@@ -18,14 +18,14 @@ import signal
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 import psycopg
 
-from bench.chaos.processes import Daemon
-from bench.chaos.proxy import Proxy
-from bench.chaos.server import ChaosServer
+from bench.chaos.failover import FOLLOW_WITHIN, ReplicatedServer
+from bench.chaos.proxy import Link, Proxy
+from support.daemon import Slot
 from support.poll import WaitTimeout, wait_for
+from support.postgres import Database
 
 KINDS = ("sigkill", "sigterm", "pg_restart", "net_cut", "poison")
 FAILOVER = "failover"
@@ -38,7 +38,7 @@ class Event:
     detail: str
 
 
-def registered(dsn: str, daemon: Daemon, timeout: float) -> bool:
+def registered(dsn: str, daemon: Slot, timeout: float) -> bool:
     """Wait until `daemon`'s process has its row in resync.workers (it is started)."""
 
     def up() -> bool:
@@ -53,17 +53,29 @@ def registered(dsn: str, daemon: Daemon, timeout: float) -> bool:
         return bool(row and row[0])
 
     try:
-        return wait_for(up, timeout, f"daemon {daemon.index} to register", interval=0.1)
+        return wait_for(up, timeout, f"{daemon.label} to register", interval=0.1)
     except WaitTimeout:
         return False
+
+
+def terminate_daemons(dsn: str) -> int:
+    """What stands in for a restart on a server we cannot restart: every backend of the daemons
+    in the database of `dsn` is terminated. Returns how many."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name LIKE 'ue-resync%%' "
+            "AND pid <> pg_backend_pid()"
+        ).fetchone()
+    return int(row[0]) if row else 0
 
 
 class Faults:
     def __init__(
         self,
-        server: ChaosServer,
+        server: Database | ReplicatedServer,
         proxy: Proxy,
-        daemons: list[Daemon],
+        daemons: list[Slot],
         poison: int,
         rng: random.Random,
         t0: float,
@@ -80,7 +92,7 @@ class Faults:
         self.later: list[tuple[float, Callable[[], None], str]] = []
         self._round: list[str] = []
         # A server that can fail over (bench/chaos/failover.py) adds that fault to each round.
-        self.kinds = (*KINDS, FAILOVER) if hasattr(server, "fail_over") else KINDS
+        self.kinds = (*KINDS, FAILOVER) if isinstance(server, ReplicatedServer) else KINDS
 
     def log(self, kind: str, detail: str) -> None:
         event = Event(time.monotonic() - self.t0, kind, detail)
@@ -124,8 +136,11 @@ class Faults:
             return set()
         return {r[0] for r in rows}
 
-    def _victim(self) -> Daemon | None:
-        alive = [d for d in self.daemons if d.alive() and not d.link.is_cut]
+    def _cut(self, daemon: Slot) -> bool:
+        return self.proxy.links[daemon.label].is_cut
+
+    def _victim(self) -> Slot | None:
+        alive = [d for d in self.daemons if d.alive() and not self._cut(d)]
         if not alive:
             return None
         busy = self._running_pids()
@@ -144,10 +159,10 @@ class Faults:
         delay = self.rng.uniform(0.5, 2.0)
         self.log(
             "sigkill",
-            f"daemon {victim.index} (pid {victim.pid}, {'mid-job' if mid_job else 'idle'}); "
+            f"{victim.label} (pid {victim.pid}, {'mid-job' if mid_job else 'idle'}); "
             f"restart in {delay:.1f} s",
         )
-        self.later.append((time.monotonic() + delay, victim.start, f"restart {victim.index}"))
+        self.later.append((time.monotonic() + delay, victim.start, f"restart {victim.label}"))
 
     def sigterm(self) -> None:
         victim = self._victim()
@@ -163,9 +178,9 @@ class Faults:
         took = time.monotonic() - started
         if code != 0:
             self.problems.append(
-                f"daemon {victim.index} exited {code} on SIGTERM (expected 0):\n{victim.tail()}"
+                f"{victim.label} exited {code} on SIGTERM (expected 0):\n{victim.tail()}"
             )
-        self.log("sigterm", f"daemon {victim.index} exited {code} after {took:.1f} s; restarted")
+        self.log("sigterm", f"{victim.label} exited {code} after {took:.1f} s; restarted")
         victim.start()
 
     def pg_restart(self) -> None:
@@ -173,7 +188,7 @@ class Faults:
             took = self.server.restart()
             self.log("pg_restart", f"pg_ctl restart -m fast took {took:.1f} s")
         else:
-            n = self.server.terminate_daemons()
+            n = terminate_daemons(self.server.dsn)
             self.counts["pg_terminate_backend"] += 1
             self.log(
                 "pg_restart",
@@ -182,31 +197,29 @@ class Faults:
             )
 
     def net_cut(self) -> None:
-        candidates = [d for d in self.daemons if not d.link.is_cut]
+        candidates = [d for d in self.daemons if not self._cut(d)]
         if not candidates:
             return
         victim = self.rng.choice(candidates)
-        aborted = self.proxy.cut(victim.link)
+        link = self.proxy.links[victim.label]
+        aborted = self.proxy.cut(link)
         hold = self.rng.uniform(1.0, 5.0)
         self.log(
             "net_cut",
-            f"daemon {victim.index}'s link cut ({aborted} connection(s) aborted) for {hold:.1f} s",
+            f"{victim.label}'s link cut ({aborted} connection(s) aborted) for {hold:.1f} s",
         )
 
-        def restore(link: Any = victim.link, index: int = victim.index) -> None:
+        def restore(link: Link = link, label: str = victim.label) -> None:
             self.proxy.restore(link)
-            self.log("restore", f"daemon {index}'s link restored")
+            self.log("restore", f"{label}'s link restored")
 
-        self.later.append((time.monotonic() + hold, restore, f"restore {victim.index}"))
+        self.later.append((time.monotonic() + hold, restore, f"restore {victim.label}"))
 
     def failover(self) -> None:
-        from bench.chaos.failover import FOLLOW_WITHIN
-
+        assert isinstance(self.server, ReplicatedServer)
         # The daemons that can come back at once: up, and not behind a cut link.
-        live = [d for d in self.daemons if d.alive() and not d.link.is_cut and d.pid]
-        took = self.server.fail_over(  # type: ignore[attr-defined]
-            [d.link for d in self.daemons], [d.pid for d in live]
-        )
+        live = [d.pid for d in self.daemons if d.alive() and not self._cut(d) and d.pid]
+        took = self.server.fail_over(list(self.proxy.links.values()), live)
         back = took["promotion_to_daemons_back_s"]
         if back > FOLLOW_WITHIN:
             self.problems.append(

@@ -1,18 +1,17 @@
 """The element operations a chaos writer of kind mixed or rr picks from, by weight: one row's
 insert, update of a counted field, move, soft delete, restore and hard delete, and the bulk
 statements (update, insert, soft-delete toggle, move, delete). Each builds its statement (after
-locking the rows it picked, as an ORM does); `Writer.stmt` runs it and records the UEs touched."""
+locking the rows it picked, as an ORM does) from what the writer may touch (`Choices`); the
+writer (bench/chaos/writer.py) runs it and records the UEs touched."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
-
-if TYPE_CHECKING:
-    from bench.chaos.writer import Writer
 
 FIELDS = ("credits", "hours_cm", "hours_td", "hours_tp", "hours_total", "status")
 WEIGHTS = {
@@ -29,23 +28,48 @@ WEIGHTS = {
     "bulk_delete": 2,
 }
 
-Changes = list[list[int]]
-# What Writer.stmt runs: (operation as counted, query, parameters, UEs a move or delete leaves).
+# What the writer runs: (operation as counted, query, parameters, UEs a move or delete leaves).
 Statement = tuple[str, str, Any, Sequence[int]]
 
 
-def run_one(w: Writer, conn: psycopg.Connection, changes: Changes, mode: str) -> None:
-    """One operation, picked by weight; the catalogue's size is kept near its start: inserts
-    become deletes above 1.5× and deletes inserts below 0.5×."""
-    size, target = w.catalogue_size(conn), w.cfg["elements"]
-    op = w.rng.choices(list(WEIGHTS), list(WEIGHTS.values()))[0]
-    if size > 1.5 * target and op in ("insert", "bulk_insert"):
+@dataclasses.dataclass
+class Choices:
+    """What a writer picks from: its random generator, the UEs it may touch (the hot ones more
+    often), the poison UE (never bulk-deleted from) and the catalogue's starting size."""
+
+    rng: random.Random
+    units: list[int]
+    hot: list[int]
+    poison: int
+    elements: int
+
+    def a_unit(self) -> int:
+        return self.rng.choice(self.hot) if self.rng.random() < 0.3 else self.rng.choice(self.units)
+
+
+def pick(c: Choices, conn: psycopg.Connection, size: int) -> Statement | None:
+    """One operation, picked by weight, and its statement (None when it found no row to work
+    on). The catalogue's `size` is kept near its start: inserts become deletes above 1.5× and
+    deletes inserts below 0.5×."""
+    op = c.rng.choices(list(WEIGHTS), list(WEIGHTS.values()))[0]
+    if size > 1.5 * c.elements and op in ("insert", "bulk_insert"):
         op = "hard_delete" if op == "insert" else "bulk_delete"
-    elif size < 0.5 * target and op in ("hard_delete", "bulk_delete"):
+    elif size < 0.5 * c.elements and op in ("hard_delete", "bulk_delete"):
         op = "insert" if op == "hard_delete" else "bulk_insert"
-    statement = OPERATIONS.get(op, one_element)(w, conn, op, w.a_unit())
-    if statement is not None:
-        w.stmt(conn, changes, mode, *statement)
+    return OPERATIONS.get(op, one_element)(c, conn, op, c.a_unit())
+
+
+def lock_elements(
+    conn: psycopg.Connection, where: str, params: Any, k: int = 1
+) -> list[tuple[int, int]]:
+    """Pick up to k elements matching `where` and lock them (as an ORM loads the model it
+    saves): their ids and current UEs."""
+    return conn.execute(
+        "SELECT id, course_unit_id FROM course_unit_elements WHERE id IN ("
+        f"  SELECT id FROM course_unit_elements WHERE {where} ORDER BY random() LIMIT {k}"
+        ") ORDER BY id FOR UPDATE",
+        params,
+    ).fetchall()
 
 
 def values(rng: random.Random) -> tuple[float, ...]:
@@ -59,13 +83,13 @@ def values(rng: random.Random) -> tuple[float, ...]:
     return (rng.choice((0.0, 1.0, 1.5, 2.0, 3.0, 4.0)), cm, td, tp, cm + td + tp)
 
 
-def insert(w: Writer, conn: psycopg.Connection, op: str, u: int) -> Statement | None:
+def insert(c: Choices, conn: psycopg.Connection, op: str, u: int) -> Statement | None:
     return (
         op,
         "INSERT INTO course_unit_elements (course_unit_id, code, name, credits, "
         "hours_cm, hours_td, hours_tp, hours_total) VALUES (%s, %s, 'chaos', %s, %s, %s, "
         "%s, %s) RETURNING course_unit_id",
-        (u, f"W{w.rng.randrange(10**9)}", *values(w.rng)),
+        (u, f"W{c.rng.randrange(10**9)}", *values(c.rng)),
         (),
     )
 
@@ -82,14 +106,14 @@ ONE_ELEMENT = {
 }
 
 
-def one_element(w: Writer, conn: psycopg.Connection, op: str, u: int) -> Statement | None:
+def one_element(c: Choices, conn: psycopg.Connection, op: str, u: int) -> Statement | None:
     """update (of one counted field), move, soft_delete, restore or hard_delete."""
-    rng = w.rng
+    rng = c.rng
     where = {
         "soft_delete": "course_unit_id = %s AND deleted_at IS NULL",
         "restore": "course_unit_id = %s AND deleted_at IS NOT NULL",
     }.get(op, "course_unit_id = %s")
-    picked = w.lock_elements(conn, where, (u,))
+    picked = lock_elements(conn, where, (u,))
     if not picked:
         return None
     ((eid, old),) = picked
@@ -113,13 +137,13 @@ def one_element(w: Writer, conn: psycopg.Connection, op: str, u: int) -> Stateme
         )
     params: tuple[Any, ...] = (eid,)
     if op == "move":
-        target = rng.choice(w.units)
+        target = rng.choice(c.units)
         params = (target, eid, target)
     return (op, ONE_ELEMENT[op], params, [old])
 
 
-def bulk_update(w: Writer, conn: psycopg.Connection, op: str, u: int) -> Statement | None:
-    some = w.rng.sample(w.units, w.rng.randint(2, 10))
+def bulk_update(c: Choices, conn: psycopg.Connection, op: str, u: int) -> Statement | None:
+    some = c.rng.sample(c.units, c.rng.randint(2, 10))
     return (
         op,
         "UPDATE course_unit_elements SET hours_td = (hours_td + 1) %% 40 "
@@ -129,10 +153,10 @@ def bulk_update(w: Writer, conn: psycopg.Connection, op: str, u: int) -> Stateme
     )
 
 
-def bulk_insert(w: Writer, conn: psycopg.Connection, op: str, u: int) -> Statement | None:
-    rng = w.rng
+def bulk_insert(c: Choices, conn: psycopg.Connection, op: str, u: int) -> Statement | None:
+    rng = c.rng
     n = rng.randint(5, 25)
-    owners = [w.a_unit() for _ in range(rng.randint(1, 4))]
+    owners = [c.a_unit() for _ in range(rng.randint(1, 4))]
     rows = [(rng.choice(owners), f"B{rng.randrange(10**9)}", *values(rng)) for _ in range(n)]
     return (
         op,
@@ -147,7 +171,7 @@ def bulk_insert(w: Writer, conn: psycopg.Connection, op: str, u: int) -> Stateme
     )
 
 
-def bulk_toggle(w: Writer, conn: psycopg.Connection, op: str, u: int) -> Statement | None:
+def bulk_toggle(c: Choices, conn: psycopg.Connection, op: str, u: int) -> Statement | None:
     return (
         op,
         "UPDATE course_unit_elements "
@@ -159,10 +183,10 @@ def bulk_toggle(w: Writer, conn: psycopg.Connection, op: str, u: int) -> Stateme
     )
 
 
-def bulk_move(w: Writer, conn: psycopg.Connection, op: str, u: int) -> Statement | None:
-    picked = w.lock_elements(conn, "course_unit_id = %s", (u,), k=w.rng.randint(2, 6))
+def bulk_move(c: Choices, conn: psycopg.Connection, op: str, u: int) -> Statement | None:
+    picked = lock_elements(conn, "course_unit_id = %s", (u,), k=c.rng.randint(2, 6))
     if picked:
-        target = w.rng.choice(w.units)
+        target = c.rng.choice(c.units)
         return (
             op,
             "UPDATE course_unit_elements SET course_unit_id = %s WHERE id = ANY(%s) "
@@ -173,11 +197,9 @@ def bulk_move(w: Writer, conn: psycopg.Connection, op: str, u: int) -> Statement
     return None
 
 
-def bulk_delete(w: Writer, conn: psycopg.Connection, op: str, u: int) -> Statement | None:
+def bulk_delete(c: Choices, conn: psycopg.Connection, op: str, u: int) -> Statement | None:
     """Keeps the catalogue's size steady against the bulk inserts; never the poison UE's."""
-    picked = w.lock_elements(
-        conn, "course_unit_id <> %s", (w.cfg["poison"],), k=w.rng.randint(5, 25)
-    )
+    picked = lock_elements(conn, "course_unit_id <> %s", (c.poison,), k=c.rng.randint(5, 25))
     if picked:
         return (
             op,
@@ -188,7 +210,7 @@ def bulk_delete(w: Writer, conn: psycopg.Connection, op: str, u: int) -> Stateme
     return None
 
 
-Operation = Callable[[Any, psycopg.Connection, str, int], Statement | None]
+Operation = Callable[[Choices, psycopg.Connection, str, int], Statement | None]
 # The rest (update, move, soft_delete, restore, hard_delete): one_element.
 OPERATIONS: dict[str, Operation] = {
     "insert": insert,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -102,11 +101,11 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 class Proxy:
-    """The links and the thread whose event loop runs them."""
+    """The links, by name, and the thread whose event loop runs them."""
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.links: list[Link] = []
+        self.links: dict[str, Link] = {}
         self._thread = threading.Thread(target=self._run, name="chaos-proxy", daemon=True)
         self._thread.start()
 
@@ -120,7 +119,7 @@ class Proxy:
     def add(self, target: tuple[Any, ...], name: str) -> Link:
         link = Link(target, name)
         self._call(link.listen())
-        self.links.append(link)
+        self.links[name] = link
         return link
 
     def cut(self, link: Link) -> int:
@@ -130,15 +129,8 @@ class Proxy:
         self._call(link.restore())
 
     def stop(self) -> None:
-        for link in self.links:
+        for link in self.links.values():
             with contextlib.suppress(Exception):
                 self._call(link.close())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

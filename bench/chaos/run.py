@@ -1,5 +1,6 @@
-"""The chaos run: set-up and the chaos itself (the drains that end it: drains.py; its assertions
-and report: verdict.py).
+"""The chaos run: set-up and the chaos itself, then, in order, the drains that end it
+(drains.py), its assertions (verdict.py) and its report (report.py). What it watches meanwhile:
+monitor.py.
 
 Exit status 0 when every assertion holds, 1 when one fails (each failure printed as
 `FAILED: <assertion>: <detail>`), 2 on a usage error."""
@@ -7,28 +8,48 @@ Exit status 0 when every assertion holds, 1 when one fails (each failure printed
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import psycopg
 
-from bench.chaos import catalogue, checks, drains, verdict
+from bench.chaos import checks, dataset, drains, report, verdict, writer
 from bench.chaos.failover import ReplicatedServer
 from bench.chaos.faults import Faults
-from bench.chaos.processes import Daemon, WriterProc
+from bench.chaos.monitor import Monitor, Reporter
 from bench.chaos.proxy import Proxy
-from bench.chaos.server import ChaosServer
+from support.daemon import Slot, spawn_daemon
+from support.env import ROOT
 from support.poll import WaitTimeout, wait_for
+from support.postgres import Database, start_postgres
 from ue_resync.jobs import human_duration, parse_duration
 
 TIME_SCALE = 0.01
+# The daemons' settings: backoffs of 30/60/120 s become 0.3/0.6/1.2 s, a job held by a dead
+# daemon is taken over after 2 s, and the poll fallback is 0.5 s.
+DAEMON_ENV = {
+    "UE_RESYNC_TIME_SCALE": str(TIME_SCALE),
+    "UE_RESYNC_HEARTBEAT_TIMEOUT": "2",
+    "UE_RESYNC_SLEEP": "0.5",
+    "UE_RESYNC_MAX_TIME": "0",
+    "UE_RESYNC_LOG_FORMAT": "text",
+}
+# The single server's (not --failover): room for every daemon, writer and check at once; a log
+# that keeps the run's own lines.
+SERVER_SETTINGS = {
+    "max_connections": "200",
+    "log_min_messages": "warning",
+    "log_min_error_statement": "panic",
+    "log_connections": "off",
+    "log_disconnections": "off",
+}
 # Writer kinds by index: with 6 writers, two of every-day editing (one in REPEATABLE READ), one
 # lock holder, a pair that deadlocks, and one more editor.
 WRITER_KINDS = ("mixed", "rr", "locker", "deadlock", "deadlock", "mixed", "rr", "locker")
@@ -79,94 +100,120 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 class ChaosRun:
+    """The run's parts (server, proxy, daemons, writers) and its course: `execute` sets them up,
+    lets the chaos loose, ends it, and hands the helpers what each needs."""
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.rng = random.Random(args.seed)
         self.workdir = Path(tempfile.mkdtemp(prefix="ue-resync-chaos-"))
-        self.server: Any = (
-            ReplicatedServer(self.workdir, args.pg_bindir)
-            if args.failover
-            else ChaosServer(self.workdir)
-        )
+        self.server: Database | ReplicatedServer | None = None
         self.proxy: Proxy | None = None
-        self.daemons: list[Daemon] = []
-        self.writers: list[WriterProc] = []
-        self.failures: list[str] = []
-        self.notes: list[str] = []
-        self.figures: dict[str, Any] = {}
-        self.samples: Counter[str] = Counter()
-        self.max_due_wait = 0.0
-        self.max_picked_age = 0.0
-        self.max_queued = 0
-        self.elements_seen = (10**9, 0)
-        # What drains.finish learns once the chaos is over, for the verdict.
-        self.changes = checks.Changes.of([])
-        self.writer_counts: Counter[str] = Counter()
-        self.sweep_at = self.swept_end = 0.0
-        self.swept: list[int] = []
-
-    # -- helpers --
-
-    def say(self, text: str) -> None:
-        print(text, flush=True)
-
-    def fail(self, assertion: str, detail: str) -> None:
-        self.failures.append(f"{assertion}: {detail}")
-        self.say(f"FAILED: {assertion}: {detail}")
+        self.daemons: list[Slot] = []
+        self.writers: list[Slot] = []
+        self.out = Reporter()
+        self.monitor = Monitor(self.out, self.connect)
 
     def connect(self) -> psycopg.Connection:
+        assert self.server is not None
         return psycopg.connect(self.server.dsn, autocommit=True, connect_timeout=5)
-
-    def server_now(self) -> float:
-        with self.connect() as conn:
-            return float(checks.one(conn, "SELECT extract(epoch FROM clock_timestamp())::float8"))
-
-    # -- the run --
 
     def execute(self) -> int:
         a = self.args
-        self.say(
+        self.out.say(
             f"chaos run: {human_duration(a.duration_s)} of chaos, {a.writers} writers, "
             f"{a.daemons} daemons, a fault every {a.fault_s:g} s, seed {a.seed}"
         )
-        self.setup()
-        self.say(
-            f"server: {self.server.kind} PostgreSQL {self.server.version()}"
+        server = self.start_server()
+        cat = self.load()
+        proxy = self.proxy = Proxy()
+        self.start_daemons(server, proxy)
+        self.start_writers(server.dsn, cat)
+        self.out.say(
+            f"server: {server.kind} PostgreSQL {server.version()}"
             + (
                 ""
-                if self.server.can_restart
+                if server.can_restart
                 else " (cannot be restarted by us: the pg_restart "
                 "fault terminates the daemons' backends instead)"
             )
         )
         started = time.monotonic()
-        faults = self.chaos()
+        faults = Faults(server, proxy, self.daemons, cat.poison, self.rng, started)
+        self.chaos(faults)
         chaos_s = time.monotonic() - started
-        drains.finish(self, faults)
-        verdict.assertions(self, faults, chaos_s)
-        drains.stop_daemons(self)
-        verdict.report(self, faults, chaos_s)
-        return 1 if self.failures else 0
+        ending = drains.finish(
+            self.out, self.connect, faults, self.daemons, self.writers, cat.poison, a.drain_s
+        )
+        findings = verdict.assertions(
+            self.out, self.connect, cat, ending, self.monitor.max_due_wait
+        )
+        drains.stop_daemons(self.out, server.dsn, self.daemons)
+        facts = report.Facts(
+            args=vars(a),
+            results=a.results or (ROOT / "bench" / "results" / "chaos.json"),
+            server_kind=server.kind,
+            restartable=server.can_restart,
+            failovers=server.failovers if isinstance(server, ReplicatedServer) else [],
+            chaos_s=chaos_s,
+            units=len(cat.units),
+            poison=cat.poison,
+            faults=faults,
+            monitor=self.monitor,
+            ending=ending,
+            findings=findings,
+            daemon_logs=[path for d in self.daemons for path in d.logs],
+        )
+        report.report(self.out, facts)
+        return 1 if self.out.failures else 0
 
-    def setup(self) -> None:
+    # -- set-up --
+
+    def start_server(self) -> Database | ReplicatedServer:
+        """With --failover, a primary and its synchronous replica of our own; otherwise the
+        server of UE_RESYNC_DATABASE_URL or an embedded one. Either way a database of the run's
+        own, migrated."""
+        if self.args.failover:
+            server: Database | ReplicatedServer = ReplicatedServer(
+                self.workdir, self.args.pg_bindir
+            )
+        else:
+            given = os.environ.get("UE_RESYNC_DATABASE_URL")
+            pg = start_postgres(given, settings=SERVER_SETTINGS, prefix="ue-resync-chaos-pg-")
+            server = Database(pg, f"ue_resync_chaos_{os.getpid()}")
+        self.server = server  # stopped by cleanup() whatever happens next
+        server.start()
+        return server
+
+    def load(self) -> dataset.Catalogue:
         a = self.args
-        self.server.start()
         with self.connect() as conn:
-            self.cat = catalogue.load(conn, a.units, a.elements, a.hot, self.rng)
-            policy = catalogue.scale_policy(conn, TIME_SCALE)
+            cat = dataset.load(conn, a.units, a.elements, a.hot, self.rng)
+            policy = dataset.scale_policy(conn, TIME_SCALE)
             start_drift = checks.drifted(conn)
-        self.say(
-            f"catalogue: {len(self.cat.units)} UEs ({len(self.cat.hot)} hot, "
-            f"{len(self.cat.auto_off)} with auto_sync_enabled off, poison UE {self.cat.poison}), "
-            f"{self.cat.elements} ECUE; error_policy delays scaled ×{TIME_SCALE}: "
+        self.out.say(
+            f"catalogue: {len(cat.units)} UEs ({len(cat.hot)} hot, "
+            f"{len(cat.auto_off)} with auto_sync_enabled off, poison UE {cat.poison}), "
+            f"{cat.elements} ECUE; error_policy delays scaled ×{TIME_SCALE}: "
             + ", ".join(f"{p or 'other'} {d}" for p, d in policy)
         )
-        if start_drift != [self.cat.poison]:
-            self.fail("start state", f"drift at start is {start_drift}, expected the poison only")
-        self.proxy = Proxy()
-        for i in range(a.daemons):
-            link = self.proxy.add(self.server.target, f"daemon-{i}")
-            self.daemons.append(Daemon(i, link, self.server.via(link.port), self.workdir))
+        if start_drift != [cat.poison]:
+            self.out.fail(
+                "start state", f"drift at start is {start_drift}, expected the poison only"
+            )
+        return cat
+
+    def start_daemons(self, server: Database | ReplicatedServer, proxy: Proxy) -> None:
+        """`ue-resync work` with DAEMON_ENV in each slot, each through a proxy link of its own
+        (kept when its process is killed and replaced); back when they have registered."""
+        for i in range(self.args.daemons):
+            label = f"daemon {i}"
+            dsn = server.via(proxy.add(server.target, label).port)
+
+            def start(log: Path, _: int, dsn: str = dsn) -> subprocess.Popen[bytes]:
+                return spawn_daemon(dsn, cwd=self.workdir, log=log, **DAEMON_ENV)
+
+            self.daemons.append(Slot(label, self.workdir, start))
         for d in self.daemons:
             d.start()
         with self.connect() as conn:
@@ -176,7 +223,7 @@ class ChaosRun:
                         checks.one(
                             conn, "SELECT count(*) FROM resync.workers WHERE stopped_at IS NULL"
                         )
-                        >= a.daemons
+                        >= self.args.daemons
                     ),
                     60,
                     "the daemons to start",
@@ -185,40 +232,40 @@ class ChaosRun:
             except WaitTimeout:
                 tail = self.daemons[0].tail()
                 raise RuntimeError(f"the daemons did not start:\n{tail}") from None
-        for i in range(a.writers):
-            kind = WRITER_KINDS[i % len(WRITER_KINDS)]
-            w = WriterProc(
-                i,
-                kind,
-                {
-                    "dsn": self.server.dsn,
-                    "seed": a.seed * 100 + i,
-                    "units": self.cat.editable,
-                    "hot": self.cat.hot,
-                    "poison": self.cat.poison,
-                    "elements": self.cat.elements,
-                    "pause": 0.01,
-                },
-                self.workdir,
-            )
-            w.start()
-            self.writers.append(w)
-        self.say(
+
+    def start_writers(self, dsn: str, cat: dataset.Catalogue) -> None:
+        a = self.args
+        kinds = [WRITER_KINDS[i % len(WRITER_KINDS)] for i in range(a.writers)]
+        for i, kind in enumerate(kinds):
+            config = {
+                "dsn": dsn,
+                "seed": a.seed * 100 + i,
+                "units": cat.editable,
+                "hot": cat.hot,
+                "poison": cat.poison,
+                "elements": cat.elements,
+                "pause": 0.01,
+            }
+            self.writers.append(writer.slot(i, kind, config, self.workdir))
+            self.writers[-1].start()
+        assert self.proxy is not None
+        self.out.say(
             "writers: "
-            + ", ".join(f"{w.index}:{w.kind}" for w in self.writers)
-            + f"; daemons through proxy ports {[d.link.port for d in self.daemons]}"
+            + ", ".join(f"{i}:{kind}" for i, kind in enumerate(kinds))
+            + f"; daemons through proxy ports {[link.port for link in self.proxy.links.values()]}"
         )
 
-    def chaos(self) -> Faults:
+    # -- the chaos --
+
+    def chaos(self, faults: Faults) -> None:
+        """Faults injected every fault_s (±30 %) until duration_s has passed, the first a poison
+        request; the monitor ticks four times a second, a progress line every 30 s."""
         a = self.args
-        assert self.proxy is not None
-        t0 = time.monotonic()
-        faults = Faults(self.server, self.proxy, self.daemons, self.cat.poison, self.rng, t0)
+        t0 = faults.t0
         faults.poison()
         faults.counts["poison"] += 1
         next_fault = t0 + a.fault_s / 2
         end = t0 + a.duration_s
-        monitor: psycopg.Connection | None = None
         last_print = t0
         while time.monotonic() < end:
             now = time.monotonic()
@@ -227,106 +274,27 @@ class ChaosRun:
                 try:
                     faults.inject()
                 except Exception as exc:  # a fault that could not be injected is a problem
-                    self.fail("fault injection", f"{type(exc).__name__}: {exc}")
+                    self.out.fail("fault injection", f"{type(exc).__name__}: {exc}")
                 next_fault = time.monotonic() + a.fault_s * self.rng.uniform(0.7, 1.3)
-            monitor = self.tick(monitor)
+            self.monitor.tick(self.daemons, self.writers)
             if now - last_print >= 30:
                 last_print = now
-                self.say(f"  [{now - t0:7.1f} s] progress: {self.progress()}")
+                self.out.say(f"  [{now - t0:7.1f} s] progress: {self.monitor.progress()}")
             time.sleep(0.25)
-        if monitor is not None:
-            monitor.close()
-        self.problems_seen(faults)
-        return faults
-
-    def writer_ended(self, w: WriterProc) -> None:
-        """A writer ended on its own. Killed by a signal (a crash of the client library, say:
-        nothing of ue-resync runs in it), it is started again, up to twice per slot, and the
-        crash is reported; its COMMIT in flight, if any, counts as of unknown outcome. Any other
-        end (a Python error, an exit) fails the run."""
-        assert w.proc is not None
-        death = w.death()
-        if w.proc.returncode < 0 and len(w.crashes) < 2:
-            w.crashes.append(death)
-            self.say(f"  writer {w.index} ({w.kind}) {death}\n  started again")
-            w.start()
-        elif "writer died" not in self.samples:
-            self.samples["writer died"] += 1
-            self.fail("writers stay up", f"writer {w.index} ({w.kind}) died: {death}")
-
-    def tick(self, conn: psycopg.Connection | None) -> psycopg.Connection | None:
-        """Sample the queue; notice a daemon or a writer that died on its own."""
-        for d in self.daemons:
-            if d.proc is not None and not d.alive() and not d.expected_exit:
-                self.fail(
-                    "daemons stay up",
-                    f"daemon {d.index} exited {d.proc.returncode} on its own:\n{d.tail()}",
-                )
-                self.samples[f"unexpected exits {d.index}"] += 1
-                if self.samples[f"unexpected exits {d.index}"] >= 3:
-                    # A daemon that cannot start (e.g. the code on disk changed under the run
-                    # and wants a newer schema) would be restarted four times a second.
-                    raise RuntimeError(f"daemon {d.index} keeps exiting:\n{d.tail()}")
-                d.start()
-        for w in self.writers:
-            if not w.alive():
-                self.writer_ended(w)
-        try:
-            if conn is None or conn.closed:
-                conn = self.connect()
-            row = conn.execute(
-                "SELECT extract(epoch FROM now() - min(execute_after) "
-                "         FILTER (WHERE status = 'queued' AND execute_after <= now()))::float8, "
-                "       extract(epoch FROM now() - min(heartbeat) "
-                "         FILTER (WHERE status = 'picked'))::float8, "
-                "       count(*) FILTER (WHERE status = 'queued'), "
-                "       (SELECT count(*) FROM course_unit_elements) FROM resync.pgqueuer"
-            ).fetchone()
-            assert row is not None
-            self.max_due_wait = max(self.max_due_wait, row[0] or 0.0)
-            self.max_picked_age = max(self.max_picked_age, row[1] or 0.0)
-            self.max_queued = max(self.max_queued, int(row[2]))
-            self.elements_seen = (
-                min(self.elements_seen[0], int(row[3])),
-                max(self.elements_seen[1], int(row[3])),
-            )
-            self.samples["queue samples"] += 1
-        except psycopg.Error:
-            self.samples["monitor reconnects"] += 1
-            if conn is not None:
-                conn.close()
-            return None
-        return conn
-
-    def progress(self) -> str:
-        try:
-            with self.connect() as conn:
-                q = checks.queue_state(conn)
-                runs = checks.one(conn, "SELECT count(*) FROM resync.job_runs")
-                fails = checks.one(conn, "SELECT count(*) FROM resync.sync_failures")
-        except psycopg.Error as exc:
-            return f"(server unreachable: {str(exc).strip().splitlines()[0]})"
-        return (
-            f"{runs} runs, {fails} inline failures; queue {q['queued']} queued "
-            f"({q['due']} due), {q['picked']} picked, {q['failed']} failed"
-        )
-
-    def problems_seen(self, faults: Faults) -> None:
+        self.monitor.close()
         for problem in faults.problems:
-            self.fail("daemons exit 0 on SIGTERM", problem)
+            self.out.fail("daemons exit 0 on SIGTERM", problem)
 
     def cleanup(self) -> None:
-        for w in self.writers:
-            if w.alive():
-                w.stop(10)
-        for d in self.daemons:
-            if d.alive():
-                d.stop(10)
+        for slot in (*self.writers, *self.daemons):
+            if slot.alive():
+                slot.stop(10)
         if self.proxy is not None:
             self.proxy.stop()
-        self.server.stop()
-        if self.args.keep or self.failures:
-            self.say(f"work dir (daemon and writer logs): {self.workdir}")
+        if self.server is not None:
+            self.server.stop()
+        if self.args.keep or self.out.failures:
+            self.out.say(f"work dir (daemon and writer logs): {self.workdir}")
         else:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -344,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run.execute()
     except Exception as exc:
-        run.failures.append(f"the run itself: {type(exc).__name__}: {exc}")
+        run.out.failures.append(f"the run itself: {type(exc).__name__}: {exc}")
         print(f"FAILED: the run itself: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
         raise
     finally:

@@ -19,7 +19,10 @@ A COMMIT whose outcome is unknown (the connection died during it) is written wit
 Before each COMMIT the transaction is written as {"pending": {...}}; the line that follows says
 how it ended (its record, or {"rolled_back": 1}): a writer that crashes while committing leaves
 the pending line last, which the run reads as an unknown outcome.
-The last line is {"summary": {...}} with the writer's counters."""
+The last line is {"summary": {...}} with the writer's counters.
+
+The run's side: `slot` starts a writer (support.daemon.Slot: started again in the same slot
+after a crash, each start with files of its own), `records` reads what every start wrote."""
 
 from __future__ import annotations
 
@@ -27,16 +30,20 @@ import faulthandler
 import json
 import random
 import signal
+import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import errors
 
 from bench.chaos import operations
+from support.daemon import Slot, spawn
+from support.env import ROOT
 from ue_resync.db import is_connection_loss
 
 WARNING = "ue-resync: sync of"
@@ -53,8 +60,9 @@ class Writer:
         self.cfg = config
         self.kind: str = config["kind"]
         self.rng = random.Random(config["seed"])
-        self.units: list[int] = config["units"]
-        self.hot: list[int] = config["hot"]
+        self.choices = operations.Choices(
+            self.rng, config["units"], config["hot"], config["poison"], config["elements"]
+        )
         self.out = open(config["out"], "w", buffering=1)  # noqa: SIM115 - open for its life
         self.stopping = False
         self.counts: Counter[str] = Counter()
@@ -203,26 +211,13 @@ class Writer:
     def set_mode(self, conn: psycopg.Connection, mode: str) -> None:
         conn.execute("SELECT set_config('ue_resync.mode', %s, true)", (mode,))
 
-    def a_unit(self) -> int:
-        return self.rng.choice(self.hot) if self.rng.random() < 0.3 else self.rng.choice(self.units)
-
-    def lock_elements(
-        self, conn: psycopg.Connection, where: str, params: Any, k: int = 1
-    ) -> list[tuple[int, int]]:
-        """Pick up to k elements matching `where` and lock them (as an ORM loads the model it
-        saves): their ids and current UEs."""
-        return conn.execute(
-            "SELECT id, course_unit_id FROM course_unit_elements WHERE id IN ("
-            f"  SELECT id FROM course_unit_elements WHERE {where} ORDER BY random() LIMIT {k}"
-            ") ORDER BY id FOR UPDATE",
-            params,
-        ).fetchall()
-
     def mixed(self, conn: psycopg.Connection, changes: list[list[int]]) -> str:
         mode = self.rng.choices(MODES, MODE_WEIGHTS)[0]
         self.set_mode(conn, mode)
         for _ in range(self.rng.choice((1, 1, 1, 2, 3))):
-            operations.run_one(self, conn, changes, mode)
+            statement = operations.pick(self.choices, conn, self.catalogue_size(conn))
+            if statement is not None:
+                self.stmt(conn, changes, mode, *statement)
         return mode
 
     def catalogue_size(self, conn: psycopg.Connection) -> int:
@@ -234,7 +229,7 @@ class Writer:
         return self.size
 
     def locker(self, conn: psycopg.Connection, changes: list[list[int]]) -> str:
-        some = sorted({self.a_unit() for _ in range(self.rng.randint(1, 3))})
+        some = sorted({self.choices.a_unit() for _ in range(self.rng.randint(1, 3))})
         conn.execute(
             "SELECT 1 FROM course_units WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (some,)
         )
@@ -251,9 +246,9 @@ class Writer:
                 self.may_set_deadlock_timeout = False
                 conn.rollback()
         conn.execute("SELECT set_config('ue_resync.lock_timeout', '3s', true)")
-        first, second = self.rng.sample(self.hot, 2)
+        first, second = self.rng.sample(self.choices.hot, 2)
         for n, u in enumerate((first, second)):
-            picked = self.lock_elements(conn, "course_unit_id = %s", (u,))
+            picked = operations.lock_elements(conn, "course_unit_id = %s", (u,))
             if not picked:
                 continue
             ((eid, old),) = picked
@@ -270,6 +265,58 @@ class Writer:
             if n == 0:
                 time.sleep(self.rng.uniform(0.02, 0.08))
         return "inline"
+
+
+# -- the run's side --
+
+
+def slot(index: int, kind: str, config: dict[str, Any], workdir: Path) -> Slot:
+    """Writer `index` of `kind` ("writer 0 (mixed)"), not started yet. Start n writes its records
+    beside its log (writer-0-mixed.n.jsonl next to writer-0-mixed.n.log, its stderr) and is
+    seeded apart from the starts before it."""
+
+    def start(log: Path, n: int) -> subprocess.Popen[bytes]:
+        out = log.with_suffix(".jsonl")
+        start_config = {**config, "kind": kind, "out": str(out), "seed": config["seed"] * 10 + n}
+        command = (sys.executable, "-m", "bench.chaos.writer")
+        return spawn(None, json.dumps(start_config), cwd=ROOT, log=log, command=command)
+
+    return Slot(f"writer {index} ({kind})", workdir, start)
+
+
+def outputs(writer: Slot) -> list[Path]:
+    """The record files of every start of `writer`, the current one last."""
+    return [log.with_suffix(".jsonl") for log in writer.logs]
+
+
+def wrote_summary(writer: Slot) -> bool:
+    """Whether the current start ended on its summary (it stopped on SIGTERM, as it should)."""
+    out = outputs(writer)[-1]
+    lines = out.read_text().splitlines() if out.exists() else []
+    return bool(lines) and '"summary"' in lines[-1]
+
+
+def records(outs: Sequence[Path]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Every start's committed (and unknown-outcome) transactions, and their summaries added up.
+    A start that crashed may end on a transaction it was committing ("pending": its outcome
+    unknown) or on half a line (dropped)."""
+    lines: list[dict[str, Any]] = []
+    summary: Counter[str] = Counter()
+    for out in outs:
+        pending = None
+        for line in out.read_text().splitlines() if out.exists() else []:
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the half line a crash left
+            pending = data.get("pending")  # any later line says how that COMMIT ended
+            if "summary" in data:
+                summary.update(data["summary"])
+            elif pending is None and "rolled_back" not in data:
+                lines.append(data)
+        if pending is not None:
+            lines.append({**pending, "t": pending["b"], "a": 1})
+    return lines, dict(summary)
 
 
 def main() -> None:

@@ -1,11 +1,11 @@
 """The chaos run's writers (bench/chaos): a writer killed by a signal says how, leaves its Python
-stack, is started again in its slot, and every start's records are read; a third crash fails the
-run. A transaction the writer was committing when it crashed counts as of unknown outcome."""
+stack, is started again in its slot by the run's monitor, and every start's records are read; a
+third crash fails the run. A transaction the writer was committing when it crashed counts as of
+unknown outcome."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,20 +13,19 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from bench.chaos.processes import WriterProc
-from bench.chaos.run import ChaosRun, parse_args
+from bench.chaos import writer
+from bench.chaos.monitor import Monitor, Reporter
 from support.catalogue import load_catalogue
+from support.daemon import Slot
 from support.poll import wait_for
 
 
 @pytest.fixture
-def run() -> Iterator[ChaosRun]:
-    chaos = ChaosRun(parse_args(["--seed", "7"]))
-    yield chaos
-    for w in chaos.writers:
-        if w.alive():
-            w.stop(10)
-    shutil.rmtree(chaos.workdir, ignore_errors=True)
+def writers() -> Iterator[list[Slot]]:
+    started: list[Slot] = []
+    yield started
+    for w in started:
+        w.stop(10)
 
 
 def committed(out: Path) -> int:
@@ -36,44 +35,48 @@ def committed(out: Path) -> int:
 
 
 def test_a_crashed_writer_is_started_again_and_a_third_crash_fails_the_run(
-    dsn: str, conn: psycopg.Connection, run: ChaosRun
+    dsn: str, conn: psycopg.Connection, tmp_path: Path, writers: list[Slot]
 ) -> None:
     units = load_catalogue(conn, 20)
     conn.commit()
     config = {"dsn": dsn, "seed": 1, "units": units, "hot": units[:3], "poison": 0, "elements": 80}
-    w = WriterProc(0, "mixed", config, run.workdir)
-    run.writers.append(w)
+    w = writer.slot(0, "mixed", config, tmp_path)
+    writers.append(w)
     w.start()
+    out = Reporter()
+    monitor = Monitor(out, lambda: psycopg.connect(dsn, autocommit=True))
 
     for crash in (1, 2):
-        wait_for(lambda: committed(w.out) > 0, 30, f"start {crash} to commit")
+        wait_for(lambda: committed(writer.outputs(w)[-1]) > 0, 30, f"start {crash} to commit")
         assert w.proc is not None
         w.proc.send_signal(signal.SIGSEGV)
         w.proc.wait(30)
-        run.writer_ended(w)
-        assert run.failures == []
-        assert len(w.crashes) == crash and w.alive()
-        assert w.crashes[-1].startswith("killed by SIGSEGV, no summary; its log:")
-        assert "Fatal Python error: Segmentation fault" in w.crashes[-1]
+        monitor.writer_ended(w)
+        assert out.failures == []
+        assert len(monitor.crashes) == crash and w.alive()
+        assert monitor.crashes[-1].startswith(
+            "writer 0 (mixed) killed by SIGSEGV, no summary; its log:"
+        )
+        assert "Fatal Python error: Segmentation fault" in monitor.crashes[-1]
 
-    wait_for(lambda: committed(w.out) > 0, 30, "start 3 to commit")
+    wait_for(lambda: committed(writer.outputs(w)[-1]) > 0, 30, "start 3 to commit")
     assert w.proc is not None
     w.proc.send_signal(signal.SIGSEGV)
     w.proc.wait(30)
-    run.writer_ended(w)
-    run.writer_ended(w)  # the next tick: one failure, not one per tick
-    assert len(run.failures) == 1
-    assert run.failures[0].startswith("writers stay up: writer 0 (mixed) died: killed by SIGSEGV")
+    monitor.writer_ended(w)
+    monitor.writer_ended(w)  # the next tick: one failure, not one per tick
+    assert len(out.failures) == 1
+    assert out.failures[0].startswith("writers stay up: writer 0 (mixed) died: killed by SIGSEGV")
 
     # Each start wrote its own file, and records() reads them all.
-    lines, _ = w.records()
-    assert len(w.outs) == 3
-    assert len([r for r in lines if not r.get("a")]) == sum(committed(out) for out in w.outs)
+    outs = writer.outputs(w)
+    lines, _ = writer.records(outs)
+    assert len(outs) == 3
+    assert len([r for r in lines if not r.get("a")]) == sum(committed(out) for out in outs)
 
 
 def test_a_commit_in_flight_at_a_crash_is_of_unknown_outcome(tmp_path: Path) -> None:
-    w = WriterProc(0, "mixed", {"seed": 1}, tmp_path)
-    w.outs = [tmp_path / "writer-0-mixed.1.jsonl", tmp_path / "writer-0-mixed.2.jsonl"]
+    outs = [tmp_path / "writer-0-mixed.1.jsonl", tmp_path / "writer-0-mixed.2.jsonl"]
     done = {"s": 1.0, "b": 2.0, "t": 3.0, "m": "inline", "c": [[5, 0, 0, 1]]}
     aborted = {"s": 4.0, "b": 5.0, "m": "inline", "c": [[6, 0, 0, 1]]}
     in_flight = {"s": 6.0, "b": 7.0, "m": "off", "c": [[7, 2, 0, 1]]}
@@ -84,10 +87,10 @@ def test_a_commit_in_flight_at_a_crash_is_of_unknown_outcome(tmp_path: Path) -> 
         {"rolled_back": 1},
         {"pending": in_flight},
     ]
-    w.outs[0].write_text("".join(json.dumps(x) + "\n" for x in first) + '{"s": 8.0, "b"')
+    outs[0].write_text("".join(json.dumps(x) + "\n" for x in first) + '{"s": 8.0, "b"')
     second = [{"pending": done}, done, {"summary": {"transactions": 1, "op_insert": 1}}]
-    w.outs[1].write_text("".join(json.dumps(x) + "\n" for x in second))
+    outs[1].write_text("".join(json.dumps(x) + "\n" for x in second))
 
-    lines, summary = w.records()
+    lines, summary = writer.records(outs)
     assert lines == [done, {**in_flight, "t": 7.0, "a": 1}, done]
     assert summary == {"transactions": 1, "op_insert": 1}

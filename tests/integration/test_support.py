@@ -7,11 +7,12 @@ import time
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from support.catalogue import element_of, load_catalogue
 from support.env import scrubbed_env
 from support.poll import WaitTimeout, wait_for
-from support.postgres import Postgres
+from support.postgres import Database, Postgres
 from tests import catalog
 
 
@@ -88,3 +89,19 @@ def test_a_database_is_created_migrated_and_dropped(pg_server: Postgres):
         gone = admin.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (name,))
         assert gone.fetchone() == (0,)
     assert pg_server.can_restart == (pg_server.embedded is not None)
+
+
+def test_a_database_of_its_own_is_migrated_and_reached_through_a_proxy_port(pg_server: Postgres):
+    db = Database(pg_server, "ue_resync_support_database")
+    try:
+        db.start()
+        with psycopg.connect(db.dsn) as conn:
+            assert conn.execute("SELECT to_regclass('resync.pgqueuer')::text").fetchone() == (
+                "resync.pgqueuer",
+            )
+        assert db.version().split(".")[0] == str(pg_server.version)
+        via = conninfo_to_dict(db.via(6543))
+        assert (via["host"], via["port"], via["dbname"]) == ("127.0.0.1", "6543", db.name)
+        assert (db.kind, db.target) == (pg_server.kind, pg_server.socket_target())
+    finally:
+        pg_server.drop_database(db.name)

@@ -1,5 +1,6 @@
-"""The chaos run's catalogue (loaded by support.catalogue): UEs with their ECUE, a few hot UEs
-everyone edits, a few UEs with their sync flags off, and one poison UE whose resync always fails.
+"""What the chaos run's database starts with: its catalogue (loaded by support.catalogue), UEs
+with their ECUE, a few hot UEs everyone edits, a few UEs with their sync flags off, and one
+poison UE whose resync always fails; and resync.error_policy's delays scaled to the run's time.
 
 The poison is a BEFORE UPDATE trigger on course_units (schema `chaos`, the run's own) that raises
 for that UE's code: an inline sync of it defers, and every job for it fails on each attempt, then

@@ -1,6 +1,6 @@
-"""What a benchmark runs on, recorded with every result: the server (support.postgres: embedded,
-or the one of UE_RESYNC_DATABASE_URL) with its version and settings, cores, date, git commit,
-and what BENCH_EXTRA_SQL / BENCH_DAEMON changed when set."""
+"""The provenance of a benchmark's figures, recorded with every result: the server it ran on
+(support.postgres: embedded, or the one of UE_RESYNC_DATABASE_URL) with its version and settings,
+the cores, the date, the git commit, and what BENCH_EXTRA_SQL / BENCH_DAEMON changed when set."""
 
 from __future__ import annotations
 
@@ -8,22 +8,13 @@ import datetime as dt
 import os
 import platform
 import subprocess
-import sys
-import time
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from support.env import ROOT
 from support.postgres import Postgres
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def log(message: str) -> None:
-    """Progress on stderr, so stdout keeps only the tables."""
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def meta(conn: psycopg.Connection, server: Postgres) -> dict[str, Any]:
