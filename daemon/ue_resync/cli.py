@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
         "(and queue their resync)",
     )
     p.add_argument("--print-sql", action="store_true", help="print the SQL for psql instead")
+    p.add_argument(
+        "--verify",
+        action="store_true",
+        help="check the catalogue against what ue-resync installs, change nothing "
+        "(exit 3: differences, one line each)",
+    )
 
     p = add("mapping", cmd_mapping, "print the mapping (TOML): the file's, the installed one")
     p.add_argument("--mapping", type=Path, help="a mapping file to check and print")

@@ -20,7 +20,7 @@ from ue_resync.queries import query
 from ue_resync.settings import Settings, redact
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
-# `ue-resync check`: drift found and left (without --enqueue).
+# `ue-resync check`: drift found and left (without --enqueue); `migrate --verify`: differences.
 EXIT_DRIFT = 3
 
 
@@ -55,6 +55,8 @@ def _mapping(args: argparse.Namespace, settings: Settings) -> mapping.Mapping | 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     declared = _mapping(args, settings)
     with _connect(settings, "migrate") as conn:
+        if args.verify:
+            return _verify(conn, declared)
         if args.preview:
             return _preview(conn, declared)
         if args.print_sql:
@@ -65,6 +67,8 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
         drifted = [] if outcome.queued is not None else _drifted(conn)
     for line in outcome.mapping_changes:
         print(f"mapping: {line}")
+    for line in outcome.repaired:
+        print(f"repaired: {line}")
     for warning in outcome.warnings:
         print(f"warning: {warning}")
     if outcome.scripts:
@@ -80,6 +84,18 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
             f"{len(drifted)} course unit(s) differ from their elements: ue-resync check lists "
             "them, ue-resync check --enqueue queues their resync"
         )
+    return EXIT_OK
+
+
+def _verify(conn: psycopg.Connection, declared: mapping.Mapping | None) -> int:
+    """`migrate --verify`: read-only; one line per difference, EXIT_DRIFT when any."""
+    found = migrate.verify(conn, declared)
+    for line in found:
+        print(line)
+    if found:
+        print(f"{len(found)} difference(s): `ue-resync migrate` repairs what ue-resync installed")
+        return EXIT_DRIFT
+    print("verified: the database holds what ue-resync installs")
     return EXIT_OK
 
 
@@ -171,9 +187,28 @@ NAGIOS = {0: "OK", 1: "WARNING", 2: "CRITICAL"}
 
 
 def _check_alerts(conn: psycopg.Connection, as_json: bool) -> int:
-    """Nagios/Icinga plugin convention: exit 0 OK, 1 WARNING, 2 CRITICAL; first line a summary."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        alerts = cur.execute(query("alerts")).fetchall()
+    """Nagios/Icinga plugin convention: exit 0 OK, 1 WARNING, 2 CRITICAL; first line a summary.
+    A monitor that cannot read the alerts (its grants lost in a restore, the views dropped) is
+    itself CRITICAL, with what it lacks."""
+    try:
+        with conn.cursor(row_factory=dict_row) as cur:
+            alerts = cur.execute(query("alerts")).fetchall()
+    except (
+        psycopg.errors.InsufficientPrivilege,
+        psycopg.errors.UndefinedObject,
+        psycopg.errors.UndefinedTable,
+        psycopg.errors.UndefinedFunction,
+        psycopg.errors.InvalidSchemaName,
+    ) as exc:
+        detail = (
+            f"cannot read resync.alerts ({one_line(exc)}): `ue-resync migrate --verify` lists "
+            "what is missing, `ue-resync migrate` repairs it"
+        )
+        if as_json:
+            output.emit_json({"status": NAGIOS[2], "alerts": [], "error": detail})
+        else:
+            print(f"UE-RESYNC {NAGIOS[2]} - {detail}")
+        return 2
     status = 2 if any(a["severity"] == "critical" for a in alerts) else (1 if alerts else 0)
     if as_json:
         output.emit_json({"status": NAGIOS[status], "alerts": alerts})

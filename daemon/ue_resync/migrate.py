@@ -51,6 +51,7 @@ DEFINITIONS = (
     "consistency",
     "worker_runs",
     "operator_functions",
+    "catalogue",
     "monitoring_views",
     "roles_and_grants",
 )
@@ -108,17 +109,29 @@ class MappingRecord:
     name: str = "mapping"
 
 
-Script = Migration | Definition | UnitColumn | MappingRecord
+@dataclasses.dataclass(frozen=True)
+class Catalogue:
+    """A step around the definitions, rendered from sql/verify.sql: the owners given back before
+    them (`owner_repairs`, its statements in `text`), the DBA's firing modes saved and restored
+    around them, what was installed recorded after them (`record`)."""
+
+    name: str  # owner_repairs | save_firing_modes | restore_firing_modes | record
+    text: str
+
+
+Script = Migration | Definition | UnitColumn | MappingRecord | Catalogue
 
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     """What `run` did: the scripts it applied, the warnings of the preflight, the changes of the
-    mapping against the installed one, and the UEs it queued for their first resync."""
+    mapping against the installed one, the differences of the catalogue it repaired, and the UEs
+    it queued for their first resync."""
 
     scripts: list[Script]
     warnings: list[str]
     mapping_changes: list[str]
+    repaired: list[str] = dataclasses.field(default_factory=list)
     queued: int | None = None
 
 
@@ -233,20 +246,65 @@ def pending_definitions(conn: psycopg.Connection, mapping: Mapping) -> list[Defi
     return shipped
 
 
+def differences(conn: psycopg.Connection, mapping: Mapping) -> list[tuple[str, str, str]]:
+    """(kind, name, problem) for each object migrate recorded that the catalogue no longer holds
+    as it was (sql/verify.sql); none before anything was recorded."""
+    if not _scalar(conn, "ledger_exists", {"table": "schema_objects"}):
+        return []
+    rows = _catalogue_rows(conn, "differences", mapping)
+    found = [(str(k), str(n), str(p)) for k, n, p in rows]
+    if applied_definitions(conn) and not _scalar(conn, "objects_recorded"):
+        found.append(("record", "resync.schema_objects", "nothing recorded of what was installed"))
+    return found
+
+
 def plan(
     conn: psycopg.Connection, mapping: Mapping | None = None, added: list[str] | None = None
 ) -> list[Script]:
     """What `run` would apply now, in order: the numbered migrations, the UE columns to add
     (`added`, from the preflight), the definitions rendered with `mapping` (default: the
-    installed one, else the defaults) and the mapping's record."""
+    installed one, else the defaults) when any changed or the catalogue lost some of what they
+    made (with the owners given back first and the DBA's firing modes kept), the record of what
+    they made, and the mapping's."""
     chosen = mapping or installed_mapping(conn) or mappings.DEFAULT
     todo: list[Script] = []
     todo += pending(conn)
     todo += [_unit_column(chosen, column) for column in added or []]
-    todo += pending_definitions(conn, chosen)
-    if installed_mapping(conn) != chosen or any(isinstance(s, Definition) for s in todo):
+    defs = pending_definitions(conn, chosen)
+    repairs = [d for d in differences(conn, chosen) if d[0] != "firing modes"]
+    if repairs and not defs:
+        defs = definitions(chosen)
+    if defs:
+        owners = _owner_repairs(conn, chosen) if repairs else ""
+        if owners:
+            todo.append(Catalogue("owner_repairs", owners))
+        todo.append(_catalogue_step("save_firing_modes", chosen))
+        todo += defs
+        todo.append(_catalogue_step("restore_firing_modes", chosen))
+        todo.append(_catalogue_step("record", chosen))
+    if installed_mapping(conn) != chosen or defs:
         todo.append(MappingRecord(chosen))
     return todo
+
+
+def verify(conn: psycopg.Connection, mapping: Mapping | None = None) -> list[str]:
+    """Read-only: one line per difference between what this ue-resync installs and the
+    database: the ledger behind the code, the application's tables against the mapping, the
+    catalogue against what migrate recorded. Empty when all is as installed."""
+    if not _scalar(conn, "ledger_exists", {"table": "schema_migrations"}):
+        return ["ue-resync is not installed in this database (no schema resync): run migrate"]
+    chosen = mapping or installed_mapping(conn) or mappings.DEFAULT
+    lines = []
+    behind = pending(conn)
+    if behind:
+        lines.append(
+            f"{len(behind)} migration(s) not applied ({', '.join(m.name for m in behind)})"
+        )
+    elif pending_definitions(conn, chosen):
+        lines.append("the definitions are not this ue-resync's (another version or mapping)")
+    lines += preflight.check(conn, chosen).problems
+    lines += [problem for _, _, problem in differences(conn, chosen)]
+    return lines
 
 
 def run(
@@ -266,10 +324,11 @@ def run(
     added = [column for _, column in report.added]
     changes = chosen.differences(installed or mappings.DEFAULT)
     if not plan(conn, chosen, added):
-        return Outcome([], report.warnings, changes)
+        return Outcome([], report.warnings + _not_repaired(conn, chosen), changes)
     queued = None
     with conn.transaction():
         conn.execute(query("migration_lock"))
+        repaired = [p for k, _, p in differences(conn, chosen) if k != "firing modes"]
         todo = plan(conn, chosen, added)
         for script in todo:
             for text, params in _statements(script):
@@ -279,7 +338,14 @@ def run(
         if first and accept_resync:
             row = conn.execute(query("enqueue_drifted")).fetchone()
             queued = int(row[0]) if row else 0
-    return Outcome(todo, report.warnings, changes, queued)
+    if not any(isinstance(s, Definition) for s in todo):
+        repaired = []
+    return Outcome(todo, report.warnings + _not_repaired(conn, chosen), changes, repaired, queued)
+
+
+def _not_repaired(conn: psycopg.Connection, mapping: Mapping) -> list[str]:
+    """What is left once migrate re-applied what it installs: the DBA's (mixed firing modes)."""
+    return [f"not repaired: {problem}" for _, _, problem in differences(conn, mapping)]
 
 
 def apply(
@@ -317,6 +383,7 @@ def print_sql(
             Definition: f"definitions/{script.name}",
             UnitColumn: f"add column {script.name}",
             MappingRecord: "the mapping",
+            Catalogue: script.name.replace("_", " "),
         }[type(script)]
         parts.append(f"\n-- {label}")
         for text, params in _statements(script):
@@ -379,6 +446,27 @@ def _gate(
         )
 
 
+def _catalogue_step(name: str, mapping: Mapping) -> Catalogue:
+    return Catalogue(name, render.query("verify.sql", name, mapping))
+
+
+def _owner_repairs(conn: psycopg.Connection, mapping: Mapping) -> str:
+    rows = _catalogue_rows(conn, "owner_repairs", mapping)
+    return "".join(f"{statement};\n" for (statement,) in rows)
+
+
+def _catalogue_rows(
+    conn: psycopg.Connection, name: str, mapping: Mapping
+) -> list[tuple[object, ...]]:
+    """A query of sql/verify.sql, read under the search_path its record was made with (names and
+    definitions are printed qualified by what the search_path hides)."""
+    saved = _scalar(conn, "search_path_pin")
+    try:
+        return conn.execute(render.query("verify.sql", name, mapping)).fetchall()
+    finally:
+        conn.execute(query("search_path_restore"), {"search_path": saved})
+
+
 def _unit_column(mapping: Mapping, column: str) -> UnitColumn:
     schema, table = mapping.table("units")
     text = query("add_unit_column").format(
@@ -402,7 +490,7 @@ def _statements(script: Script) -> list[tuple[sql.SQL, dict[str, object] | None]
             (sql.SQL(script.text), None),
             (query("definition_record"), {"name": script.name, "checksum": script.checksum}),
         ]
-    if isinstance(script, UnitColumn):
+    if isinstance(script, UnitColumn | Catalogue):
         return [(sql.SQL(script.text), None)]
     rows = script.mapping.rows()
     return [

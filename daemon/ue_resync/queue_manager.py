@@ -38,6 +38,7 @@ CHANNEL = "ue_resync"
 PGQ_SETTINGS = DBSettings(db_schema="resync", channel=types.Channel(CHANNEL))
 # The reason a job's RetryRequested carries when its connection was lost: not an attempt.
 CONNECTION_LOST = "connection_lost"
+TABLE_EVENT = '"table_changed_event"'  # in the payload of the queue table's NOTIFY
 RETRY_JOB_TRIES = 5
 
 
@@ -60,6 +61,7 @@ class SplitDriver(PsycopgDriver):
         self._listen = listen
         self._on_lost = on_lost
         self._on_listening = on_listening
+        self._table_waiters: list[asyncio.Future[None]] = []
 
     async def add_listener(self, channel: str, callback: NotifyCallback) -> None:
         if channel not in self._listeners:
@@ -79,8 +81,28 @@ class SplitDriver(PsycopgDriver):
                 async for note in self._listen.notifies(timeout=0.5):
                     for callback in list(self._listeners.get(note.channel, [])):
                         callback(note.payload)
+                    if TABLE_EVENT in note.payload:
+                        for waiter in self._table_waiters:
+                            if not waiter.done():
+                                waiter.set_result(None)
         except (psycopg.Error, OSError) as exc:
             self._on_lost(exc)
+
+    async def probe_table(self, timeout: float) -> bool:
+        """Whether a change of the queue table reaches the LISTEN within `timeout` seconds: the
+        path every real job's wake-up takes (the table's trigger, fn_pgqueuer_changed, and the
+        channel it notifies). The probe is an UPDATE of no row, which fires the statement
+        trigger all the same; any table event that arrives meanwhile proves the path as well."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._table_waiters.append(waiter)
+        try:
+            await self._connection.execute(text("probe_queue_trigger"))
+            await asyncio.wait_for(waiter, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._table_waiters.remove(waiter)
 
 
 @dataclasses.dataclass

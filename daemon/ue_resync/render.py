@@ -11,8 +11,9 @@ substituted through psycopg.sql, never by string concatenation:
     {ALIAS.KEY}               the column qualified by a table alias: u."credits"; an optional
                               column the catalogue lacks renders as its neutral value instead
                               (a flag: true, so the UE always syncs; anything else: NULL)
+    {units.regclass}          the table's oid, NULL when it does not exist (to_regclass)
     {counted_statuses}        the counted status values, as a list of string literals
-    {rule.NAME}               a fragment of sql/rule.sql, itself rendered
+    {rule.NAME}, {verify.NAME}  a fragment of sql/rule.sql or sql/verify.sql, itself rendered
 
 The aliases and their table are fixed (ALIASES): every template names a UE row u, w, old, seen or
 c, and an element row e, o, n, OLD or NEW. A line that ends with `-- when units.KEY` (or
@@ -37,6 +38,8 @@ ALIASES = {
 }
 # What an absent optional column stands for where a template reads it.
 _FLAGS = {"sync_credits_with_elements", "sync_hours_with_elements", "auto_sync_enabled"}
+# The files of fragments a template may include, {FILE.NAME}.
+FRAGMENTS = {"rule": "rule.sql", "verify": "verify.sql"}
 _WHEN = re.compile(r"\s*--\s*when\s+(units|elements)\.([a-z_]+)\s*$")
 _NAMED = re.compile(r"^-- name: ([a-z_]+)\s*$", re.MULTILINE)
 
@@ -78,10 +81,11 @@ def render(template: str, mapping: Mapping) -> str:
             continue
         if spec or conversion:
             raise TemplateError(f"placeholder {{{field}}} has a format spec or a conversion")
-        if field.startswith("rule."):
+        head, _, rest = field.partition(".")
+        if head in FRAGMENTS:
             # A fragment's lines after its first line up with where it is placed.
             column = len("".join(out).rpartition("\n")[2])
-            fragment = render(_section("rule.sql", field[len("rule.") :]), mapping)
+            fragment = render(_section(FRAGMENTS[head], rest), mapping)
             out.append(fragment.rstrip("\n").replace("\n", "\n" + " " * column))
         else:
             out.append(_field(field, mapping).as_string(None))
@@ -114,6 +118,9 @@ def _field(field: str, mapping: Mapping) -> sql.Composable:
     if head in ("units", "elements"):
         if rest == "table.name":
             return sql.Literal(".".join(mapping.table(head)))
+        if rest == "regclass":
+            name = sql.Identifier(*mapping.table(head)).as_string(None)
+            return sql.SQL("pg_catalog.to_regclass({})").format(sql.Literal(name))
         key, _, suffix = rest.partition(".")
         column = _column(head, key, field, mapping)
         if column is None:

@@ -33,6 +33,15 @@ from ue_resync.queries import query
 from ue_resync.settings import Settings
 from ue_resync.systemd import ServiceManager
 
+# What a damaged install raises (grants lost in a restore, an object dropped by hand).
+MISSING_INSTALL = (
+    psycopg.errors.InsufficientPrivilege,
+    psycopg.errors.UndefinedTable,
+    psycopg.errors.UndefinedFunction,
+    psycopg.errors.InvalidSchemaName,
+)
+CATALOGUE_SHOWN = 5  # the differences logged one by one at start
+
 # A promoted replica is found within 10 s plus one connect (docs/operations.md, "Failover").
 RECONNECT_CAP = 10.0
 
@@ -78,7 +87,14 @@ class Worker:
                 except migrate.MigrationError:
                     raise
                 except Exception as exc:
-                    if not self.lost.is_set() and not is_connection_loss(exc):
+                    if isinstance(exc, MISSING_INSTALL):
+                        self.log.error(
+                            "the database lacks what ue-resync installs ({}): run `ue-resync "
+                            "migrate --verify` to list what is missing, `ue-resync migrate` to "
+                            "repair it",
+                            one_line(exc),
+                        )
+                    elif not self.lost.is_set() and not is_connection_loss(exc):
                         self.log.opt(exception=exc).error("worker error: {}", one_line(exc))
                     else:
                         cause = self.lost_reason or one_line(exc)
@@ -114,6 +130,15 @@ class Worker:
     def _check_schema(self) -> None:
         with connect_sync(self.dsn, "check") as conn:
             migrate.check_current(conn)
+            found = conn.execute(query("catalogue_differences")).fetchall()
+            for _, _, problem in found[:CATALOGUE_SHOWN]:
+                self.log.warning("catalogue: {}", problem)
+            if found:
+                self.log.warning(
+                    "{} difference(s) with what ue-resync installed: `ue-resync migrate "
+                    "--verify` lists them, `ue-resync migrate` repairs them",
+                    len(found),
+                )
             row = conn.execute(query("is_superuser")).fetchone()
             if row and row[0] and not self.ready_sent:
                 self.log.warning(
@@ -155,7 +180,9 @@ class Worker:
                     self.maintenance.loop(main, self._connection_lost), name="housekeeping"
                 ),
                 # Once listening (self.ready), the LISTEN is checked with a NOTIFY to itself.
-                asyncio.create_task(self.wakeups.watch(qm, self.ready), name="wakeups_check"),
+                asyncio.create_task(
+                    self.wakeups.watch(qm, self.ready, driver.probe_table), name="wakeups_check"
+                ),
             ]
             try:
                 await queue_manager.run(qm, self.settings)

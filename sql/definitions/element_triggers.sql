@@ -104,6 +104,65 @@ BEGIN
 END
 $$;
 
+-- resync.sync_or_defer: sync the given UEs now or queue them, as ue_resync.mode says.
+-- Called by: resync.on_element_statement (a bulk statement), resync.on_element_row (a move
+--   applied by a logical replication worker), resync.on_elements_truncated. p_units distinct
+--   and sorted, p_actions aligned with them.
+-- Does, by ue_resync.mode:
+--   inline   resync.sync_units, waiting at most ue_resync.lock_timeout for the UE rows; on any
+--            error resync.record_sync_failure (reason <prefix>_after_<action>);
+--   deferred resync.enqueue of a job per UE (reason deferred_after_<action>);
+--   off      nothing; resync.enqueue_drifted() catches up later.
+-- Writes: the UEs (inline), resync.pgqueuer, resync.sync_failures (on failure).
+CREATE OR REPLACE FUNCTION resync.sync_or_defer(p_units bigint[], p_actions text[])
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_mode    text := coalesce(nullif(current_setting('ue_resync.mode', true), ''), 'inline');
+    v_saved   text;
+    v_state   text;
+    v_message text;
+BEGIN
+    IF v_mode NOT IN ('inline', 'deferred', 'off') THEN
+        RAISE EXCEPTION 'invalid value for ue_resync.mode: "%"', v_mode
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use inline, deferred or off.';
+    ELSIF v_mode = 'off' OR p_units IS NULL THEN
+        RETURN;
+    ELSIF v_mode = 'deferred' THEN
+        PERFORM resync.enqueue(
+            p_units,
+            array(SELECT 'deferred_after_' || a FROM unnest(p_actions) a),
+            interval '0', NULL, NULL, true);
+        RETURN;
+    END IF;
+
+    -- Set outside the block, so a malformed ue_resync.lock_timeout is the writer's error
+    -- ("invalid value for parameter lock_timeout") rather than a silent deferral; restored
+    -- after it either way.
+    v_saved := current_setting('lock_timeout');
+    PERFORM set_config('lock_timeout',
+        coalesce(nullif(current_setting('ue_resync.lock_timeout', true), ''), '100ms'), true);
+    BEGIN
+        PERFORM resync.sync_units(p_units, false, true);
+    EXCEPTION
+        -- OTHERS does not include query_canceled: a statement_timeout must defer too.
+        WHEN query_canceled THEN
+            v_state := SQLSTATE; v_message := SQLERRM;
+        WHEN OTHERS THEN
+            v_state := SQLSTATE; v_message := SQLERRM;
+    END;
+    PERFORM set_config('lock_timeout', v_saved, true);
+
+    IF v_state IS NOT NULL THEN
+        PERFORM resync.record_sync_failure(p_units, p_actions, v_state, v_message);
+    END IF;
+END
+$$;
+
 -- Section: the statement path
 
 -- resync.on_element_statement: the AFTER STATEMENT trigger function for INSERT, UPDATE, DELETE.
@@ -111,11 +170,8 @@ $$;
 --   tables (new_rows, old_rows).
 -- Does: returns at once when resync.on_element_row handled the statement (' done'). Else
 --   collects the UEs touched (both of them for a move; for an UPDATE only rows whose counted
---   fields moved), drops those with auto_sync_enabled = false, then by ue_resync.mode:
---   inline   resync.sync_units, waiting at most ue_resync.lock_timeout for the UE rows; on any
---            error resync.record_sync_failure (reason <prefix>_after_<action>);
---   deferred resync.enqueue of a job per UE (reason deferred_after_<action>);
---   off      nothing; resync.enqueue_drifted() catches up later.
+--   fields moved), drops those with auto_sync_enabled = false, and hands them to
+--   resync.sync_or_defer.
 -- Writes: the UEs (inline), resync.pgqueuer, resync.sync_failures (on failure).
 -- Why: jit = off, because a bulk statement's read of the transition tables costs more than
 --   JIT's threshold and the compilation takes longer than the query it compiles (servers built
@@ -132,12 +188,8 @@ SET jit = off
 AS $$
 DECLARE
     v_mode     text;
-    v_wait     text;
-    v_saved    text;
     v_units    bigint[];
     v_actions  text[];
-    v_state    text;
-    v_message  text;
     v_joins    text;
 BEGIN
     -- A statement that changed one row: resync.on_element_row has handled it.
@@ -146,14 +198,10 @@ BEGIN
        = encode(timestamptz_send(statement_timestamp()), 'hex') || ' done' THEN
         RETURN NULL;
     END IF;
+    -- Off: not even the transition tables are read (sync_or_defer checks the value).
     v_mode := coalesce(nullif(current_setting('ue_resync.mode', true), ''), 'inline');
-    v_wait := coalesce(nullif(current_setting('ue_resync.lock_timeout', true), ''), '100ms');
     IF v_mode = 'off' THEN
         RETURN NULL;
-    ELSIF v_mode NOT IN ('inline', 'deferred') THEN
-        RAISE EXCEPTION 'invalid value for ue_resync.mode: "%"', v_mode
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Use inline, deferred or off.';
     END IF;
 
     -- One (UE, action) per UE. An UPDATE only counts rows whose counted fields moved;
@@ -203,39 +251,7 @@ BEGIN
         PERFORM set_config('enable_mergejoin', v_joins, true);
     END IF;
 
-    IF v_units IS NULL THEN
-        RETURN NULL;
-    END IF;
-
-    IF v_mode = 'deferred' THEN
-        PERFORM resync.enqueue(
-            v_units,
-            array(SELECT 'deferred_after_' || a FROM unnest(v_actions) a),
-            interval '0', NULL, NULL, true);
-        RETURN NULL;
-    END IF;
-
-    -- Set outside the block, so a malformed ue_resync.lock_timeout is the writer's error
-    -- ("invalid value for parameter lock_timeout") rather than a silent deferral; restored
-    -- after it either way.
-    v_saved := current_setting('lock_timeout');
-    PERFORM set_config('lock_timeout', v_wait, true);
-    BEGIN
-        PERFORM resync.sync_units(v_units, false, true);
-    EXCEPTION
-        -- OTHERS does not include query_canceled: a statement_timeout must defer too.
-        WHEN query_canceled THEN
-            v_state := SQLSTATE; v_message := SQLERRM;
-        WHEN OTHERS THEN
-            v_state := SQLSTATE; v_message := SQLERRM;
-    END;
-    PERFORM set_config('lock_timeout', v_saved, true);
-
-    IF v_state IS NULL THEN
-        RETURN NULL;
-    END IF;
-
-    PERFORM resync.record_sync_failure(v_units, v_actions, v_state, v_message);
+    PERFORM resync.sync_or_defer(v_units, v_actions);
     RETURN NULL;
 END
 $$;
@@ -276,6 +292,8 @@ DECLARE
     v_reason    text;
     v_job       bigint;
     v_check     boolean;
+    v_units     bigint[];
+    v_actions   text[];
 BEGIN
     -- More rows came after this one: the statement trigger syncs them all.
     IF current_setting('ue_resync.statement_rows', true) IS DISTINCT FROM v_statement || ' 1' THEN
@@ -295,8 +313,21 @@ BEGIN
            {NEW.status}, {NEW.deleted_at}, {NEW.course_unit_id}) THEN
         v_unit := NULL;  -- nothing counted changed
     ELSIF {OLD.course_unit_id} IS DISTINCT FROM {NEW.course_unit_id} THEN
-        -- A move touches two UEs: left to the statement trigger.
-        v_set := set_config('ue_resync.statement_rows', v_statement || ' 2', true);
+        IF current_setting('session_replication_role') <> 'replica' THEN
+            -- A move touches two UEs: left to the statement trigger.
+            v_set := set_config('ue_resync.statement_rows', v_statement || ' 2', true);
+            RETURN NULL;
+        END IF;
+        -- The apply worker of a logical replication subscriber fires row triggers only (with
+        -- this one ENABLE ALWAYS): the move is handled here, both UEs at once.
+        v_set := set_config('ue_resync.statement_rows', v_statement || ' done', true);
+        SELECT array_agg(m.unit ORDER BY m.unit), array_agg(m.action ORDER BY m.unit)
+        INTO v_units, v_actions
+        FROM (SELECT DISTINCT unnest(array[{OLD.course_unit_id}, {NEW.course_unit_id}])::bigint
+                     AS unit, 'updated'::text AS action) m
+        JOIN {units} u ON {u.id} = m.unit
+        WHERE m.unit IS NOT NULL AND {u.auto_sync_enabled};
+        PERFORM resync.sync_or_defer(v_units, v_actions);
         RETURN NULL;
     ELSE
         v_unit := {NEW.course_unit_id};
@@ -437,6 +468,35 @@ BEGIN
 END
 $$;
 
+-- Section: TRUNCATE
+
+-- resync.on_elements_truncated: the AFTER TRUNCATE trigger function of the elements table.
+-- Called by: course_unit_elements_resync_truncate, once per TRUNCATE (course_units … CASCADE
+--   truncates the elements too: the UEs are then gone, and nothing is left to sync).
+-- Does: no element is left, so every UE whose stored values are not those of a UE without
+--   elements (resync.drifted) is synced or queued as the mode says (resync.sync_or_defer,
+--   action truncated).
+CREATE OR REPLACE FUNCTION resync.on_elements_truncated() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_units bigint[];
+BEGIN
+    IF coalesce(nullif(current_setting('ue_resync.mode', true), ''), 'inline') = 'off' THEN
+        RETURN NULL;
+    END IF;
+    SELECT array_agg(d.course_unit_id ORDER BY d.course_unit_id) INTO v_units
+    FROM resync.drifted() d;
+    IF v_units IS NOT NULL THEN
+        PERFORM resync.sync_or_defer(
+            v_units, array_fill('truncated'::text, array[cardinality(v_units)]));
+    END IF;
+    RETURN NULL;
+END
+$$;
+
 -- Section: the triggers
 
 CREATE OR REPLACE TRIGGER course_unit_elements_resync_row
@@ -470,3 +530,7 @@ CREATE OR REPLACE TRIGGER course_unit_elements_resync_statement_delete
     AFTER DELETE ON {elements}
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION resync.on_element_statement();
+
+CREATE OR REPLACE TRIGGER course_unit_elements_resync_truncate
+    AFTER TRUNCATE ON {elements}
+    FOR EACH STATEMENT EXECUTE FUNCTION resync.on_elements_truncated();

@@ -195,3 +195,106 @@ AS $$
         'channel', 'ue_resync', 'operation', 'update', 'sent_at', now(),
         'table', 'pgqueuer', 'type', 'table_changed_event')::text)
 $$;
+
+-- Section: the queue table's own triggers
+
+-- resync.fn_pgqueuer_changed: pgqueuer's NOTIFY on any change of its queue table, as pgqueuer
+-- 1.6 emits it (0014_baseline.sql), on the daemon's channel ue_resync. Defined here too so that
+-- migrate puts it back when another tool rewrote it: `pgq upgrade` without
+-- PGQUEUER_CHANNEL=ue_resync points it at ch_pgqueuer, which no daemon listens on (every job
+-- then waits for a poll). The daemon's wake-up check goes through this trigger (wakeups.py).
+CREATE OR REPLACE FUNCTION resync.fn_pgqueuer_changed() RETURNS TRIGGER AS $$
+DECLARE
+    to_emit BOOLEAN := false;  -- Flag to decide whether to emit a notification
+BEGIN
+    -- Check operation type and set the emit flag accordingly
+    IF TG_OP = 'UPDATE' AND OLD IS DISTINCT FROM NEW THEN
+        to_emit := true;
+    ELSIF TG_OP = 'DELETE' THEN
+        to_emit := true;
+    ELSIF TG_OP = 'INSERT' THEN
+        to_emit := true;
+    ELSIF TG_OP = 'TRUNCATE' THEN
+        to_emit := true;
+    END IF;
+
+    -- Perform notification if the emit flag is set
+    IF to_emit THEN
+        PERFORM pg_notify(
+            'ue_resync',
+            json_build_object(
+                'channel', 'ue_resync',
+                'operation', lower(TG_OP),
+                'sent_at', NOW(),
+                'table', TG_TABLE_NAME,
+                'type', 'table_changed_event'
+            )::text
+        );
+    END IF;
+
+    -- Return appropriate value based on the operation
+    IF TG_OP IN ('INSERT', 'UPDATE') THEN
+        RETURN NEW;
+    ELSIF TG_OP = 'DELETE' THEN
+        RETURN OLD;
+    ELSE
+        RETURN NULL; -- For TRUNCATE and other non-row-specific contexts
+    END IF;
+
+END;
+$$ LANGUAGE plpgsql;
+
+CREATE OR REPLACE TRIGGER tg_pgqueuer_changed
+AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON resync.pgqueuer
+EXECUTE FUNCTION resync.fn_pgqueuer_changed();
+
+-- resync.on_foreign_job: a resync job inserted by another client than ue-resync (`pgq queue
+-- resync_course_unit '{{"course_unit_id": 42}}'`, pgqueuer's enqueue from an application, a
+-- hand-written INSERT): its UE taken from the payload into resync_unit and the headers, and
+-- coalesced like every other event.
+-- Called by: pgqueuer_resync_foreign_job, BEFORE INSERT of a row for the resync entrypoint
+--   that does not name its UE in resync_unit (resync.enqueue always does: its inserts never
+--   call this).
+-- Writes: the UE's queued job when it has one (the event absorbed, due no later than this
+--   one), and the row is not inserted (the client's INSERT … RETURNING returns no row: pgq
+--   reports it as a duplicate); else the row, with its UE filled in. A payload without a
+--   readable UE is inserted as it is: the daemon fails it as invalid, with the reason.
+CREATE OR REPLACE FUNCTION resync.on_foreign_job() RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_payload jsonb := resync.payload_json(NEW.payload);
+    v_text    text := coalesce(v_payload ->> 'course_unit_id', NEW.headers ->> 'course_unit_id');
+    v_unit    bigint;
+    v_reason  text;
+    v_job     bigint;
+BEGIN
+    IF v_text !~ '^[0-9]{{1,18}}$' THEN
+        RETURN NEW;
+    END IF;
+    v_unit := v_text::bigint;
+    v_reason := coalesce(v_payload ->> 'reason', NEW.headers ->> 'reason', 'manual_trigger');
+    UPDATE resync.pgqueuer q
+    SET execute_after = least(q.execute_after, NEW.execute_after),
+        resync_events = q.resync_events + 1,
+        resync_last_reason = v_reason
+    WHERE q.resync_unit = v_unit AND q.entrypoint = 'resync_course_unit' AND q.status = 'queued'
+    RETURNING q.id INTO v_job;
+    IF v_job IS NOT NULL THEN
+        RETURN NULL;
+    END IF;
+    NEW.resync_unit := v_unit;
+    NEW.resync_last_reason := v_reason;
+    NEW.headers := coalesce(NEW.headers, '{{}}'::jsonb)
+                   || jsonb_build_object('course_unit_id', v_unit::text, 'reason', v_reason);
+    RETURN NEW;
+END
+$$;
+
+CREATE OR REPLACE TRIGGER pgqueuer_resync_foreign_job
+    BEFORE INSERT ON resync.pgqueuer
+    FOR EACH ROW
+    WHEN (NEW.resync_unit IS NULL AND NEW.entrypoint = 'resync_course_unit')
+    EXECUTE FUNCTION resync.on_foreign_job();

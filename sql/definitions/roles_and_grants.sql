@@ -105,7 +105,8 @@ GRANT EXECUTE ON FUNCTION
     resync.prune_history(timestamptz),                   -- ue-resync check
     resync.payload_json(bytea),                          -- deferred_gauges.sql
     -- The views over the catalogue call these (SECURITY DEFINER): see resync_monitor below.
-    resync.expected_units(), resync.drifted(), resync.lmd_warnings(bigint[])
+    resync.expected_units(), resync.drifted(), resync.lmd_warnings(bigint[]),
+    resync.catalogue_differences()                       -- checked at start
 TO resync_worker;
 
 -- Section: resync_monitor
@@ -125,7 +126,8 @@ GRANT EXECUTE ON FUNCTION
     resync.payload_json(bytea),                       -- resync.failed_jobs
     resync.expected_units(), resync.drifted(),        -- resync.expected, resync.drift
     resync.lmd_warnings(bigint[]),                    -- resync.validation_warnings
-    resync.unit_codes(bigint[])                       -- resync.alerts
+    resync.unit_codes(bigint[]),                      -- resync.alerts
+    resync.catalogue_differences()                    -- resync.alerts
 TO resync_monitor;
 
 -- Section: resync_requester

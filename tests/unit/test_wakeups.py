@@ -70,3 +70,20 @@ def test_the_listen_url_defaults_to_the_database_url(monkeypatch, tmp_path):
     monkeypatch.setenv("UE_RESYNC_SLEEP_WITHOUT_WAKEUPS", "0.01")
     with pytest.raises(SettingsError, match="sleep_without_wakeups"):
         load()
+
+
+async def test_a_queue_trigger_that_notifies_elsewhere_is_named():
+    log, listener = Lines(), Listener()
+    w = Wakeups(sleep=3, sleep_without=0.5, log=log)
+    heard = False
+
+    async def table(timeout: float) -> bool:
+        return heard
+
+    assert not await w.check(listener, table, timeout=0.01)
+    [(level, line)] = log.lines
+    assert level == "warning" and "fn_pgqueuer_changed" in line and "migrate --verify" in line
+    assert w.poll_interval() == timedelta(seconds=0.5)
+    heard = True
+    assert await w.check(listener, table)
+    assert w.poll_interval() is None
