@@ -6,7 +6,7 @@
 
 -- name: objects
 -- One row per thing ue-resync installed, as comparable text: every function (its whole
--- definition: body, SECURITY DEFINER, SET clauses), view, trigger (the triggers calling a
+-- definition: body, SECURITY DEFINER, SET clauses), view (its columns), trigger (the triggers calling a
 -- function of schema resync, on the application's tables too), the owner of every object of
 -- schema resync and of the schema, the rights that PUBLIC and ue-resync's three roles hold on
 -- them (a DBA's grants to other roles are theirs), and the three roles. Nothing here reads a
@@ -55,9 +55,16 @@ rights AS (
     CROSS JOIN LATERAL aclexplode(att.attacl) a
     JOIN roles r ON r.oid = a.grantee
 )
+-- A view by its columns: pg_get_viewdef is no fixed point (a dump and restore of a view prints
+-- it back otherwise), and what a view reads is fingerprinted with the functions it calls.
 SELECT o.kind, o.name, CASE o.kind
            WHEN 'function' THEN md5(pg_catalog.pg_get_functiondef(o.name::regprocedure))
-           WHEN 'view' THEN md5(pg_catalog.pg_get_viewdef(o.name::regclass))
+           WHEN 'view' THEN (SELECT string_agg(quote_ident(a.attname) || ' '
+                                               || pg_catalog.format_type(a.atttypid, a.atttypmod),
+                                               ', ' ORDER BY a.attnum)
+                             FROM pg_catalog.pg_attribute a
+                             WHERE a.attrelid = o.name::regclass AND a.attnum > 0
+                               AND NOT a.attisdropped)
            ELSE 'present' END AS detail
 FROM owned o
 UNION ALL

@@ -55,12 +55,13 @@ class Node:
     def log(self) -> Path:
         return self.data.parent / f"{self.name}.log"
 
-    def tool(self, name: str, *args: str, timeout: float = 120) -> str:
+    def tool(self, name: str, *args: str, timeout: float = 120, cwd: Path | None = None) -> str:
         out = subprocess.run(
             [*as_unprivileged(), str(self.bindir / name), *args],
             capture_output=True,
             text=True,
             timeout=timeout,
+            cwd=cwd,
         )
         if out.returncode != 0:
             raise RuntimeError(f"{name} {' '.join(args)} failed:\n{out.stdout}{out.stderr}")
@@ -94,6 +95,70 @@ class Node:
                 conf.write(f"{key} = '{value}'\n")
 
 
+def own_root(prefix: str) -> Path:
+    """A directory for nodes, owned by the `postgres` system user when running as root."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root.chmod(0o755)
+    if os.geteuid() == 0:
+        user = pwd.getpwnam("postgres")
+        os.chown(root, user.pw_uid, user.pw_gid)
+    return root
+
+
+def initdb(node: Node, root: Path, *options: str, **settings: str) -> None:
+    """A new cluster in node.data (initdb `options` added), configured (not started): loopback
+    only, no fsync, small."""
+    node.tool(
+        "initdb",
+        "-D",
+        str(node.data),
+        "-U",
+        "postgres",
+        "--auth=trust",
+        "-N",
+        "-E",
+        "UTF8",
+        *options,
+    )
+    defaults = dict(
+        listen_addresses="127.0.0.1",
+        port=str(node.port),
+        unix_socket_directories=str(root),
+        fsync="off",
+        shared_buffers="32MB",
+        max_connections="100",
+        wal_level="replica",
+        max_wal_senders="5",
+        wal_receiver_status_interval="1s",
+        log_min_messages="warning",
+        cluster_name=node.name,
+    )
+    node.configure(**{**defaults, **settings})
+
+
+@contextlib.contextmanager
+def servers(
+    bindir: Path, count: int, *initdb_options: str, **settings: str
+) -> Iterator[list[Node]]:
+    """`count` independent servers of `bindir`, started, each on its own port: a logical
+    replication publisher and subscriber (wal_level="logical"), a restore's target."""
+    root = own_root("ue-resync-servers-")
+    nodes = [
+        Node(f"server{n + 1}", bindir, root / f"server{n + 1}", free_port()) for n in range(count)
+    ]
+    try:
+        for node in nodes:
+            initdb(node, root, *initdb_options, **settings)
+            node.start()
+        yield nodes
+    finally:
+        for node in nodes:
+            with contextlib.suppress(Exception):
+                if node.data.exists() and node.running():
+                    node.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
 class Pair:
     """`primary` and `replica`; a failover swaps them (the new `replica` is the failed node,
     stopped, until `rebuild_replica()` clones it afresh from the new primary)."""
@@ -108,35 +173,21 @@ class Pair:
         self.bindir = bindir
         self.synchronous = synchronous
         self.settings = settings or {}  # more of postgresql.conf, for both nodes
-        self.root = root or Path(tempfile.mkdtemp(prefix="ue-resync-pair-"))
-        self.root.chmod(0o755)
-        if os.geteuid() == 0:
-            user = pwd.getpwnam("postgres")
-            os.chown(self.root, user.pw_uid, user.pw_gid)
+        self.root = root or own_root("ue-resync-pair-")
         self.primary = Node("node1", bindir, self.root / "node1", free_port())
         self.replica = Node("node2", bindir, self.root / "node2", free_port())
 
     def start(self) -> None:
         p = self.primary
-        p.tool("initdb", "-D", str(p.data), "-U", "postgres", "--auth=trust", "-N", "-E", "UTF8")
-        defaults = dict(
-            listen_addresses="127.0.0.1",
-            port=str(p.port),
-            unix_socket_directories=str(self.root),
-            fsync="off",
-            shared_buffers="32MB",
-            max_connections="100",
-            wal_level="replica",
-            max_wal_senders="5",
+        initdb(
+            p,
+            self.root,
             hot_standby="on",
-            wal_receiver_status_interval="1s",
-            log_min_messages="warning",
-            cluster_name=p.name,
             # No committed change may be lost: COMMIT returns once the replica has applied it.
             synchronous_standby_names="*" if self.synchronous else "",
             synchronous_commit="remote_apply" if self.synchronous else "on",
+            **self.settings,
         )
-        p.configure(**{**defaults, **self.settings})
         p.start()
         self._clone()
 

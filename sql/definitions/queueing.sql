@@ -271,7 +271,8 @@ DECLARE
     v_reason  text;
     v_job     bigint;
 BEGIN
-    IF v_text !~ '^[0-9]{{1,18}}$' THEN
+    -- The daemon's own rule for a UE id (jobs.parse_payload): a positive bigint.
+    IF v_text !~ '^[1-9][0-9]{{0,18}}$' OR v_text::numeric > 9223372036854775807 THEN
         RETURN NEW;
     END IF;
     v_unit := v_text::bigint;
@@ -287,7 +288,8 @@ BEGIN
     END IF;
     NEW.resync_unit := v_unit;
     NEW.resync_last_reason := v_reason;
-    NEW.headers := coalesce(NEW.headers, '{{}}'::jsonb)
+    NEW.headers := CASE WHEN jsonb_typeof(NEW.headers) = 'object' THEN NEW.headers
+                        ELSE '{{}}'::jsonb END  -- pgqueuer's enqueue writes JSON null
                    || jsonb_build_object('course_unit_id', v_unit::text, 'reason', v_reason);
     RETURN NEW;
 END
