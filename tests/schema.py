@@ -11,9 +11,17 @@ import psycopg
 
 from ue_resync import migrate
 
-# What `migrate` applies to a database that has only the application's tables, in order: every
-# numbered file, every definitions file, then the mapping's record.
-EVERYTHING = [m.name for m in migrate.available()] + list(migrate.DEFINITIONS) + ["mapping"]
+# What `migrate` applies when the definitions are applied (again): the firing modes saved, every
+# definitions file, the modes restored, what was installed recorded, the mapping recorded.
+DEFINITIONS_STEPS = [
+    "save_firing_modes",
+    *migrate.DEFINITIONS,
+    "restore_firing_modes",
+    "record",
+    "mapping",
+]
+# What `migrate` applies to a database that has only the application's tables, in order.
+EVERYTHING = [m.name for m in migrate.available()] + DEFINITIONS_STEPS
 
 # Today's 14 numbered files as they stood before the baseline replaced them, frozen.
 LEGACY_SQL = Path(__file__).resolve().parent / "fixtures" / "legacy_sql"

@@ -34,7 +34,9 @@ def test_migrate_upgrades_a_pre_baseline_database_and_failed_still_lists(cli, em
     upgraded = cli("migrate", env=env)
     assert upgraded.returncode == 0, upgraded.stderr
     steps = ["0015_definitions_ledger", "0016_queue_unit_column", "0017_mapping"]
-    steps += [f"definitions/{name}" for name in migrate.DEFINITIONS] + ["mapping"]
+    steps += ["0018_catalogue_record", "save_firing_modes"]
+    steps += [f"definitions/{name}" for name in migrate.DEFINITIONS]
+    steps += ["restore_firing_modes", "record", "mapping"]
     assert upgraded.stdout.splitlines() == [
         f"applied {len(steps)} step(s): {', '.join(steps)}",
         f"schema at version {migrate.code_schema_version()}",

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from tests import catalog
-from tests.schema import catalogue
+from tests.schema import DEFINITIONS_STEPS, catalogue
 from ue_resync import mapping, migrate, preflight
 
 FR = mapping.build(
@@ -159,7 +159,7 @@ def test_an_upgrade_reports_drift_and_goes_on(dsn):
         conn.execute("UPDATE course_units SET credits = 9 WHERE id = %s", (u,))
         conn.execute("UPDATE resync.schema_definitions SET checksum = 'old'")
         outcome = migrate.run(conn)
-        assert [s.name for s in outcome.scripts] == [*migrate.DEFINITIONS, "mapping"]
+        assert [s.name for s in outcome.scripts] == DEFINITIONS_STEPS
         assert outcome.queued is None
         assert [r[0] for r in conn.execute("SELECT course_unit_id FROM resync.drift")] == [u]
 
@@ -224,7 +224,7 @@ def test_a_mapping_change_is_a_definitions_change(dsn):
             {"elements": {"counted": ["active", "draft"], "not_counted": ["inactive"]}}
         )
         outcome = migrate.run(conn, widened)
-        assert [s.name for s in outcome.scripts] == [*migrate.DEFINITIONS, "mapping"]
+        assert [s.name for s in outcome.scripts] == DEFINITIONS_STEPS
         assert outcome.mapping_changes == [
             'elements.counted: ["active"] → ["active", "draft"]',
             'elements.not_counted: ["inactive", "draft", "archived"] → ["inactive"]',

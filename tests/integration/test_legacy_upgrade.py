@@ -92,8 +92,8 @@ def test_a_database_migrated_before_the_baseline_upgrades_to_a_fresh_install(
             "0015_definitions_ledger",
             "0016_queue_unit_column",
             "0017_mapping",
-            *migrate.DEFINITIONS,
-            "mapping",
+            "0018_catalogue_record",
+            *schema.DEFINITIONS_STEPS,
         ]
         assert migrate.check_current(conn) == migrate.code_schema_version()
         assert migrate.apply(conn) == []

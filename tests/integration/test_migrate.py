@@ -14,7 +14,14 @@ import pytest
 
 from support import postgres
 from tests import catalog
-from tests.schema import EVERYTHING, definitions_ledger, kinds, ledger, snapshot
+from tests.schema import (
+    DEFINITIONS_STEPS,
+    EVERYTHING,
+    definitions_ledger,
+    kinds,
+    ledger,
+    snapshot,
+)
 from ue_resync import migrate
 
 LATEST = migrate.code_version()
@@ -46,8 +53,9 @@ def test_apply_on_a_new_database_then_again(app_dsn):
         assert migrate.code_schema_version().startswith(f"{LATEST}+")
     before = snapshot(app_dsn)
     assert kinds(before)["function"] >= 20
-    # 3 statement and 1 row trigger on elements, requests_enqueue, tg_pgqueuer_changed
-    assert kinds(before)["trigger"] == 6
+    # On the elements: 3 statement, 1 row and 1 TRUNCATE trigger; requests_enqueue;
+    # tg_pgqueuer_changed and pgqueuer_resync_foreign_job on the queue.
+    assert kinds(before)["trigger"] == 8
 
     with psycopg.connect(app_dsn, autocommit=True) as conn:
         assert migrate.apply(conn) == []
@@ -90,7 +98,7 @@ def test_a_changed_definitions_file_applies_them_all_again(conn, dsn):
     assert migrate.pending(conn) == []
     default = migrate.mappings.DEFAULT
     assert [d.name for d in migrate.pending_definitions(conn, default)] == list(migrate.DEFINITIONS)
-    assert [s.name for s in migrate.apply(conn)] == [*migrate.DEFINITIONS, "mapping"]
+    assert [s.name for s in migrate.apply(conn)] == DEFINITIONS_STEPS
     assert snapshot(dsn) == before
     assert definitions_ledger(dsn) == expected_definitions()
     assert migrate.check_current(conn) == migrate.code_schema_version()

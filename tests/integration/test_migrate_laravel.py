@@ -10,7 +10,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from tests import catalog
-from tests.schema import EVERYTHING, catalogue
+from tests.schema import DEFINITIONS_STEPS, EVERYTHING, catalogue
 from ue_resync import migrate
 
 LARAVEL_SCHEMA = """
@@ -113,9 +113,9 @@ def test_laravel_database_migrates_without_rewriting_rows(empty_dsn):
         assert _laravel_state(conn) == before
         outcome = migrate.run(conn, accept_resync=True)
         assert [s.name for s in outcome.scripts] == [
-            *EVERYTHING[: -len(migrate.DEFINITIONS) - 1],
+            *EVERYTHING[: -len(DEFINITIONS_STEPS)],
             "public.course_units.last_job_sync",
-            *EVERYTHING[-len(migrate.DEFINITIONS) - 1 :],
+            *DEFINITIONS_STEPS,
         ]
         assert outcome.queued == 3
 
