@@ -166,3 +166,20 @@ BEGIN
     END LOOP;
 END
 $$
+
+-- name: parameter_privileges
+-- The owners (of the database, of the elements table) who may not yet ALTER DATABASE/ROLE … SET
+-- the ue_resync.* settings, and the statement a superuser runs for them.
+SELECT r.rolname::text AS role,
+       format('GRANT SET ON PARAMETER ue_resync.mode, ue_resync.lock_timeout, '
+              'ue_resync.debounce, ue_resync.debounce_max_wait TO %I', r.rolname) AS statement
+FROM pg_catalog.pg_roles r
+WHERE NOT r.rolsuper
+  AND (r.oid = (SELECT d.datdba FROM pg_catalog.pg_database d
+                WHERE d.datname = current_database())
+       OR r.oid = (SELECT c.relowner FROM pg_catalog.pg_class c
+                   WHERE c.oid = {elements.regclass}))
+  AND NOT (SELECT bool_and(pg_catalog.has_parameter_privilege(r.oid, p, 'SET'))
+           FROM unnest(array['ue_resync.mode', 'ue_resync.lock_timeout', 'ue_resync.debounce',
+                             'ue_resync.debounce_max_wait']) p)
+ORDER BY 1

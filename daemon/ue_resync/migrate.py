@@ -344,8 +344,17 @@ def run(
 
 
 def _not_repaired(conn: psycopg.Connection, mapping: Mapping) -> list[str]:
-    """What is left once migrate re-applied what it installs: the DBA's (mixed firing modes)."""
-    return [f"not repaired: {problem}" for _, _, problem in differences(conn, mapping)]
+    """What is left once migrate re-applied what it installs: the DBA's (mixed firing modes),
+    and the SET privileges on the ue_resync.* settings only a superuser may grant."""
+    left = [f"not repaired: {problem}" for _, _, problem in differences(conn, mapping)]
+    if _scalar(conn, "ledger_exists", {"table": "schema_migrations"}):
+        rows = conn.execute(render.query("verify.sql", "parameter_privileges", mapping))
+        left += [
+            f"{role} may not ALTER DATABASE/ROLE … SET ue_resync.* (the rollback of "
+            f"docs/cutover.md): as a superuser, run {statement}"
+            for role, statement in rows.fetchall()
+        ]
+    return left
 
 
 def apply(

@@ -78,7 +78,7 @@ async def resync_units(
             {"run_ids": [r.run_id for r in runs], "units": [r.course_unit_id for r in runs]},
         )
         done = await cur.fetchall()
-        await cur.execute(query("validation_warnings"), {"units": [r.course_unit_id for r in runs]})
+        await cur.execute(query("note_warnings"), {"units": [r.course_unit_id for r in runs]})
         warnings: dict[int, list[tuple[str, str]]] = {}
         for row in await cur.fetchall():
             warnings.setdefault(row["course_unit_id"], []).append((row["warning"], row["detail"]))

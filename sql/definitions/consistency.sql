@@ -166,3 +166,30 @@ BEGIN
     RETURN v_queued;
 END
 $$;
+
+-- resync.note_warnings: the LMD warnings of the given UEs that appeared or changed since they
+-- were last noted; notes them (resync.unit_warnings) and forgets the ones that cleared.
+-- Called by: the daemon after each batch (note_warnings.sql), which logs what it returns: a
+--   UE's warning is logged when it appears or changes, not at every resync.
+CREATE OR REPLACE FUNCTION resync.note_warnings(p_units bigint[])
+RETURNS TABLE (course_unit_id bigint, warning text, detail text)
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH
+    now_found AS (SELECT w.course_unit_id, w.warning, w.detail FROM resync.lmd_warnings(p_units) w),
+    -- The warnings that cleared (disjoint from the rows written below).
+    cleared AS (
+        DELETE FROM resync.unit_warnings u
+        WHERE u.course_unit_id = ANY (p_units)
+          AND NOT EXISTS (SELECT 1 FROM now_found f
+                          WHERE f.course_unit_id = u.course_unit_id AND f.warning = u.warning)
+    )
+    INSERT INTO resync.unit_warnings AS u (course_unit_id, warning, detail)
+    SELECT f.course_unit_id, f.warning, f.detail FROM now_found f
+    ON CONFLICT (course_unit_id, warning) DO UPDATE
+    SET detail = excluded.detail, noted_at = now()
+    WHERE u.detail IS DISTINCT FROM excluded.detail
+    RETURNING u.course_unit_id, u.warning, u.detail
+$$;

@@ -50,6 +50,49 @@ SELECT
      WHERE w.stopped_at IS NULL AND w.heartbeat_at > now() - interval '30 seconds') AS live_workers
 FROM resync.pgqueuer q;
 
+-- resync.unit_failures: per UE, its failures in the last p_since that no successful sync
+-- followed: the daemon's failed attempts, and the inline syncs that failed for another reason
+-- than the contention deferral exists for (lock_timeout 55P03, deadlock and serialization
+-- failures, class 40), which are routine on a busy UE. A sync of the UE that succeeded after a
+-- failure (its last_element_sync or last_job_sync is later: a retried job, `ue-resync sync`, the
+-- next write) clears it: an operator's fix clears the alert.
+-- Read by: resync.alerts (unit_failures_24h) and the gauge ue_resync_unit_failures_24h_max.
+CREATE OR REPLACE FUNCTION resync.unit_failures(p_since interval DEFAULT interval '24 hours')
+RETURNS TABLE (course_unit_id bigint, code text, failures bigint, last_at timestamptz,
+               last_error text)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+    WITH
+    failed AS (
+        SELECT r.course_unit_id, r.finished_at AS at, r.error
+        FROM resync.job_runs r
+        WHERE r.outcome IN ('retrying', 'failed', 'superseded')
+          AND r.finished_at > now() - p_since
+          AND r.course_unit_id IS NOT NULL
+        UNION ALL
+        SELECT f.course_unit_id, f.failed_at, f.error
+        FROM resync.sync_failures f
+        WHERE f.failed_at > now() - p_since
+          AND f.sqlstate <> '55P03' AND f.sqlstate NOT LIKE '40%'
+    ),
+    -- The UEs that failed, with their latest successful sync.
+    unit AS (
+        SELECT {u.id}::bigint AS id, {u.code}::text AS code,
+               greatest({u.last_element_sync}::timestamptz, {u.last_job_sync}::timestamptz)
+                   AS synced
+        FROM {units} u
+        WHERE {u.id} IN (SELECT failed.course_unit_id FROM failed)
+    )
+    SELECT f.course_unit_id, u.code, count(*), max(f.at),
+           (array_agg(f.error ORDER BY f.at DESC))[1]
+    FROM failed f
+    LEFT JOIN unit u ON u.id = f.course_unit_id
+    WHERE u.synced IS NULL OR f.at > u.synced
+    GROUP BY f.course_unit_id, u.code
+$$;
+
 -- resync.alerts: one row per alert firing now; no row means all is well. Severities:
 --   critical  the queue is not being worked: due_job_wait, no_live_worker; or what ue-resync
 --             installed is damaged: catalogue
@@ -100,25 +143,9 @@ live AS (
     FROM s LEFT JOIN resync.workers w ON true
     GROUP BY s.worker_heartbeat_fresh
 ),
--- Failures per UE in the last 24 hours: the daemon's failed attempts, and the inline syncs
--- that failed for another reason than the contention deferral exists for (lock_timeout
--- 55P03, deadlock and serialization failures, class 40), which are routine on a busy UE.
 unit_failures AS (
-    SELECT f.course_unit_id, count(*) AS n, max(f.at) AS last_at,
-           (array_agg(f.error ORDER BY f.at DESC))[1] AS last_error
-    FROM (
-        SELECT r.course_unit_id, r.finished_at AS at, r.error
-        FROM resync.job_runs r
-        WHERE r.outcome IN ('retrying', 'failed', 'superseded')
-          AND r.finished_at > now() - interval '24 hours'
-          AND r.course_unit_id IS NOT NULL
-        UNION ALL
-        SELECT f.course_unit_id, f.failed_at, f.error
-        FROM resync.sync_failures f
-        WHERE f.failed_at > now() - interval '24 hours'
-          AND f.sqlstate <> '55P03' AND f.sqlstate NOT LIKE '40%'
-    ) f
-    GROUP BY f.course_unit_id
+    SELECT f.course_unit_id, f.code, f.failures AS n, f.last_at, f.last_error
+    FROM resync.unit_failures() f
 ),
 -- Drifted UEs that no queued or running job is about to repair: a UE waiting for its
 -- deferred resync is expected to differ for a while (and a job that never runs raises
@@ -159,12 +186,11 @@ fired (name, severity, value, threshold, detail) AS (
     UNION ALL
     SELECT 'unit_failures_24h', 'warning', f.n::text, s.unit_failures_24h,
            format('UE %s (id %s) failed %s times in 24 hours, last at %s: %s',
-                  coalesce(u.code::text, '?'), f.course_unit_id, f.n,
+                  coalesce(f.code, '?'), f.course_unit_id, f.n,
                   to_char(f.last_at, 'YYYY-MM-DD HH24:MI:SS'),
                   coalesce(left(f.last_error, 300), 'no error text'))
     FROM unit_failures f
     CROSS JOIN s
-    LEFT JOIN LATERAL resync.unit_codes(array[f.course_unit_id]) u ON true
     WHERE f.n >= s.unit_failures_24h::bigint
     UNION ALL
     SELECT 'due_job_wait', 'critical', date_trunc('second', o.waiting)::text, s.due_job_wait,

@@ -26,8 +26,9 @@ BEGIN
             USING ERRCODE = 'foreign_key_violation',
                   HINT = 'SELECT ' || {units.id.name} || ' FROM ' || {units.table.name} || ' lists the units.';
     END IF;
-    IF NEW.reason IS NULL OR NEW.reason !~ '^[[:alnum:]_.:/ -]{{1,100}}$' THEN
-        RAISE EXCEPTION 'resync.requests: reason must be 1 to 100 letters, digits, spaces or _.:/-'
+    IF NEW.reason IS NULL OR length(NEW.reason) NOT BETWEEN 1 AND 100
+       OR NEW.reason ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'resync.requests: reason must be 1 to 100 characters, no control character'
             USING ERRCODE = 'check_violation';
     END IF;
 
@@ -50,20 +51,31 @@ CREATE OR REPLACE TRIGGER requests_enqueue
     BEFORE INSERT ON resync.requests
     FOR EACH ROW EXECUTE FUNCTION resync.on_request();
 
--- resync.request: the function form of a request (the old ->delay()); returns the job id.
+-- resync.request: the function form of a request (the old ->delay()); returns the job id. A
+-- negative delay is refused, as the CLI's --delay refuses it.
 CREATE OR REPLACE FUNCTION resync.request(
     p_course_unit_id bigint,
     p_reason text DEFAULT 'manual_trigger',
     p_delay interval DEFAULT interval '0'
 ) RETURNS bigint
-LANGUAGE sql
+LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+DECLARE
+    v_job bigint;
+BEGIN
+    IF p_delay < interval '0' THEN
+        RAISE EXCEPTION 'resync.request: delay % is negative', p_delay
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use a delay of zero or more, e.g. interval ''2 minutes''.';
+    END IF;
     -- SECURITY DEFINER: current_user would be this function's owner; session_user is the
     -- role that asked.
     INSERT INTO resync.requests (course_unit_id, reason, run_at, requested_by)
     VALUES (p_course_unit_id, coalesce(p_reason, 'manual_trigger'),
             now() + coalesce(p_delay, interval '0'), session_user)
-    RETURNING job_id
+    RETURNING job_id INTO v_job;
+    RETURN v_job;
+END
 $$;

@@ -20,9 +20,23 @@
 
 DO $$
 DECLARE
-    v_role text;
-    v_note text;
+    v_role    text;
+    v_note    text;
+    v_missing text[];
 BEGIN
+    -- Every role to create, said at once when the installing role cannot create them.
+    SELECT array_agg(r ORDER BY r) INTO v_missing
+    FROM unnest(array['resync_worker', 'resync_monitor', 'resync_requester']) r
+    WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = r);
+    IF v_missing IS NOT NULL AND NOT (SELECT rolcreaterole OR rolsuper FROM pg_catalog.pg_roles
+                                      WHERE rolname = current_user) THEN
+        RAISE EXCEPTION 'cannot create the roles % (% lacks CREATEROLE): as a role that has it, run %then migrate again; nothing was changed',
+            array_to_string(v_missing, ', '), current_user,
+            (SELECT string_agg(format('CREATE ROLE %I NOLOGIN; ', r), '' ORDER BY r)
+             FROM unnest(v_missing) r)
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+
     FOR v_role, v_note IN VALUES
         ('resync_worker',    'ue-resync: what the daemon and the check timer need'),
         ('resync_monitor',   'ue-resync: read the operator views and alerts'),
@@ -37,12 +51,6 @@ BEGIN
             -- migration lock is per database); pg_authid's unique index made us wait for it.
             WHEN duplicate_object OR unique_violation THEN
                 NULL;
-            WHEN insufficient_privilege THEN
-                RAISE EXCEPTION 'ue-resync: cannot create role % (the installing role lacks CREATEROLE)',
-                    v_role
-                    USING ERRCODE = 'insufficient_privilege',
-                          HINT = format('Ask a superuser to run: CREATE ROLE %I NOLOGIN; then migrate again.',
-                                        v_role);
         END;
     END LOOP;
 END $$;
@@ -89,10 +97,9 @@ GRANT SELECT, INSERT, UPDATE ON resync.job_runs TO resync_worker;
 -- Gauges, the LMD checks after each resync, and the drift sweep of `ue-resync check`.
 GRANT SELECT ON resync.queue_status, resync.validation_warnings, resync.drift TO resync_worker;
 -- Prometheus: ue_resync_enqueued_total is the queue's id sequence (queries/enqueued_total.sql;
--- SELECT reads it, it cannot take a number); ue_resync_unit_failures_24h_max counts the inline
--- syncs that failed as resync.alerts does (queries/unit_failures_max.sql): not the error text.
+-- SELECT reads it, it cannot take a number); ue_resync_unit_failures_24h_max is what
+-- resync.alerts counts (resync.unit_failures(), below).
 GRANT SELECT ON SEQUENCE resync.pgqueuer_id_seq TO resync_worker;
-GRANT SELECT (course_unit_id, failed_at, sqlstate) ON resync.sync_failures TO resync_worker;
 GRANT EXECUTE ON FUNCTION
     resync.start_runs(bigint[], bigint[], text[], uuid),
     resync.complete_runs(bigint[], bigint[]),
@@ -106,7 +113,9 @@ GRANT EXECUTE ON FUNCTION
     resync.payload_json(bytea),                          -- deferred_gauges.sql
     -- The views over the catalogue call these (SECURITY DEFINER): see resync_monitor below.
     resync.expected_units(), resync.drifted(), resync.lmd_warnings(bigint[]),
-    resync.catalogue_differences()                       -- checked at start
+    resync.catalogue_differences(),                      -- checked at start
+    resync.unit_failures(interval),                      -- unit_failures_max.sql
+    resync.note_warnings(bigint[])                       -- note_warnings.sql
 TO resync_worker;
 
 -- Section: resync_monitor
@@ -127,7 +136,8 @@ GRANT EXECUTE ON FUNCTION
     resync.expected_units(), resync.drifted(),        -- resync.expected, resync.drift
     resync.lmd_warnings(bigint[]),                    -- resync.validation_warnings
     resync.unit_codes(bigint[]),                      -- resync.alerts
-    resync.catalogue_differences()                    -- resync.alerts
+    resync.catalogue_differences(),                   -- resync.alerts
+    resync.unit_failures(interval)                    -- resync.alerts
 TO resync_monitor;
 
 -- Section: resync_requester
@@ -139,3 +149,32 @@ TO resync_monitor;
 GRANT INSERT (course_unit_id, reason, run_at) ON resync.requests TO resync_requester;
 GRANT SELECT ON resync.requests TO resync_requester;
 GRANT EXECUTE ON FUNCTION resync.request(bigint, text, interval) TO resync_requester;
+
+-- Section: the settings the application's owner may change
+--
+-- `ALTER DATABASE app SET ue_resync.mode = 'off'` (the rollback of docs/cutover.md) and `ALTER
+-- ROLE … SET ue_resync.…` need, for a role that is not a superuser, the SET privilege on these
+-- parameters (PostgreSQL 15+: no loaded module defines them). Granted to the database's owner
+-- and the elements table's owner when the installing role may (a superuser); otherwise
+-- `ue-resync migrate` says what to run (sql/verify.sql, parameter_privileges). A session's own
+-- `SET ue_resync.mode = 'deferred'` needs nothing.
+DO $$
+DECLARE
+    v_role name;
+BEGIN
+    IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
+        RETURN;
+    END IF;
+    FOR v_role IN
+        SELECT r.rolname
+        FROM pg_catalog.pg_roles r
+        WHERE NOT r.rolsuper
+          AND (r.oid = (SELECT d.datdba FROM pg_catalog.pg_database d
+                        WHERE d.datname = current_database())
+               OR r.oid = (SELECT c.relowner FROM pg_catalog.pg_class c
+                           WHERE c.oid = {elements.regclass}))
+    LOOP
+        EXECUTE format('GRANT SET ON PARAMETER ue_resync.mode, ue_resync.lock_timeout, '
+                       'ue_resync.debounce, ue_resync.debounce_max_wait TO %I', v_role);
+    END LOOP;
+END $$;

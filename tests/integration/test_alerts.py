@@ -145,6 +145,20 @@ def test_the_same_unit_failing_repeatedly_is_named(conn):
     assert rows[1]["detail"].startswith(f"UE PHYS202 (id {v}) failed 3 times")
 
 
+def test_a_successful_sync_after_the_failures_clears_the_unit(conn):
+    u = catalog.unit(conn, code="MATH101")
+    for ago in ("3 hours", "2 hours", "1 hour"):
+        unit_failure(conn, u, ago)
+    assert only(conn, "unit_failures_24h")["value"] == "3"
+    # The operator's fix: the UE resynced (ue-resync sync, a retried job, the next write).
+    conn.execute("SELECT resync.sync_now(%s)", (u,))
+    assert "unit_failures_24h" not in fired(conn)
+    assert conn.execute("SELECT * FROM resync.unit_failures()").fetchall() == []
+    # A failure after that fix counts again, alone.
+    inline_failure(conn, u, "22003")
+    assert conn.execute("SELECT failures FROM resync.unit_failures()").fetchall() == [(1,)]
+
+
 def test_a_due_job_waiting_too_long(conn):
     live_worker(conn)
     due_job(conn, "4 minutes")

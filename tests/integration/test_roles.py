@@ -15,15 +15,16 @@ What each role may do, and what these tests hold it to:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from tests import catalog
 from tests.roles import denied, scalar, seed_operator_state
+from ue_resync import migrate
 
-SQL_DIR = Path(__file__).resolve().parents[2] / "sql" / "definitions"
+# roles_and_grants.sql as migrate renders it (the default mapping).
+GRANTS = next(d.text for d in migrate.definitions() if d.name == "roles_and_grants")
 GROUP_ROLES = ("resync_worker", "resync_monitor", "resync_requester")
 MONITOR_VIEWS = (
     "queue_status",
@@ -86,7 +87,7 @@ def acl_snapshot(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
 def test_the_grants_run_again_without_change(conn):
     before = acl_snapshot(conn)
     with conn.transaction():
-        conn.execute((SQL_DIR / "roles_and_grants.sql").read_text("utf-8").encode("utf-8"))
+        conn.execute(GRANTS.encode("utf-8"))
     assert acl_snapshot(conn) == before
 
 
@@ -98,7 +99,7 @@ def test_the_grants_file_takes_back_what_it_does_not_grant(conn):
     conn.execute("GRANT EXECUTE ON FUNCTION resync.clear_queue() TO resync_requester, PUBLIC")
     assert acl_snapshot(conn) != before
     with conn.transaction():
-        conn.execute((SQL_DIR / "roles_and_grants.sql").read_text("utf-8").encode("utf-8"))
+        conn.execute(GRANTS.encode("utf-8"))
     assert acl_snapshot(conn) == before
 
 
