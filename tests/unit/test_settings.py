@@ -55,6 +55,47 @@ def test_socket_directory_as_db_host(tmp_path: Path):
     assert load(env).dsn() == "postgresql://u@%2Fvar%2Frun%2Fpostgresql/c"
 
 
+def test_laravel_11_db_url_wins_over_the_parts(tmp_path: Path):
+    env = tmp_path / "laravel.env"
+    env.write_text(
+        "DB_CONNECTION=pgsql\nDB_URL=pgsql://app:s3cret@db.example:5433/catalogue\n"
+        "DB_HOST=elsewhere\nDB_DATABASE=other\n"
+    )
+    assert load(env).dsn() == "postgresql://app:s3cret@db.example:5433/catalogue"
+    assert load(env).has_database()
+    env.write_text("DB_URL=postgres://app@db.example/catalogue\n")
+    assert load(env).dsn() == "postgres://app@db.example/catalogue"
+    env.write_text("DB_URL=\nDB_DATABASE=catalogue\nDB_USERNAME=app\n")
+    assert load(env).dsn() == "postgresql://app@localhost/catalogue"
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (
+            "DB_CONNECTION=mysql\nDB_HOST=db\nDB_PORT=3306\nDB_DATABASE=app\n",
+            "DB_CONNECTION=mysql in the Laravel .env: ue-resync reads DB_URL and DB_* only for "
+            "DB_CONNECTION=pgsql",
+        ),
+        ("DB_CONNECTION=sqlite\nDB_URL=postgresql://h/app\n", "DB_CONNECTION=sqlite"),
+        ("DB_URL=mysql://root@db/app\n", "DB_URL is a mysql:// URL: ue-resync needs PostgreSQL"),
+    ],
+)
+def test_a_laravel_env_of_another_database_is_refused_in_one_line(tmp_path, lines, message):
+    env = tmp_path / "laravel.env"
+    env.write_text(lines)
+    with pytest.raises(SettingsError) as err:
+        load(env).dsn()
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_database_url_wins_over_a_laravel_env_of_another_database(monkeypatch, tmp_path):
+    env = tmp_path / "laravel.env"
+    env.write_text("DB_CONNECTION=mysql\nDB_DATABASE=app\n")
+    monkeypatch.setenv("UE_RESYNC_DATABASE_URL", "pgsql://u@h/d")
+    assert load(env).dsn() == "postgresql://u@h/d"
+
+
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
