@@ -34,7 +34,7 @@ from ue_resync.commands import (
     cmd_work,
 )
 from ue_resync.log import one_line
-from ue_resync.settings import SettingsError, load
+from ue_resync.settings import Settings, SettingsError, load
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,13 +91,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mapping", type=Path, help="a mapping file to check and print")
 
     p = add("work", cmd_work, "run the worker daemon (queue:work)")
-    p.add_argument("--sleep", type=float, help="poll fallback, seconds (3)")
-    p.add_argument("--tries", type=int, help="attempts per job (3)")
-    p.add_argument("--backoff", help="delays between attempts, seconds (30,60,120)")
-    p.add_argument("--max-time", type=float, help="exit 0 after this many seconds (3600)")
-    p.add_argument("--timeout", type=float, help="seconds per resync transaction (5)")
-    p.add_argument("--concurrency", type=int, help="resync transactions at once (2)")
-    p.add_argument("--batch-size", type=int, help="UEs per resync transaction (200)")
+    p.add_argument("--sleep", type=float, help=f"poll fallback, seconds ({_default('sleep')})")
+    p.add_argument("--tries", type=int, help=f"attempts per job ({_default('tries')})")
+    p.add_argument("--backoff", help=f"delays between attempts, seconds ({_default('backoff')})")
+    p.add_argument(
+        "--max-time",
+        type=float,
+        help=f"exit 0 after this many seconds, 0 = never ({_default('max_time')})",
+    )
+    p.add_argument(
+        "--timeout", type=float, help=f"seconds per resync transaction ({_default('timeout')})"
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        help=f"resync transactions at once ({_default('concurrency')})",
+    )
+    p.add_argument(
+        "--batch-size", type=int, help=f"UEs per resync transaction ({_default('batch_size')})"
+    )
     p.add_argument(
         "--stop-when-empty",
         action="store_true",
@@ -105,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="drain the due jobs, then exit 0",
     )
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
-    p.add_argument("--metrics-bind", help="address for the metrics (127.0.0.1)")
+    p.add_argument("--metrics-bind", help=f"address for the metrics ({_default('metrics_bind')})")
 
     p = add("monitor", cmd_monitor, "queue figures (queue:monitor)")
     p.add_argument("--json", action="store_true")
@@ -117,13 +129,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
 
     p = add("failed", cmd_failed, "list failed jobs (queue:failed)")
+    p.add_argument("--unit", type=int, metavar="ID", help="only this course unit's failed jobs")
     p.add_argument("--json", action="store_true")
 
     p = add("retry", cmd_retry, "re-queue failed jobs now (queue:retry)")
-    p.add_argument("ids", nargs="+", metavar="all|ID")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("ids", nargs="*", default=[], metavar="all|JOB_ID")
+    target.add_argument(
+        "--unit", type=int, metavar="ID", help="every failed job of this course unit"
+    )
 
-    p = add("forget", cmd_forget, "delete one failed job (queue:forget)")
-    p.add_argument("id", type=int)
+    p = add("forget", cmd_forget, "delete failed jobs (queue:forget)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("ids", nargs="*", default=[], metavar="all|JOB_ID")
+    target.add_argument(
+        "--unit", type=int, metavar="ID", help="every failed job of this course unit"
+    )
 
     add("flush", cmd_flush, "delete every failed job (queue:flush)")
 
@@ -134,7 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("request", cmd_request, "queue a resync of one course unit (dispatch)")
     p.add_argument("id", type=int)
     p.add_argument("--reason", default="manual_trigger")
-    p.add_argument("--delay", default="0", help="e.g. 30s, 2m, 1h (0)")
+    p.add_argument(
+        "--delay",
+        default="0",
+        help="due this long from now: 90, 30s, 2m, 1h (0); never negative, so `--delay -5m` is "
+        "refused",
+    )
 
     p = add("sync", cmd_sync, "resync one course unit now (dispatchSync)")
     p.add_argument("id", type=int)
@@ -160,6 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true", help="leave the server running at the end")
     p.add_argument("--data-dir", type=Path, default=Path(".ue-resync/demo"))
     return parser
+
+
+def _default(name: str) -> str:
+    """A setting's default as the help shows it, from the one place it is set (settings.py)."""
+    value = Settings.model_fields[name].default
+    if isinstance(value, tuple):
+        return ",".join(f"{v:g}" for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 _WORK_FLAGS = (
@@ -204,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as exc:
         print(f"ue-resync: {exc}", file=sys.stderr)
         return exc.status
-    except psycopg.errors.UndefinedTable as exc:
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
         print(
             f"ue-resync: the database is not migrated ({one_line(exc)}): run `ue-resync migrate`",
             file=sys.stderr,
