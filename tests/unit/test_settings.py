@@ -1,8 +1,10 @@
+import re
 from pathlib import Path
 
 import pytest
 
-from ue_resync.settings import SettingsError, load, redact
+from ue_resync.cli import main
+from ue_resync.settings import Settings, SettingsError, load, redact
 
 
 @pytest.fixture(autouse=True)
@@ -136,3 +138,23 @@ def test_missing_database_and_missing_env_file(tmp_path):
 )
 def test_redact(dsn, shown):
     assert redact(dsn) == shown
+
+
+def test_the_defaults_operations_md_shows_are_the_settings_defaults(capsys):
+    """The commented defaults of docs/operations.md's env file, and `work --help`, agree with
+    settings.py, where each default is set."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    shown = dict(re.findall(r"^# UE_RESYNC_([A-Z_]+)=(\S+)", text, re.M))
+    assert {"SLEEP", "TRIES", "BACKOFF", "TIMEOUT", "CONCURRENCY"} <= set(shown)
+    for name, value in shown.items():
+        field = name.lower()
+        default = Settings.model_fields[field].default
+        if default is None:
+            continue  # an example (METRICS_PORT), not a default
+        assert getattr(load(**{field: value}), field) == default, name
+    with pytest.raises(SystemExit):
+        main(["work", "--help"])
+    concurrency = Settings.model_fields["concurrency"].default
+    assert f"resync transactions at once ({concurrency})" in " ".join(
+        capsys.readouterr().out.split()
+    )
