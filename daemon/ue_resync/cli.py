@@ -60,6 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    def failed_jobs(p: argparse.ArgumentParser) -> None:
+        """The failed jobs `retry` and `forget` act on: job ids or 'all', or a UE's."""
+        target = p.add_mutually_exclusive_group(required=True)
+        target.add_argument(
+            "ids",
+            nargs="*",
+            default=[],
+            metavar="all|JOB_ID",
+            help="job ids, the job_id column of `ue-resync failed`; or all",
+        )
+        target.add_argument(
+            "--unit", type=int, metavar="ID", help="every failed job of this course unit"
+        )
+
     p = add(
         "migrate",
         cmd_migrate,
@@ -91,25 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mapping", type=Path, help="a mapping file to check and print")
 
     p = add("work", cmd_work, "run the worker daemon (queue:work)")
-    p.add_argument("--sleep", type=float, help=f"poll fallback, seconds ({_default('sleep')})")
-    p.add_argument("--tries", type=int, help=f"attempts per job ({_default('tries')})")
-    p.add_argument("--backoff", help=f"delays between attempts, seconds ({_default('backoff')})")
-    p.add_argument(
-        "--max-time",
-        type=float,
-        help=f"exit 0 after this many seconds, 0 = never ({_default('max_time')})",
-    )
-    p.add_argument(
-        "--timeout", type=float, help=f"seconds per resync transaction ({_default('timeout')})"
-    )
-    p.add_argument(
-        "--concurrency",
-        type=int,
-        help=f"resync transactions at once ({_default('concurrency')})",
-    )
-    p.add_argument(
-        "--batch-size", type=int, help=f"UEs per resync transaction ({_default('batch_size')})"
-    )
+    for flag, kind, text in (
+        ("--sleep", float, "poll fallback, seconds"),
+        ("--tries", int, "attempts per job"),
+        ("--backoff", str, "delays between attempts, seconds"),
+        ("--max-time", float, "exit 0 after this many seconds, 0 = never"),
+        ("--timeout", float, "seconds per resync transaction"),
+        ("--concurrency", int, "resync transactions at once"),
+        ("--batch-size", int, "UEs per resync transaction"),
+    ):
+        p.add_argument(flag, type=kind, help=f"{text} ({_default(flag[2:].replace('-', '_'))})")
     p.add_argument(
         "--stop-when-empty",
         action="store_true",
@@ -132,19 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unit", type=int, metavar="ID", help="only this course unit's failed jobs")
     p.add_argument("--json", action="store_true")
 
-    p = add("retry", cmd_retry, "re-queue failed jobs now (queue:retry)")
-    target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("ids", nargs="*", default=[], metavar="all|JOB_ID")
-    target.add_argument(
-        "--unit", type=int, metavar="ID", help="every failed job of this course unit"
-    )
-
-    p = add("forget", cmd_forget, "delete failed jobs (queue:forget)")
-    target = p.add_mutually_exclusive_group(required=True)
-    target.add_argument("ids", nargs="*", default=[], metavar="all|JOB_ID")
-    target.add_argument(
-        "--unit", type=int, metavar="ID", help="every failed job of this course unit"
-    )
+    failed_jobs(add("retry", cmd_retry, "re-queue failed jobs now (queue:retry)"))
+    failed_jobs(add("forget", cmd_forget, "delete failed jobs (queue:forget)"))
 
     add("flush", cmd_flush, "delete every failed job (queue:flush)")
 
