@@ -119,6 +119,11 @@ def test_request_sync_check(cli, conn, seeded):
     )
     bad_delay = cli("request", str(c), "--delay", "soon")
     assert bad_delay.returncode == 2 and "not a duration" in _one_clean_line(bad_delay.stderr)
+    negative = cli("request", str(c), "--delay=-5m")
+    assert negative.returncode == 2
+    assert "a duration cannot be negative" in _one_clean_line(negative.stderr)
+    # Without the `=`, argparse takes -5m for an option: refused too (usage and error).
+    assert cli("request", str(c), "--delay", "-5m").returncode == 2
 
     drift = cli("check")
     # Drift left: exit 3, each UE with the column that differs, stored → expected.
