@@ -23,7 +23,7 @@ def run(*args: str | Path, env: dict[str, str] | None = None, cwd: Path) -> str:
 
 
 def test_a_wheel_built_from_the_repository_installs_and_runs_in_a_fresh_virtualenv(
-    empty_dsn: str, tmp_path: Path
+    app_dsn: str, tmp_path: Path
 ) -> None:
     pip = (sys.executable, "-m", "pip")
     run(*pip, "wheel", ROOT, "--no-deps", "--wheel-dir", tmp_path / "dist", "-q", cwd=tmp_path)
@@ -35,7 +35,7 @@ def test_a_wheel_built_from_the_repository_installs_and_runs_in_a_fresh_virtuale
     run(*pip, "--python", venv / "bin" / "python", "install", "-q", wheel, cwd=tmp_path)
 
     # The environment of an operator's shell: none of the checkout on PYTHONPATH.
-    env = scrubbed_env(empty_dsn)
+    env = scrubbed_env(app_dsn)
     del env["PYTHONPATH"]
     ue_resync = venv / "bin" / "ue-resync"
     assert run(ue_resync, "--version", env=env, cwd=tmp_path).strip().startswith("ue-resync ")
@@ -56,6 +56,6 @@ def test_a_wheel_built_from_the_repository_installs_and_runs_in_a_fresh_virtuale
         "ue_resync",
         "migrate",
         "--print-sql",
-        env=scrubbed_env(empty_dsn),
+        env=scrubbed_env(app_dsn),
         cwd=tmp_path,
     )
