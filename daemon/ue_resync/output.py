@@ -94,6 +94,17 @@ def monitor_text(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def failed_text(rows: Sequence[dict[str, Any]]) -> str:
-    """The failed jobs of `ue-resync failed`, from the rows of the `failed_jobs` query."""
-    return table(rows, FAILED_COLUMNS) if rows else "no failed jobs"
+def failed_text(rows: Sequence[dict[str, Any]], unit: int | None = None) -> str:
+    """The failed jobs of `ue-resync failed` (of UE `unit`, when given), from the rows of the
+    `failed_jobs` query."""
+    if rows:
+        return table(rows, FAILED_COLUMNS)
+    return f"course unit {unit} has no failed job" if unit is not None else "no failed jobs"
+
+
+def job_and_unit(row: dict[str, Any]) -> str:
+    """`job 12 (course unit 42)`: both ids of a job, as operators look for either."""
+    unit = row.get("course_unit_id")
+    return f"job {row['job_id']} " + (
+        f"(course unit {unit})" if unit is not None else "(no course unit)"
+    )

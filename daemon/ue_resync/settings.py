@@ -1,6 +1,7 @@
 """Settings, from the environment, a `.env` file and command-line flags, in that order of rising
 precedence. Every field is `UE_RESYNC_<NAME>`; a plain `DATABASE_URL` is accepted, and so are a
-Laravel `.env`'s `DB_HOST`, `DB_PORT`, `DB_DATABASE`, `DB_USERNAME` and `DB_PASSWORD`."""
+Laravel `.env`'s `DB_URL` (Laravel 11) or `DB_HOST`, `DB_PORT`, `DB_DATABASE`, `DB_USERNAME` and
+`DB_PASSWORD`, when its `DB_CONNECTION` is `pgsql`."""
 
 from __future__ import annotations
 
@@ -29,7 +30,10 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("UE_RESYNC_DATABASE_URL", "DATABASE_URL")
     )
-    # A Laravel application's .env, for operators pointing --env-file at it.
+    # A Laravel application's .env, for operators pointing --env-file at it: DB_URL (Laravel 11's
+    # `url` of a connection) wins over the DB_* parts, as in Laravel.
+    db_connection: str | None = Field(default=None, validation_alias="DB_CONNECTION")
+    db_url: SecretStr | None = Field(default=None, validation_alias="DB_URL")
     db_host: str | None = Field(default=None, validation_alias="DB_HOST")
     db_port: int | None = Field(default=None, validation_alias="DB_PORT", ge=1, le=65535)
     db_database: str | None = Field(default=None, validation_alias="DB_DATABASE")
@@ -86,7 +90,18 @@ class Settings(BaseSettings):
     def dsn(self) -> str:
         """The connection string, password included: hand it to libpq, never to a log."""
         if self.database_url is not None:
-            return self.database_url.get_secret_value()
+            return postgres_url(self.database_url.get_secret_value(), "the database URL")
+        laravel_url = self.db_url.get_secret_value().strip() if self.db_url else ""
+        if laravel_url or self.db_database:
+            connection = (self.db_connection or "pgsql").strip()
+            if connection != "pgsql":
+                raise SettingsError(
+                    f"DB_CONNECTION={connection} in the Laravel .env: ue-resync reads DB_URL and "
+                    "DB_* only for DB_CONNECTION=pgsql (PostgreSQL); otherwise set "
+                    "UE_RESYNC_DATABASE_URL"
+                )
+        if laravel_url:
+            return postgres_url(laravel_url, "DB_URL")
         if self.db_database:
             user = quote(self.db_username or "", safe="")
             password = self.db_password.get_secret_value() if self.db_password else ""
@@ -98,7 +113,7 @@ class Settings(BaseSettings):
             return f"postgresql://{auth}{host}{port}/{quote(self.db_database, safe='')}"
         raise SettingsError(
             "no database configured: set UE_RESYNC_DATABASE_URL (or DATABASE_URL), "
-            "or point --env-file at a Laravel .env with DB_HOST/DB_DATABASE/DB_USERNAME"
+            "or point --env-file at a Laravel .env with DB_URL or DB_HOST/DB_DATABASE/DB_USERNAME"
         )
 
     def listen_dsn(self) -> str:
@@ -108,7 +123,33 @@ class Settings(BaseSettings):
         return self.dsn()
 
     def has_database(self) -> bool:
-        return self.database_url is not None or bool(self.db_database)
+        return (
+            self.database_url is not None
+            or bool(self.db_url and self.db_url.get_secret_value().strip())
+            or bool(self.db_database)
+        )
+
+
+# The URL schemes libpq reads, and Laravel's name for PostgreSQL in DB_URL / DATABASE_URL.
+_LIBPQ_SCHEMES = ("postgresql", "postgres")
+_LARAVEL_SCHEME = "pgsql"
+
+
+def postgres_url(dsn: str, what: str) -> str:
+    """`dsn` as libpq reads it: Laravel's `pgsql://` becomes `postgresql://`; a URL of another
+    database (`mysql://…`) is refused in one line naming `what` it came from. A keyword string
+    (`host=… dbname=…`) is passed on as it is."""
+    scheme, sep, rest = dsn.partition("://")
+    if not sep or " " in scheme or "=" in scheme:
+        return dsn
+    if scheme.lower() == _LARAVEL_SCHEME:
+        return f"postgresql://{rest}"
+    if scheme.lower() not in _LIBPQ_SCHEMES:
+        raise SettingsError(
+            f"{what} is a {scheme}:// URL: ue-resync needs PostgreSQL (postgresql://, or "
+            "Laravel's pgsql://)"
+        )
+    return dsn
 
 
 def redact(dsn: str) -> str:

@@ -5,7 +5,10 @@ per resync slot), hand back the jobs a previous session held, then run pgqueuer'
 (queue_manager.py) with the executor (executor.py) as its handler, and beside it the maintenance
 (maintenance.py) and the check that its LISTEN hears its own NOTIFY (wakeups.py; the LISTEN
 connection is UE_RESYNC_LISTEN_URL's when set). Losing the database ends the session; the
-supervisor reconnects with a capped backoff and starts a new one under the same worker id.
+supervisor reconnects with a capped backoff and starts a new one under the same worker id. A
+daemon that could not open its connections even once (a wrong URL, port or database, a password
+refused) does not retry: it raises NeverConnected, and `ue-resync work` exits 1 with the server's
+whole message, which systemd shows as the unit's failure.
 
 `Worker.ready` is set while the daemon listens and its queue manager runs, and cleared when the
 connection is lost and while it is reconnecting."""
@@ -24,7 +27,7 @@ from loguru import logger
 from pgqueuer.domain import types
 
 from ue_resync import migrate, queue_manager, wakeups
-from ue_resync.db import connect, connect_sync, is_connection_loss
+from ue_resync.db import connect, connect_sync, describe, is_connection_loss
 from ue_resync.executor import ConnectionLost, Executor
 from ue_resync.log import one_line
 from ue_resync.maintenance import Maintenance, mark_stopped
@@ -44,6 +47,15 @@ CATALOGUE_SHOWN = 5  # the differences logged one by one at start
 
 # A promoted replica is found within 10 s plus one connect (docs/operations.md, "Failover").
 RECONNECT_CAP = 10.0
+
+
+class NeverConnected(Exception):
+    """The daemon's first connections failed: `dsn` could not be reached, for `cause`."""
+
+    def __init__(self, dsn: str, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.dsn = dsn
+        self.cause = cause
 
 
 class Worker:
@@ -66,6 +78,8 @@ class Worker:
         self.exit_reason = "stopped"
         self.ready_sent = False
         self.lost_reason = ""
+        self.connected_once = False
+        self.server = ""  # where the first connection went, for the start line
 
     async def run(self) -> int:
         """Work until SIGTERM/SIGINT, --max-time or (with --stop-when-empty) an empty queue."""
@@ -84,7 +98,7 @@ class Worker:
                     if self.settings.stop_when_empty and not self.lost.is_set():
                         self.exit_reason = "queue drained"
                         break
-                except migrate.MigrationError:
+                except (migrate.MigrationError, NeverConnected):
                     raise
                 except Exception as exc:
                     if isinstance(exc, MISSING_INSTALL):
@@ -113,7 +127,8 @@ class Worker:
                 task.cancel()
             self.service.stopping(f"stopped: {self.exit_reason}")
             self.service.close()
-            mark_stopped(self.dsn, self.id)
+            if self.connected_once:
+                mark_stopped(self.dsn, self.id)
         self.log.info("worker stopped ({})", self.exit_reason)
         return 0
 
@@ -128,7 +143,13 @@ class Worker:
             self.qm.shutdown.set()
 
     def _check_schema(self) -> None:
-        with connect_sync(self.dsn, "check") as conn:
+        try:
+            conn = connect_sync(self.dsn, "check")
+        except psycopg.OperationalError as exc:
+            self._unreachable(self.dsn, exc)
+            raise
+        with conn:
+            self.server = describe(conn.info)
             migrate.check_current(conn)
             found = conn.execute(query("catalogue_differences")).fetchall()
             for _, _, problem in found[:CATALOGUE_SHOWN]:
@@ -153,14 +174,15 @@ class Worker:
         conns: list[psycopg.AsyncConnection] = []
         try:
             await asyncio.to_thread(self._check_schema)
-            main = await connect(self.dsn, "queue")
+            main = await self._open(self.dsn, "queue")
             conns.append(main)
-            listen = await connect(self.settings.listen_dsn(), "listen", listen=True)
+            listen = await self._open(self.settings.listen_dsn(), "listen", listen=True)
             conns.append(listen)
             slots = [
-                await connect(self.dsn, f"resync-{n}") for n in range(self.settings.concurrency)
+                await self._open(self.dsn, f"resync-{n}") for n in range(self.settings.concurrency)
             ]
             conns.extend(slots)
+            self.connected_once = True
             self.executor.use(slots)
             released = await self._release_held_jobs(main)
             if not first:
@@ -200,6 +222,18 @@ class Worker:
                 with contextlib.suppress(Exception):
                     await c.close()
 
+    async def _open(self, dsn: str, role: str, listen: bool = False) -> psycopg.AsyncConnection:
+        try:
+            return await connect(dsn, role, listen=listen)
+        except psycopg.OperationalError as exc:
+            self._unreachable(dsn, exc)
+            raise
+
+    def _unreachable(self, dsn: str, exc: psycopg.OperationalError) -> None:
+        """Before the daemon ever held its connections, a failed connect ends it."""
+        if not self.connected_once:
+            raise NeverConnected(dsn, exc) from exc
+
     def _listening(self) -> None:
         """The queue manager listens: the daemon is ready (READY=1 to systemd the first time)."""
         if self.lost.is_set() or self.ready.is_set():
@@ -215,8 +249,9 @@ class Worker:
         self.ready_sent = True
         self.service.ready(status)
         self.log.info(
-            "worker started (pid {}, sleep {} s, tries {}, backoff {}, timeout {} s)",
+            "worker started (pid {}, {}, sleep {} s, tries {}, backoff {}, timeout {} s)",
             os.getpid(),
+            self.server,
             self.settings.sleep,
             self.settings.tries,
             ",".join(f"{b:g}" for b in self.settings.backoff),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from support.env import scrubbed_env
 from tests import catalog
@@ -117,6 +119,11 @@ def test_request_sync_check(cli, conn, seeded):
     )
     bad_delay = cli("request", str(c), "--delay", "soon")
     assert bad_delay.returncode == 2 and "not a duration" in _one_clean_line(bad_delay.stderr)
+    negative = cli("request", str(c), "--delay=-5m")
+    assert negative.returncode == 2
+    assert "a duration cannot be negative" in _one_clean_line(negative.stderr)
+    # Without the `=`, argparse takes -5m for an option: refused too (usage and error).
+    assert cli("request", str(c), "--delay", "-5m").returncode == 2
 
     drift = cli("check")
     # Drift left: exit 3, each UE with the column that differs, stored → expected.
@@ -152,6 +159,11 @@ def test_errors_are_one_line_and_never_show_the_password(cli, empty_dsn, pg_serv
     )
     line = _one_clean_line(unreachable.stderr)
     assert unreachable.returncode == 1 and "cannot connect" in line and "s3cr3t" not in line
+    # libpq's cause is its first line, the hint its second: both, on one line.
+    assert "Connection refused; Is the server running" in line
+    request = cli("request", "1", env=scrubbed_env(empty_dsn))
+    assert request.returncode == 1
+    assert "run `ue-resync migrate`" in _one_clean_line(request.stderr)
     wrong = cli("work", env=scrubbed_env(empty_dsn, UE_RESYNC_TRIES="many"))
     assert wrong.returncode == 2 and "invalid setting: tries" in _one_clean_line(wrong.stderr)
     old_schema = cli("work", "--stop-when-empty", env=scrubbed_env(empty_dsn))
@@ -190,3 +202,109 @@ def test_check_names_the_column_that_differs_and_exits_3(cli, conn):
         }
     ]
     assert cli("check", "--enqueue").returncode == 0  # the drift is being repaired
+
+
+def test_a_laravel_env_of_another_database_is_refused_and_db_url_is_read(cli, dsn, tmp_path):
+    mysql = tmp_path / "mysql.env"
+    mysql.write_text("DB_CONNECTION=mysql\nDB_HOST=127.0.0.1\nDB_PORT=3306\nDB_DATABASE=app\n")
+    out = cli("--env-file", str(mysql), "monitor", env=scrubbed_env(None))
+    assert out.returncode == 2 and "DB_CONNECTION=mysql" in _one_clean_line(out.stderr)
+    info = conninfo_to_dict(dsn)
+    host = quote(str(info.get("host") or "localhost"), safe="")
+    laravel_11 = tmp_path / "laravel11.env"
+    laravel_11.write_text(
+        f"DB_CONNECTION=pgsql\nDB_URL=pgsql://{info['user']}@{host}:{info.get('port') or 5432}/"
+        f"{info['dbname']}\nDB_DATABASE=not_this_one\n"
+    )
+    out = cli("--env-file", str(laravel_11), "monitor", "--json", env=scrubbed_env(None))
+    assert out.returncode == 0, out.stderr
+
+
+def test_retry_forget_and_failed_take_a_course_unit(cli, conn, seeded):
+    a, b, c = seeded["units"]
+    failed_c, failed_b = seeded["failed"]
+    listing = cli("failed", "--unit", str(b))
+    assert listing.returncode == 0, listing.stderr
+    assert [int(line.split()[0]) for line in listing.stdout.splitlines()[2:]] == [failed_b]
+    assert json.loads(cli("failed", "--unit", str(c), "--json").stdout)[0]["job_id"] == failed_c
+    assert cli("failed", "--unit", str(a)).stdout.strip() == f"course unit {a} has no failed job"
+
+    retried = cli("retry", "--unit", str(c))
+    assert retried.returncode == 0, retried.stderr
+    assert f"re-queued job {failed_c} (course unit {c})" in retried.stdout.splitlines()
+    assert conn.execute(
+        "SELECT status::text FROM resync.pgqueuer WHERE id = %s", (failed_c,)
+    ).fetchone() == ("queued",)
+    none = cli("retry", "--unit", str(a))
+    assert none.returncode == 1
+    assert _one_clean_line(none.stderr) == (
+        f"ue-resync: course unit {a} has no failed job (`ue-resync failed` lists them)"
+    )
+    # The runbooks' mistake, a UE's id given as a job id, says which id retry wants.
+    wrong = cli("retry", str(a))
+    assert wrong.returncode == 1 and "--unit ID takes a course unit" in _one_clean_line(
+        wrong.stderr
+    )
+    assert cli("retry", str(a), "--unit", str(a)).returncode == 2
+
+    forgotten = cli("forget", "--unit", str(b))
+    assert forgotten.returncode == 0, forgotten.stderr
+    assert forgotten.stdout.splitlines() == [f"deleted failed job {failed_b} (course unit {b})"]
+    assert cli("forget", "--unit", str(b)).returncode == 1
+
+
+def test_clear_json_without_a_terminal(cli, conn, seeded):
+    refused = cli("clear", "--json")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert "no terminal to ask on; add --force" in _one_clean_line(refused.stderr)
+    out = cli("clear", "--json", "--force")
+    assert out.returncode == 0, out.stderr
+    assert sorted(r["job_id"] for r in json.loads(out.stdout)) == sorted(
+        [seeded["queued"], seeded["delayed"]]
+    )
+    assert json.loads(cli("clear", "--json", "--force").stdout) == []
+
+
+def json_types(value: object, found: dict[str, set[str]] | None = None) -> dict[str, set[str]]:
+    """Each key of a JSON document, at any depth, with the JSON types its values take."""
+    found = {} if found is None else found
+    if isinstance(value, dict):
+        for key, item in value.items():
+            kind = type(item).__name__ if item is not None else "null"
+            found.setdefault(key, set()).add({"float": "number", "int": "number"}.get(kind, kind))
+            json_types(item, found)
+    elif isinstance(value, list):
+        for item in value:
+            json_types(item, found)
+    return found
+
+
+def test_every_json_output_gives_a_key_one_type(cli, conn, seeded):
+    """The same key (course_unit_id, job_id, queued…) has one JSON type in every command's
+    --json output; null stands for a value that is absent."""
+    a, _b, _c = seeded["units"]
+    conn.execute("UPDATE course_units SET credits = 40 WHERE id = %s", (a,))  # warnings too
+    outputs = {
+        " ".join(args): json.loads(cli(*args).stdout)
+        for args in (
+            ("monitor", "--json"),
+            ("monitor", "--check", "--json"),
+            ("failed", "--json"),
+            ("check", "--json"),
+            ("sync", str(a), "--json"),
+            ("check", "--enqueue", "--json"),
+            ("clear", "--force", "--json"),
+        )
+    }
+    by_key: dict[str, dict[str, set[str]]] = {}
+    for command, document in outputs.items():
+        for key, kinds in json_types(document).items():
+            by_key.setdefault(key, {})[command] = kinds - {"null"}
+    assert len(by_key["course_unit_id"]) == 5 and len(by_key["job_id"]) == 2, by_key
+    mixed = {
+        key: commands
+        for key, commands in by_key.items()
+        if len(set().union(*commands.values())) > 1
+    }
+    assert not mixed, mixed
+    assert set().union(*by_key["course_unit_id"].values()) == {"number"}

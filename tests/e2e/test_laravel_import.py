@@ -88,7 +88,7 @@ def test_import_moves_pending_and_failed_jobs(cli, conn, legacy):
 
     failed = json.loads(cli("failed", "--json").stdout)
     assert [(f["course_unit_id"], f["reason"], f["attempts"]) for f in failed] == [
-        (str(c), "sync_error_recovery", 3)
+        (c, "sync_error_recovery", 3)
     ]
     # PHP's text of a chained exception: the PDOException first, then "Next QueryException".
     error = failed[0]["last_error"]

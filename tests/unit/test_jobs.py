@@ -70,10 +70,36 @@ def test_parse_duration(text, seconds):
     assert jobs.parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "soon", "-3s", "3 weeks", "1e3"])
+@pytest.mark.parametrize("text", ["", "soon", "3 weeks", "1e3"])
 def test_parse_duration_rejects(text):
     with pytest.raises(ValueError, match="not a duration"):
         jobs.parse_duration(text)
+
+
+@pytest.mark.parametrize("text", ["-3s", " -5m", "-0"])
+def test_parse_duration_says_a_duration_is_never_negative(text):
+    with pytest.raises(ValueError, match="a duration cannot be negative"):
+        jobs.parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("value", "unit"),
+    [
+        (42, 42),
+        ("42", 42),
+        ("0042", 42),
+        (0, None),
+        ("-1", None),
+        ("4x", None),
+        (True, None),
+        (None, None),
+        (2**63, None),
+        ("9223372036854775807", 2**63 - 1),
+        (4.0, None),
+    ],
+)
+def test_unit_id_is_the_ue_a_job_names_or_none(value, unit):
+    assert jobs.unit_id(value) == unit
 
 
 @pytest.mark.parametrize(

@@ -57,6 +57,12 @@ def test_every_alert_is_tested_silent_and_firing():
     assert names - firing == set(), "alerts never tested firing"
 
 
+def runbook_base() -> str:
+    """The base the rules' runbook URLs start with, as their header states it."""
+    (base,) = re.findall(r"^# runbook_base: (\S+)$", RULES.read_text(), re.M)
+    return str(base)
+
+
 def test_every_alert_has_a_severity_a_summary_and_a_runbook_that_exists():
     sections = anchors(OPERATIONS.read_text())
     for alert in alerts():
@@ -65,8 +71,19 @@ def test_every_alert_has_a_severity_a_summary_and_a_runbook_that_exists():
         assert alert["labels"]["resync_alert"], name
         assert alert["annotations"]["summary"], name
         page, _, anchor = alert["annotations"]["runbook_url"].partition("#")
-        assert page == "docs/operations.md", name
+        assert page == f"{runbook_base()}/operations.md", name
         assert anchor in sections, f"{name}: no section #{anchor} in docs/operations.md"
+
+
+def test_the_runbook_base_is_absolute_and_replaced_as_documented():
+    """One documented sed points every runbook URL at an operator's copy of docs/."""
+    base = runbook_base()
+    assert base.startswith("https://") and not base.endswith("/")
+    text = RULES.read_text()
+    urls = re.findall(r"runbook_url: (\S+)", text)
+    assert urls and all(url.startswith(f"{base}/") for url in urls)
+    assert f"sed 's#{base}#" in OPERATIONS.read_text()
+    assert f"sed 's#{base}#" in text
 
 
 def test_the_rules_read_only_exported_metrics():

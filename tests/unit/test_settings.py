@@ -1,8 +1,10 @@
+import re
 from pathlib import Path
 
 import pytest
 
-from ue_resync.settings import SettingsError, load, redact
+from ue_resync.cli import main
+from ue_resync.settings import Settings, SettingsError, load, redact
 
 
 @pytest.fixture(autouse=True)
@@ -55,6 +57,47 @@ def test_socket_directory_as_db_host(tmp_path: Path):
     assert load(env).dsn() == "postgresql://u@%2Fvar%2Frun%2Fpostgresql/c"
 
 
+def test_laravel_11_db_url_wins_over_the_parts(tmp_path: Path):
+    env = tmp_path / "laravel.env"
+    env.write_text(
+        "DB_CONNECTION=pgsql\nDB_URL=pgsql://app:s3cret@db.example:5433/catalogue\n"
+        "DB_HOST=elsewhere\nDB_DATABASE=other\n"
+    )
+    assert load(env).dsn() == "postgresql://app:s3cret@db.example:5433/catalogue"
+    assert load(env).has_database()
+    env.write_text("DB_URL=postgres://app@db.example/catalogue\n")
+    assert load(env).dsn() == "postgres://app@db.example/catalogue"
+    env.write_text("DB_URL=\nDB_DATABASE=catalogue\nDB_USERNAME=app\n")
+    assert load(env).dsn() == "postgresql://app@localhost/catalogue"
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (
+            "DB_CONNECTION=mysql\nDB_HOST=db\nDB_PORT=3306\nDB_DATABASE=app\n",
+            "DB_CONNECTION=mysql in the Laravel .env: ue-resync reads DB_URL and DB_* only for "
+            "DB_CONNECTION=pgsql",
+        ),
+        ("DB_CONNECTION=sqlite\nDB_URL=postgresql://h/app\n", "DB_CONNECTION=sqlite"),
+        ("DB_URL=mysql://root@db/app\n", "DB_URL is a mysql:// URL: ue-resync needs PostgreSQL"),
+    ],
+)
+def test_a_laravel_env_of_another_database_is_refused_in_one_line(tmp_path, lines, message):
+    env = tmp_path / "laravel.env"
+    env.write_text(lines)
+    with pytest.raises(SettingsError) as err:
+        load(env).dsn()
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_database_url_wins_over_a_laravel_env_of_another_database(monkeypatch, tmp_path):
+    env = tmp_path / "laravel.env"
+    env.write_text("DB_CONNECTION=mysql\nDB_DATABASE=app\n")
+    monkeypatch.setenv("UE_RESYNC_DATABASE_URL", "pgsql://u@h/d")
+    assert load(env).dsn() == "postgresql://u@h/d"
+
+
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
@@ -95,3 +138,23 @@ def test_missing_database_and_missing_env_file(tmp_path):
 )
 def test_redact(dsn, shown):
     assert redact(dsn) == shown
+
+
+def test_the_defaults_operations_md_shows_are_the_settings_defaults(capsys):
+    """The commented defaults of docs/operations.md's env file, and `work --help`, agree with
+    settings.py, where each default is set."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    shown = dict(re.findall(r"^# UE_RESYNC_([A-Z_]+)=(\S+)", text, re.M))
+    assert {"SLEEP", "TRIES", "BACKOFF", "TIMEOUT", "CONCURRENCY"} <= set(shown)
+    for name, value in shown.items():
+        field = name.lower()
+        default = Settings.model_fields[field].default
+        if default is None:
+            continue  # an example (METRICS_PORT), not a default
+        assert getattr(load(**{field: value}), field) == default, name
+    with pytest.raises(SystemExit):
+        main(["work", "--help"])
+    concurrency = Settings.model_fields["concurrency"].default
+    assert f"resync transactions at once ({concurrency})" in " ".join(
+        capsys.readouterr().out.split()
+    )
