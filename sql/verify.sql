@@ -168,8 +168,12 @@ END
 $$
 
 -- name: parameter_privileges
--- The owners (of the database, of the elements table) who may not yet ALTER DATABASE/ROLE … SET
--- the ue_resync.* settings, and the statement a superuser runs for them.
+-- The settings the application's owner may change: `ALTER DATABASE app SET ue_resync.mode =
+-- 'off'` (the rollback of docs/cutover.md) and `ALTER ROLE … SET ue_resync.…` need, for a role
+-- that is not a superuser, the SET privilege on these parameters (PostgreSQL 15+: no loaded
+-- module defines them; a session's own SET needs nothing). The owners (of the database, of the
+-- elements table) who lack it, and the statement that grants it: migrate runs it when a
+-- superuser migrates, and says it otherwise.
 SELECT r.rolname::text AS role,
        format('GRANT SET ON PARAMETER ue_resync.mode, ue_resync.lock_timeout, '
               'ue_resync.debounce, ue_resync.debounce_max_wait TO %I', r.rolname) AS statement

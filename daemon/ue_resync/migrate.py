@@ -284,6 +284,10 @@ def plan(
         todo.append(_catalogue_step("record", chosen))
     if installed_mapping(conn) != chosen or defs:
         todo.append(MappingRecord(chosen))
+    if _scalar(conn, "is_superuser"):
+        grants = "".join(f"{s};\n" for _, s in _parameter_privileges(conn, chosen))
+        if grants:
+            todo.append(Catalogue("parameter_grants", grants))
     return todo
 
 
@@ -347,14 +351,18 @@ def _not_repaired(conn: psycopg.Connection, mapping: Mapping) -> list[str]:
     """What is left once migrate re-applied what it installs: the DBA's (mixed firing modes),
     and the SET privileges on the ue_resync.* settings only a superuser may grant."""
     left = [f"not repaired: {problem}" for _, _, problem in differences(conn, mapping)]
-    if _scalar(conn, "ledger_exists", {"table": "schema_migrations"}):
-        rows = conn.execute(render.query("verify.sql", "parameter_privileges", mapping))
-        left += [
-            f"{role} may not ALTER DATABASE/ROLE … SET ue_resync.* (the rollback of "
-            f"docs/cutover.md): as a superuser, run {statement}"
-            for role, statement in rows.fetchall()
-        ]
+    left += [
+        f"{role} may not ALTER DATABASE/ROLE … SET ue_resync.* (the rollback of "
+        f"docs/cutover.md): as a superuser, run {statement}"
+        for role, statement in _parameter_privileges(conn, mapping)
+    ]
     return left
+
+
+def _parameter_privileges(conn: psycopg.Connection, mapping: Mapping) -> list[tuple[str, str]]:
+    """(role, GRANT statement) for each owner who may not yet ALTER … SET ue_resync.*."""
+    rows = conn.execute(render.query("verify.sql", "parameter_privileges", mapping)).fetchall()
+    return [(str(role), str(statement)) for role, statement in rows]
 
 
 def apply(

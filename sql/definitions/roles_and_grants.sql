@@ -149,32 +149,3 @@ TO resync_monitor;
 GRANT INSERT (course_unit_id, reason, run_at) ON resync.requests TO resync_requester;
 GRANT SELECT ON resync.requests TO resync_requester;
 GRANT EXECUTE ON FUNCTION resync.request(bigint, text, interval) TO resync_requester;
-
--- Section: the settings the application's owner may change
---
--- `ALTER DATABASE app SET ue_resync.mode = 'off'` (the rollback of docs/cutover.md) and `ALTER
--- ROLE … SET ue_resync.…` need, for a role that is not a superuser, the SET privilege on these
--- parameters (PostgreSQL 15+: no loaded module defines them). Granted to the database's owner
--- and the elements table's owner when the installing role may (a superuser); otherwise
--- `ue-resync migrate` says what to run (sql/verify.sql, parameter_privileges). A session's own
--- `SET ue_resync.mode = 'deferred'` needs nothing.
-DO $$
-DECLARE
-    v_role name;
-BEGIN
-    IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) THEN
-        RETURN;
-    END IF;
-    FOR v_role IN
-        SELECT r.rolname
-        FROM pg_catalog.pg_roles r
-        WHERE NOT r.rolsuper
-          AND (r.oid = (SELECT d.datdba FROM pg_catalog.pg_database d
-                        WHERE d.datname = current_database())
-               OR r.oid = (SELECT c.relowner FROM pg_catalog.pg_class c
-                           WHERE c.oid = {elements.regclass}))
-    LOOP
-        EXECUTE format('GRANT SET ON PARAMETER ue_resync.mode, ue_resync.lock_timeout, '
-                       'ue_resync.debounce, ue_resync.debounce_max_wait TO %I', v_role);
-    END LOOP;
-END $$;
