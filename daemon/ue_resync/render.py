@@ -56,12 +56,23 @@ def sql_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "sql"
 
 
+def sections(text: str) -> dict[str, str]:
+    """The named sections of a file of fragments or queries: each `-- name: NAME` header to the
+    next, without the comment lines that close it (a `-- Section:` title of the next ones)."""
+    parts = _NAMED.split(text)
+    found = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        lines = body.strip().splitlines()
+        while lines and lines[-1].lstrip().startswith("--"):
+            lines.pop()
+        found[name] = "\n".join(lines).strip() + "\n"
+    return found
+
+
 @functools.cache
 def named(file: str) -> dict[str, str]:
-    """The named sections of a file of fragments or queries (`-- name: NAME` headers)."""
-    text = (sql_dir() / file).read_text("utf-8")
-    parts = _NAMED.split(text)
-    return {name: body.strip() + "\n" for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+    """The named sections of a file of sql/ (rule.sql, verify.sql, preflight.sql)."""
+    return sections((sql_dir() / file).read_text("utf-8"))
 
 
 def render(template: str, mapping: Mapping) -> str:

@@ -50,7 +50,7 @@ SELECT * FROM resync.drifted();
 
 -- resync.lmd_warnings: the LMD checks the replaced job logged after each sync, on the stored
 -- values, one row per UE and warning, for the given UEs (NULL: all). Their limits are rows of
--- resync.thresholds (lmd_*). Called by the daemon after each batch (worker_runs.sql) and read
+-- resync.thresholds (lmd_*). Called by resync.note_warnings after each batch of the daemon, and read
 -- through the view resync.validation_warnings.
 -- Why force_custom_plan: a plan made for the actual argument reads the given UEs by their key,
 --   where a generic one would scan every UE to honour "NULL: all".
@@ -169,7 +169,7 @@ $$;
 
 -- resync.note_warnings: the LMD warnings of the given UEs that appeared or changed since they
 -- were last noted; notes them (resync.unit_warnings) and forgets the ones that cleared.
--- Called by: the daemon after each batch (note_warnings.sql), which logs what it returns: a
+-- Called by: the daemon after each batch (queries.sql, note_warnings), which logs what it returns: a
 --   UE's warning is logged when it appears or changes, not at every resync.
 CREATE OR REPLACE FUNCTION resync.note_warnings(p_units bigint[])
 RETURNS TABLE (course_unit_id bigint, warning text, detail text)

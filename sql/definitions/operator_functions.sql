@@ -2,7 +2,7 @@
 -- dispatchSync), and the pruning the check timer runs.
 
 -- resync.sync_now: resync one UE in the caller's transaction (the old dispatchSync).
--- Called by: an operator in psql, `ue-resync sync` (sync_now.sql).
+-- Called by: an operator in psql, `ue-resync sync` (queries.sql, sync_now).
 -- Writes: course_units through resync.sync_units, last_job_sync included. Returns
 --   {{"course_unit_id", "code", "changes": {{"col": [from, to]}}}}; an unknown id is an error
 --   (no_data_found), so a typo is not mistaken for a UE already in sync.
@@ -27,7 +27,7 @@ END
 $$;
 
 -- resync.retry_failed: re-queue failed jobs now (NULL = all), the old queue:retry.
--- Called by: an operator in psql, `ue-resync retry` (retry_failed.sql).
+-- Called by: an operator in psql, `ue-resync retry` (queries.sql, retry_failed).
 -- Writes: resync.pgqueuer (status queued, due now, attempts reset), resync.pgqueuer_log, and a
 --   NOTIFY to the workers. A UE that meanwhile got a queued job keeps that one, made due now,
 --   and the failed job is dropped (logged 'deleted'). Returns how many failed jobs were handled;
@@ -83,7 +83,7 @@ END
 $$;
 
 -- resync.forget_failed: delete failed jobs (NULL = all), the old queue:forget / queue:flush.
--- Called by: an operator in psql, `ue-resync forget` and `ue-resync flush` (forget_failed.sql).
+-- Called by: an operator in psql, `ue-resync forget` and `ue-resync flush` (queries.sql, forget_failed).
 -- Writes: resync.pgqueuer (DELETE), resync.pgqueuer_log ('deleted'). Returns how many; an id
 --   that is not a failed job is an error.
 CREATE OR REPLACE FUNCTION resync.forget_failed(p_job_id bigint DEFAULT NULL) RETURNS integer

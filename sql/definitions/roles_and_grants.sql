@@ -74,7 +74,7 @@ GRANT USAGE ON SCHEMA resync TO resync_worker, resync_monitor, resync_requester;
 
 -- Section: resync_worker
 --
--- From daemon/ue_resync/queries/*.sql, the functions they call that are not SECURITY DEFINER
+-- From daemon/ue_resync/queries.sql, the functions they call that are not SECURITY DEFINER
 -- (they run with the caller's rights), and pgqueuer 1.6's own queries: dequeue (UPDATE … FOR
 -- UPDATE SKIP LOCKED, then a 'picked' log row), heartbeat, log_jobs (DELETE done jobs, UPDATE
 -- failed ones, log), log aggregation into pgqueuer_statistics (INSERT … ON CONFLICT DO
@@ -96,7 +96,7 @@ GRANT SELECT, INSERT, UPDATE ON resync.workers TO resync_worker;
 GRANT SELECT, INSERT, UPDATE ON resync.job_runs TO resync_worker;
 -- Gauges, the LMD checks after each resync, and the drift sweep of `ue-resync check`.
 GRANT SELECT ON resync.queue_status, resync.validation_warnings, resync.drift TO resync_worker;
--- Prometheus: ue_resync_enqueued_total is the queue's id sequence (queries/enqueued_total.sql;
+-- Prometheus: ue_resync_enqueued_total is the queue's id sequence (queries.sql, enqueued_total;
 -- SELECT reads it, it cannot take a number); ue_resync_unit_failures_24h_max is what
 -- resync.alerts counts (resync.unit_failures(), below).
 GRANT SELECT ON SEQUENCE resync.pgqueuer_id_seq TO resync_worker;

@@ -1,10 +1,10 @@
--- What the daemon calls around each batch of jobs (daemon/ue_resync/queries/*.sql): open a run
+-- What the daemon calls around each batch of jobs (daemon/ue_resync/queries.sql): open a run
 -- per attempt, resync and close the runs, record failures, retry coalescing-aware, hand jobs
 -- back after a lost connection, and fail jobs nobody can run. None is SECURITY DEFINER: they
 -- run with resync_worker's rights (roles_and_grants.sql).
 
 -- resync.start_runs: open one 'running' run per job the daemon was just handed.
--- Called by: the daemon (start_runs.sql) right after pgqueuer's dequeue, in a transaction of its
+-- Called by: the daemon (queries.sql, start_runs) right after pgqueuer's dequeue, in a transaction of its
 --   own that commits before the resync starts, so a run survives the resync's rollback.
 -- Writes: resync.job_runs (one row per job; runs a dead daemon left 'running' become
 --   'crashed'), resync.pgqueuer.attempts (+ 1 per crashed run). Returns per job the attempt
@@ -40,7 +40,7 @@ END
 $$;
 
 -- resync.release_jobs: hand back the jobs of a daemon that lost its database connection.
--- Called by: that daemon once reconnected (release_jobs.sql), with its own queue_manager_id.
+-- Called by: that daemon once reconnected (queries.sql, release_jobs), with its own queue_manager_id.
 -- Writes: resync.job_runs (its open runs become 'interrupted', not an attempt), resync.pgqueuer
 --   (each job it held is queued again now, or deleted when its UE already has a queued job,
 --   which will do the same work). Returns how many jobs it released.
@@ -141,7 +141,7 @@ $$;
 
 -- resync.retry_job: pgqueuer's retry (re-queue after a delay, attempts + 1, log 'queued'),
 -- made coalescing-aware.
--- Called by: the daemon (retry_job.sql) for a failed attempt that has attempts left.
+-- Called by: the daemon (queries.sql, retry_job) for a failed attempt that has attempts left.
 -- Writes: resync.pgqueuer and resync.pgqueuer_log. When the UE already has a newer queued job,
 --   that job takes over (due no later than this retry would have been) and this one leaves the
 --   queue, logged 'deleted'; else this job is queued again. Returns true when this job itself

@@ -1,1 +1,0 @@
-SELECT job_id, course_unit_id, reason, execute_after FROM resync.clear_queue()

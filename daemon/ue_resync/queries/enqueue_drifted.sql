@@ -1,1 +1,0 @@
-SELECT resync.enqueue_drifted() AS queued

@@ -1,1 +1,0 @@
-SELECT resync.fail_unknown_entrypoints(%(worker)s::uuid)

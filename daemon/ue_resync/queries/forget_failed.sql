@@ -1,1 +1,0 @@
-SELECT resync.forget_failed(%(job_id)s::bigint) AS count

@@ -1,1 +1,0 @@
-SELECT rolsuper FROM pg_roles WHERE rolname = current_user

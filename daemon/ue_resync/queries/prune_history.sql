@@ -1,1 +1,0 @@
-SELECT resync.prune_history() AS deleted

@@ -1,1 +1,0 @@
-SELECT resync.release_jobs(%(worker)s::uuid)

@@ -1,1 +1,0 @@
-SELECT resync.request(%(unit)s::bigint, %(reason)s::text, make_interval(secs => %(delay)s)) AS job_id

@@ -1,1 +1,0 @@
-SELECT resync.retry_failed(%(job_id)s::bigint) AS count

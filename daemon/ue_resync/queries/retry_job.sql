@@ -1,1 +1,0 @@
-SELECT resync.retry_job($1::bigint, $2::interval, $3::jsonb)

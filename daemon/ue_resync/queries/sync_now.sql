@@ -1,1 +1,0 @@
-SELECT resync.sync_now(%(unit)s::bigint) AS result

@@ -1,1 +1,0 @@
-UPDATE resync.workers SET stopped_at = now() WHERE id = %(id)s
