@@ -1,7 +1,7 @@
 -- What ue-resync installs, read back from the catalogue, and how the live catalogue differs from
 -- what migrate recorded right after it last applied the definitions (resync.schema_objects).
 -- Fragments, rendered with the mapping (daemon/ue_resync/render.py): `{verify.objects}` in the
--- definitions (catalogue.sql) and in migrate, which also runs `{verify.differences}` itself, so
+-- definitions (installation.sql) and in migrate, which also runs `{verify.differences}` itself, so
 -- a damaged schema (a function dropped by hand, grants lost in a restore) is still checked.
 
 -- name: objects
@@ -120,7 +120,7 @@ ORDER BY 1, 2
 
 -- name: record
 -- What migrate installed, recorded at the end of its transaction. Names and definitions are read
--- under the search_path catalogue_differences() runs with: pg_get_viewdef and the like qualify
+-- under the search_path installation_differences() runs with: pg_get_viewdef and the like qualify
 -- names by what the search_path hides.
 SET LOCAL search_path = pg_catalog, pg_temp;
 DELETE FROM resync.schema_objects;

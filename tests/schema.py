@@ -9,19 +9,19 @@ from pathlib import Path
 
 import psycopg
 
-from ue_resync import migrate
+from ue_resync import scripts
 
 # What `migrate` applies when the definitions are applied (again): the firing modes saved, every
 # definitions file, the modes restored, what was installed recorded, the mapping recorded.
 DEFINITIONS_STEPS = [
     "save_firing_modes",
-    *migrate.DEFINITIONS,
+    *scripts.DEFINITIONS,
     "restore_firing_modes",
     "record",
     "mapping",
 ]
 # What `migrate` applies to a database that has only the application's tables, in order.
-EVERYTHING = [m.name for m in migrate.available()] + DEFINITIONS_STEPS
+EVERYTHING = [m.name for m in scripts.available()] + DEFINITIONS_STEPS
 
 # Today's 14 numbered files as they stood before the baseline replaced them, frozen.
 LEGACY_SQL = Path(__file__).resolve().parent / "fixtures" / "legacy_sql"
@@ -127,7 +127,7 @@ def kinds(snap: list[tuple[str, str]]) -> dict[str, int]:
     return counts
 
 
-def ledger(dsn: str) -> list[tuple[int, str, str]]:
+def migrations_ledger(dsn: str) -> list[tuple[int, str, str]]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         rows = conn.execute(
             "SELECT version, name, checksum FROM resync.schema_migrations ORDER BY version"

@@ -18,21 +18,19 @@ from ue_resync.commands import (
     EXIT_ERROR,
     EXIT_USAGE,
     CommandError,
-    cmd_check,
     cmd_clear,
     cmd_demo,
     cmd_failed,
     cmd_flush,
     cmd_forget,
     cmd_import_laravel,
-    cmd_mapping,
-    cmd_migrate,
     cmd_monitor,
     cmd_request,
     cmd_retry,
     cmd_sync,
     cmd_work,
 )
+from ue_resync.install_commands import cmd_check, cmd_mapping, cmd_migrate
 from ue_resync.log import one_line
 from ue_resync.settings import Settings, SettingsError, load
 

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg.rows import dict_row
 
-from ue_resync import catalogue, embedded, migrate, output
+from ue_resync import catalogue, embedded, ledger, migrate, output
 from ue_resync.queries import query
 from ue_resync.settings import Settings
 
@@ -220,7 +220,7 @@ def _walkthrough(server: embedded.EmbeddedServer, uri: str) -> int:
         _step(2, "the application's tables, then migrations")
         catalogue.create_tables(conn)
         applied = migrate.apply(conn)
-        _say(f"applied {len(applied)} migrations; schema at version {migrate.check_current(conn)}")
+        _say(f"applied {len(applied)} migrations; schema at version {ledger.check_current(conn)}")
 
         _step(3, "a small catalogue")
         units, elements = load_catalogue(conn)

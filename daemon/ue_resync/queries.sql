@@ -54,9 +54,9 @@ SELECT resync.release_jobs(%(worker)s::uuid)
 -- the daemon's LISTEN (wakeups.py).
 DELETE FROM resync.pgqueuer WHERE false
 
--- name: catalogue_differences
+-- name: installation_differences
 -- What ue-resync installed that the catalogue no longer holds as it was, logged at start.
-SELECT kind, name, problem FROM resync.catalogue_differences()
+SELECT kind, name, problem FROM resync.installation_differences()
 
 -- name: is_superuser
 -- Whether the daemon connected as a superuser (it warns).
@@ -255,7 +255,7 @@ SELECT EXISTS (
 ALTER TABLE {table} ADD COLUMN {column} timestamptz
 
 -- name: search_path_pin
--- Pin the search_path catalogue_differences() runs with, returning the one before.
+-- Pin the search_path installation_differences() runs with, returning the one before.
 SELECT current_setting('search_path') AS saved,
        set_config('search_path', 'pg_catalog, pg_temp', false) AS pinned
 

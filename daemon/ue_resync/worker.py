@@ -26,7 +26,7 @@ import psycopg
 from loguru import logger
 from pgqueuer.domain import types
 
-from ue_resync import migrate, queue_manager, wakeups
+from ue_resync import ledger, migrate, queue_manager, wakeups
 from ue_resync.db import connect, connect_sync, describe, is_connection_loss
 from ue_resync.executor import ConnectionLost, Executor
 from ue_resync.log import one_line
@@ -150,8 +150,8 @@ class Worker:
             raise
         with conn:
             self.server = describe(conn.info)
-            migrate.check_current(conn)
-            found = conn.execute(query("catalogue_differences")).fetchall()
+            ledger.check_current(conn)
+            found = conn.execute(query("installation_differences")).fetchall()
             for _, _, problem in found[:CATALOGUE_SHOWN]:
                 self.log.warning("catalogue: {}", problem)
             if found:

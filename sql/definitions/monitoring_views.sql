@@ -95,7 +95,7 @@ $$;
 
 -- resync.alerts: one row per alert firing now; no row means all is well. Severities:
 --   critical  the queue is not being worked: due_job_wait, no_live_worker; or what ue-resync
---             installed is damaged: catalogue
+--             installed is damaged: installation
 --   warning   something needs a look, the system still runs: failed_jobs_last_hour,
 --             queued_jobs, unit_failures_24h (a data problem on one UE), drift
 -- `ue-resync monitor --check` exits 2 on any critical row, 1 on any warning, 0 on none.
@@ -163,14 +163,14 @@ drifted AS (
               AND j.resync_unit = d.course_unit_id)
     ) d
 ),
--- What migrate installed and the catalogue no longer holds as it was: lost grants after a
+-- What migrate installed and the system catalog no longer holds as it was: lost grants after a
 -- restore, a trigger dropped with its table, a function replaced by another tool.
-catalogue AS (
+installation AS (
     SELECT count(*) AS n,
            string_agg(c.problem, '; ' ORDER BY c.kind, c.name) FILTER (WHERE c.rank <= 3)
                AS sample
     FROM (SELECT d.*, row_number() OVER (ORDER BY d.kind, d.name) AS rank
-          FROM resync.catalogue_differences() d) c
+          FROM resync.installation_differences() d) c
 ),
 fired (name, severity, value, threshold, detail) AS (
     SELECT 'failed_jobs_last_hour', 'warning', q.failed_last_hour::text, s.failed_jobs_last_hour,
@@ -208,11 +208,11 @@ fired (name, severity, value, threshold, detail) AS (
     FROM q, s, live l
     WHERE q.due > 0 AND l.n = 0
     UNION ALL
-    SELECT 'catalogue', 'critical', c.n::text, '0',
+    SELECT 'installation', 'critical', c.n::text, '0',
            format('%s difference(s) with what ue-resync installed (%s%s): '
                   'ue-resync migrate --verify lists them, ue-resync migrate repairs them',
                   c.n, c.sample, CASE WHEN c.n > 3 THEN '; …' ELSE '' END)
-    FROM catalogue c
+    FROM installation c
     WHERE c.n > 0
     UNION ALL
     SELECT 'drift', 'warning', d.n::text, '0',

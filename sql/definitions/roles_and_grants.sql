@@ -113,7 +113,7 @@ GRANT EXECUTE ON FUNCTION
     resync.payload_json(bytea),                          -- deferred_gauges.sql
     -- The views over the catalogue call these (SECURITY DEFINER): see resync_monitor below.
     resync.expected_units(), resync.drifted(), resync.lmd_warnings(bigint[]),
-    resync.catalogue_differences(),                      -- checked at start
+    resync.installation_differences(),                      -- checked at start
     resync.unit_failures(interval),                      -- unit_failures_max.sql
     resync.note_warnings(bigint[])                       -- note_warnings.sql
 TO resync_worker;
@@ -136,7 +136,7 @@ GRANT EXECUTE ON FUNCTION
     resync.expected_units(), resync.drifted(),        -- resync.expected, resync.drift
     resync.lmd_warnings(bigint[]),                    -- resync.validation_warnings
     resync.unit_codes(bigint[]),                      -- resync.alerts
-    resync.catalogue_differences(),                   -- resync.alerts
+    resync.installation_differences(),                   -- resync.alerts
     resync.unit_failures(interval)                    -- resync.alerts
 TO resync_monitor;
 

@@ -18,7 +18,7 @@ from support import catalogue, replication
 from support.daemon import run as run_cli
 from support.postgres import Postgres
 from tests import catalog
-from ue_resync import migrate
+from ue_resync import installation, migrate
 
 pytestmark = pytest.mark.e2e
 
@@ -88,12 +88,12 @@ def test_a_full_dump_restored_into_a_fresh_database(conn, dsn, fresh, bindir, tm
     tool(bindir, "pg_dump", "-Fc", "-f", str(dump), "-d", dsn)
     tool(bindir, "pg_restore", *options, "-d", fresh, str(dump))
     with psycopg.connect(fresh, autocommit=True) as restored:
-        found = migrate.verify(restored)
+        found = installation.verify(restored)
         if options:
             # Every right of ue-resync's roles is gone; migrate gives them back.
             assert "grant schema resync to resync_worker is missing" in found
             migrate.run(restored)
-        assert migrate.verify(restored) == []
+        assert installation.verify(restored) == []
         assert [r[0] for r in restored.execute("SELECT id FROM resync.pgqueuer ORDER BY id")] == [
             jobs["queued"],
             jobs["failed"],
@@ -114,7 +114,7 @@ def test_a_data_only_reload_of_the_catalogue(
     options = ["--disable-triggers"] if disable_triggers else []
     tool(bindir, "pg_restore", "--data-only", *options, "-d", app_dsn, str(dump))
     with psycopg.connect(app_dsn, autocommit=True) as target:
-        assert migrate.verify(target) == []
+        assert installation.verify(target) == []
         drifted = target.execute("SELECT count(*) FROM resync.drift").fetchone()[0]
         # Without --disable-triggers the elements' rows synced their UEs as they arrived;
         # with it, the UEs hold what the dump had: two drifted, which the sweep repairs.
@@ -133,10 +133,10 @@ def test_a_restore_onto_a_cluster_without_the_roles(conn, dsn, bindir, tmp_path)
         target = node.dsn("app")
         tool(bindir, "pg_restore", "--no-owner", "--no-privileges", "-d", target, str(dump))
         with psycopg.connect(target, autocommit=True) as restored:
-            found = migrate.verify(restored)
+            found = installation.verify(restored)
             assert "role resync_worker is missing" in found
             migrate.run(restored)
-            assert migrate.verify(restored) == []
+            assert installation.verify(restored) == []
             assert restored.execute(
                 "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'resync\\_%'"
             ).fetchone() == (3,)
@@ -195,5 +195,5 @@ def test_pg_upgrade_to_the_newer_server(tmp_path):
         after.start()
         with after.connect("app") as upgraded:
             migrate.run(upgraded)
-            assert migrate.verify(upgraded) == []
+            assert installation.verify(upgraded) == []
         drained(after.dsn("app"), tmp_path)

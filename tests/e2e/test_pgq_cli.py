@@ -16,7 +16,7 @@ import pytest
 from support.daemon import spawn_daemon
 from support.env import scrubbed_env
 from tests import catalog
-from ue_resync import migrate
+from ue_resync import installation, migrate
 
 pytestmark = pytest.mark.e2e
 
@@ -79,7 +79,7 @@ def test_pgq_upgrade_without_the_channel_is_named_and_repaired(conn, dsn, tmp_pa
             "SELECT prosrc FROM pg_proc WHERE proname = 'fn_pgqueuer_changed'"
         ).fetchone()[0]
     )
-    assert any("fn_pgqueuer_changed() differs" in line for line in migrate.verify(conn))
+    assert any("fn_pgqueuer_changed() differs" in line for line in installation.verify(conn))
 
     log = tmp_path / "daemon.log"
     daemon = spawn_daemon(dsn, cwd=tmp_path, log=log, UE_RESYNC_SLEEP="0.2")
@@ -94,7 +94,7 @@ def test_pgq_upgrade_without_the_channel_is_named_and_repaired(conn, dsn, tmp_pa
 
     with psycopg.connect(dsn, autocommit=True) as other:
         migrate.run(other)
-    assert migrate.verify(conn) == []
+    assert installation.verify(conn) == []
     assert (
         "'ue_resync'"
         in conn.execute(

@@ -9,7 +9,7 @@ import psycopg
 
 from support.env import scrubbed_env
 from tests import catalog, schema
-from ue_resync import migrate
+from ue_resync import scripts
 
 
 def test_migrate_upgrades_a_pre_baseline_database_and_failed_still_lists(cli, empty_dsn):
@@ -33,13 +33,14 @@ def test_migrate_upgrades_a_pre_baseline_database_and_failed_still_lists(cli, em
 
     upgraded = cli("migrate", env=env)
     assert upgraded.returncode == 0, upgraded.stderr
-    steps = ["0015_definitions_ledger", "0016_queue_unit_column", "0017_mapping"]
-    steps += ["0018_catalogue_record", "save_firing_modes"]
-    steps += [f"definitions/{name}" for name in migrate.DEFINITIONS]
-    steps += ["restore_firing_modes", "record", "mapping"]
+    steps = [m.name for m in scripts.available()[1:]]
+    steps += [
+        f"definitions/{name}" if name in scripts.DEFINITIONS else name
+        for name in schema.DEFINITIONS_STEPS
+    ]
     assert upgraded.stdout.splitlines() == [
         f"applied {len(steps)} step(s): {', '.join(steps)}",
-        f"schema at version {migrate.code_schema_version()}",
+        f"schema at version {scripts.code_schema_version()}",
     ]
     listed = cli("failed", "--json", env=env)
     assert listed.returncode == 0, listed.stderr

@@ -12,7 +12,7 @@ import pytest
 
 from tests import catalog
 from tests.schema import DEFINITIONS_STEPS, catalogue
-from ue_resync import mapping, migrate, preflight
+from ue_resync import ledger, mapping, migrate, preflight, scripts
 
 FR = mapping.build(
     {
@@ -149,7 +149,7 @@ def test_a_first_install_that_changes_units_waits_for_the_operator(app_dsn):
         outcome = migrate.run(conn, accept_resync=True)
         assert outcome.queued == 1
         assert [j["headers"]["course_unit_id"] for j in catalog.jobs(conn)] == [str(u)]
-        assert migrate.check_current(conn) == migrate.code_schema_version()
+        assert ledger.check_current(conn) == scripts.code_schema_version()
 
 
 def test_an_upgrade_reports_drift_and_goes_on(dsn):
@@ -178,8 +178,8 @@ def test_a_catalogue_with_its_own_names_is_installed_from_its_mapping(app_dsn):
 
         outcome = migrate.run(conn, FR)
         assert "public.course_units.synchro_job" in [s.name for s in outcome.scripts]
-        assert migrate.installed_mapping(conn) == FR
-        assert migrate.check_current(conn) == migrate.code_schema_version(FR)
+        assert ledger.installed_mapping(conn) == FR
+        assert ledger.check_current(conn) == scripts.code_schema_version(FR)
         # Readable from psql, every key.
         rows = dict(conn.execute("SELECT key, value FROM resync.mapping").fetchall())
         assert rows["units.credits"] == "ects" and rows["units.hours_distribution"] is None
@@ -245,7 +245,7 @@ def test_a_mapping_change_is_a_definitions_change(dsn):
         # Only the list of values known not to count: no definition changes, the record does.
         narrowed = mapping.build({"elements": {"counted": ["active", "draft"], "not_counted": []}})
         assert [s.name for s in migrate.run(conn, narrowed).scripts] == ["mapping"]
-        assert migrate.installed_mapping(conn) == narrowed
+        assert ledger.installed_mapping(conn) == narrowed
 
 
 def test_the_mapping_as_toml_reads_back_the_same(tmp_path):

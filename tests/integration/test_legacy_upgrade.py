@@ -10,7 +10,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from tests import catalog, schema
-from ue_resync import migrate
+from ue_resync import ledger, migrate, scripts
 from ue_resync.queries import query
 
 
@@ -85,23 +85,20 @@ def test_a_database_migrated_before_the_baseline_upgrades_to_a_fresh_install(
         runs = conn.execute(RUNS.format("resync.run_history")).fetchall()
         kept = conn.execute(KEPT).fetchone()
         with pytest.raises(migrate.MigrationError, match="at version 14, this ue-resync needs"):
-            migrate.check_current(conn)
+            ledger.check_current(conn)
 
         applied = migrate.apply(conn)
         assert [s.name for s in applied] == [
-            "0015_definitions_ledger",
-            "0016_queue_unit_column",
-            "0017_mapping",
-            "0018_catalogue_record",
+            *(m.name for m in scripts.available()[1:]),
             *schema.DEFINITIONS_STEPS,
         ]
-        assert migrate.check_current(conn) == migrate.code_schema_version()
+        assert ledger.check_current(conn) == scripts.code_schema_version()
         assert migrate.apply(conn) == []
 
     # dsn: a fresh install of this code (the test template).
     assert schema.snapshot(empty_dsn) == schema.snapshot(dsn)
-    history = schema.ledger(empty_dsn)
-    assert [v for v, _, _ in history] == list(range(1, migrate.code_version() + 1))
+    history = schema.migrations_ledger(empty_dsn)
+    assert [v for v, _, _ in history] == list(range(1, scripts.code_version() + 1))
     assert history[13][1] == "0014_bulk_statement_plans"  # the old history stays
     assert schema.definitions_ledger(empty_dsn) == schema.definitions_ledger(dsn)
 

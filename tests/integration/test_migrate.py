@@ -19,23 +19,23 @@ from tests.schema import (
     EVERYTHING,
     definitions_ledger,
     kinds,
-    ledger,
+    migrations_ledger,
     snapshot,
 )
-from ue_resync import migrate
+from ue_resync import ledger, mapping, migrate, scripts
 
-LATEST = migrate.code_version()
-BASELINE = migrate.available()[0].version
+LATEST = scripts.code_version()
+BASELINE = scripts.available()[0].version
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 
 
 def expected_ledger() -> list[tuple[int, str, str]]:
-    return [(m.version, m.name, m.checksum) for m in migrate.available()]
+    return [(m.version, m.name, m.checksum) for m in scripts.available()]
 
 
 def expected_definitions() -> dict[str, str]:
-    return {d.name: d.checksum for d in migrate.definitions()}
+    return {d.name: d.checksum for d in scripts.definitions()}
 
 
 # --- apply -----------------------------------------------------------------------------------
@@ -43,14 +43,14 @@ def expected_definitions() -> dict[str, str]:
 
 def test_apply_on_a_new_database_then_again(app_dsn):
     with psycopg.connect(app_dsn, autocommit=True) as conn:
-        assert [m.version for m in migrate.pending(conn)] == list(range(BASELINE, LATEST + 1))
+        assert [m.version for m in ledger.pending(conn)] == list(range(BASELINE, LATEST + 1))
         assert [s.name for s in migrate.plan(conn)] == EVERYTHING
         with pytest.raises(migrate.MigrationError, match="run `ue-resync migrate`"):
-            migrate.check_current(conn)
+            ledger.check_current(conn)
         first = migrate.apply(conn)
         assert [s.name for s in first] == EVERYTHING
-        assert migrate.check_current(conn) == migrate.code_schema_version()
-        assert migrate.code_schema_version().startswith(f"{LATEST}+")
+        assert ledger.check_current(conn) == scripts.code_schema_version()
+        assert scripts.code_schema_version().startswith(f"{LATEST}+")
     before = snapshot(app_dsn)
     assert kinds(before)["function"] >= 20
     # On the elements: 3 statement, 1 row and 1 TRUNCATE trigger; requests_enqueue;
@@ -62,7 +62,7 @@ def test_apply_on_a_new_database_then_again(app_dsn):
         assert migrate.plan(conn) == []
         assert migrate.print_sql(conn) == ""
     assert snapshot(app_dsn) == before
-    assert ledger(app_dsn) == expected_ledger()
+    assert migrations_ledger(app_dsn) == expected_ledger()
     assert definitions_ledger(app_dsn) == expected_definitions()
 
 
@@ -72,14 +72,14 @@ def test_reapplying_the_rerunnable_files_changes_nothing(dsn):
     what the definitions then define anew)."""
     before = snapshot(dsn)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        for m in migrate.available()[1:]:
+        for m in scripts.available()[1:]:
             with conn.transaction():
                 conn.execute(m.text.encode("utf-8"))
-                for d in migrate.definitions():
+                for d in scripts.definitions():
                     conn.execute(d.text.encode("utf-8"))
             assert snapshot(dsn) == before, m.name
         with conn.transaction():
-            for d in migrate.definitions():
+            for d in scripts.definitions():
                 conn.execute(d.text.encode("utf-8"))
     assert snapshot(dsn) == before
 
@@ -94,23 +94,23 @@ def test_a_changed_definitions_file_applies_them_all_again(conn, dsn):
     conn.execute("INSERT INTO resync.schema_definitions (name, checksum) VALUES ('gone', 'x')")
     assert snapshot(dsn) != before
     with pytest.raises(migrate.MigrationError, match=f"at version {LATEST}[+].*: run `ue-resync"):
-        migrate.check_current(conn)
-    assert migrate.pending(conn) == []
-    default = migrate.mappings.DEFAULT
-    assert [d.name for d in migrate.pending_definitions(conn, default)] == list(migrate.DEFINITIONS)
+        ledger.check_current(conn)
+    assert ledger.pending(conn) == []
+    default = mapping.DEFAULT
+    assert [d.name for d in ledger.pending_definitions(conn, default)] == list(scripts.DEFINITIONS)
     assert [s.name for s in migrate.apply(conn)] == DEFINITIONS_STEPS
     assert snapshot(dsn) == before
     assert definitions_ledger(dsn) == expected_definitions()
-    assert migrate.check_current(conn) == migrate.code_schema_version()
+    assert ledger.check_current(conn) == scripts.code_schema_version()
 
 
 def test_the_definitions_files_are_the_listed_ones(tmp_path):
-    for name in migrate.DEFINITIONS:
+    for name in scripts.DEFINITIONS:
         (tmp_path / f"{name}.sql").write_text("SELECT 1;\n")
-    assert [d.name for d in migrate.definitions(directory=tmp_path)] == list(migrate.DEFINITIONS)
+    assert [d.name for d in scripts.definitions(directory=tmp_path)] == list(scripts.DEFINITIONS)
     (tmp_path / "stray.sql").write_text("SELECT 1;\n")
     with pytest.raises(migrate.MigrationError, match="must be exactly sync, queueing"):
-        migrate.definitions(directory=tmp_path)
+        scripts.definitions(directory=tmp_path)
 
 
 def test_two_installers_at_once(app_dsn):
@@ -147,7 +147,7 @@ def test_two_installers_at_once(app_dsn):
     assert errors == []
     # One applies everything, in one transaction; the other waited, then found nothing to do.
     assert sorted([results["a"], results["b"]]) == [[], EVERYTHING]
-    assert ledger(app_dsn) == expected_ledger()
+    assert migrations_ledger(app_dsn) == expected_ledger()
     assert definitions_ledger(app_dsn) == expected_definitions()
 
 
@@ -158,7 +158,7 @@ def test_print_sql_piped_into_psql_builds_the_same_schema(app_dsn, dsn):
     with psycopg.connect(app_dsn, autocommit=True) as conn:
         script = migrate.print_sql(conn)
     numbered = LATEST - BASELINE + 1
-    definitions = len(migrate.DEFINITIONS)
+    definitions = len(scripts.DEFINITIONS)
     assert script.startswith(
         f"-- ue-resync: {numbered} pending migration(s), {definitions} definitions file(s)"
     )
@@ -175,7 +175,7 @@ def test_print_sql_piped_into_psql_builds_the_same_schema(app_dsn, dsn):
     )
 
     assert snapshot(app_dsn) == snapshot(dsn)  # dsn: migrated by apply()
-    assert ledger(app_dsn) == ledger(dsn) == expected_ledger()
+    assert migrations_ledger(app_dsn) == migrations_ledger(dsn) == expected_ledger()
     assert definitions_ledger(app_dsn) == definitions_ledger(dsn) == expected_definitions()
     with psycopg.connect(app_dsn, autocommit=True) as conn:
         assert migrate.plan(conn) == []
@@ -202,13 +202,13 @@ def test_pgqueuer_ddl_is_what_the_installed_pgqueuer_renders():
 
 
 def test_editing_an_applied_migration_is_refused(conn):
-    assert migrate.pending(conn) == []
+    assert ledger.pending(conn) == []
     conn.execute(
         "UPDATE resync.schema_migrations SET checksum = repeat('0', 64) WHERE version = %s",
         (LATEST,),
     )
-    with pytest.raises(migrate.MigrationError, match=f"{migrate.available()[-1].name} was applied"):
-        migrate.pending(conn)
+    with pytest.raises(migrate.MigrationError, match=f"{scripts.available()[-1].name} was applied"):
+        ledger.pending(conn)
     with pytest.raises(migrate.MigrationError):
         migrate.apply(conn)
     with pytest.raises(migrate.MigrationError):
@@ -221,9 +221,9 @@ def test_a_newer_database_is_refused(conn):
         (LATEST + 1,),
     )
     with pytest.raises(migrate.MigrationError, match="newer than this ue-resync"):
-        migrate.pending(conn)
+        ledger.pending(conn)
     with pytest.raises(migrate.MigrationError, match="newer than this ue-resync"):
-        migrate.check_current(conn)
+        ledger.check_current(conn)
 
 
 def test_an_older_database_is_reported(conn):
@@ -232,8 +232,8 @@ def test_an_older_database_is_reported(conn):
         migrate.MigrationError,
         match=rf"at version {LATEST - 1}[+]\w{{8}}, this ue-resync needs {LATEST}[+]\w{{8}}: run",
     ):
-        migrate.check_current(conn)
-    assert [m.version for m in migrate.pending(conn)] == [LATEST]
+        ledger.check_current(conn)
+    assert [m.version for m in ledger.pending(conn)] == [LATEST]
 
 
 def test_a_database_older_than_the_baseline_is_refused(conn):
@@ -242,6 +242,6 @@ def test_a_database_older_than_the_baseline_is_refused(conn):
         "INSERT INTO resync.schema_migrations (version, name, checksum) VALUES (3, 'old', 'x')"
     )
     with pytest.raises(migrate.MigrationError, match="older than this ue-resync's baseline"):
-        migrate.pending(conn)
+        ledger.pending(conn)
     with pytest.raises(migrate.MigrationError, match="run `ue-resync migrate`"):
-        migrate.check_current(conn)
+        ledger.check_current(conn)

@@ -21,10 +21,10 @@ import psycopg
 
 from tests import catalog
 from tests.roles import denied, scalar, seed_operator_state
-from ue_resync import migrate
+from ue_resync import scripts
 
 # roles_and_grants.sql as migrate renders it (the default mapping).
-GRANTS = next(d.text for d in migrate.definitions() if d.name == "roles_and_grants")
+GRANTS = next(d.text for d in scripts.definitions() if d.name == "roles_and_grants")
 GROUP_ROLES = ("resync_worker", "resync_monitor", "resync_requester")
 MONITOR_VIEWS = (
     "queue_status",

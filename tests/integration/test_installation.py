@@ -1,6 +1,6 @@
 """migrate checks the catalogue, not its ledger: what a DBA's tools take away (grants, triggers
 dropped with a table, a function dropped or rewritten by another tool) is listed by
-`migrate --verify`, raised by the alert `catalogue`, and put back by `migrate`; what a DBA
+`migrate --verify`, raised by the alert `installation`, and put back by `migrate`; what a DBA
 added or chose (grants to other roles, firing modes) is left as it is. And TRUNCATE."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from tests import catalog
-from ue_resync import migrate
+from ue_resync import installation, mapping, migrate, scripts
 from ue_resync.catalogue import create_tables
 
 ELEMENT_TRIGGERS = (
@@ -29,14 +29,14 @@ def alerts(conn: psycopg.Connection) -> dict[str, dict[str, str]]:
 
 def repaired(conn: psycopg.Connection, *expected: str) -> None:
     """verify lists `expected` (each a part of a line), migrate repairs them, verify is clean."""
-    found = migrate.verify(conn)
+    found = installation.verify(conn)
     for part in expected:
         assert any(part in line for line in found), (part, found)
-    assert alerts(conn)["catalogue"]["severity"] == "critical"
+    assert alerts(conn)["installation"]["severity"] == "critical"
     outcome = migrate.run(conn)
     assert set(outcome.repaired) == set(found)
-    assert migrate.verify(conn) == []
-    assert "catalogue" not in alerts(conn)
+    assert installation.verify(conn) == []
+    assert "installation" not in alerts(conn)
 
 
 def modes(conn: psycopg.Connection) -> dict[str, str]:
@@ -49,8 +49,8 @@ def modes(conn: psycopg.Connection) -> dict[str, str]:
 
 
 def test_a_fresh_install_verifies_clean(conn):
-    assert migrate.verify(conn) == []
-    assert migrate.differences(conn, migrate.mappings.DEFAULT) == []
+    assert installation.verify(conn) == []
+    assert installation.differences(conn, mapping.DEFAULT) == []
 
 
 def test_grants_lost_in_a_restore_are_given_back(conn, login):
@@ -77,7 +77,7 @@ def test_a_dbas_own_grants_and_indexes_are_left_alone(conn, login):
     conn.execute(f"GRANT USAGE ON SCHEMA resync TO {reader.name}")
     conn.execute(f"GRANT SELECT ON resync.job_runs TO {reader.name}")
     conn.execute("CREATE INDEX job_runs_reason_idx ON resync.job_runs (reason)")
-    assert migrate.verify(conn) == []
+    assert installation.verify(conn) == []
     conn.execute("REVOKE ALL ON resync.pgqueuer FROM resync_worker")
     migrate.run(conn)
     with reader.connect() as still:
@@ -110,12 +110,12 @@ def test_a_function_rewritten_by_another_tool_is_put_back(conn):
 def test_the_tables_dropped_and_made_again_get_their_triggers_back(conn):
     conn.execute("DROP TABLE course_unit_elements, course_units CASCADE")
     create_tables(conn)  # the application's migrations, run again
-    found = migrate.verify(conn)
+    found = installation.verify(conn)
     assert {f"trigger {t} on public.course_unit_elements is missing" for t in ELEMENT_TRIGGERS} <= (
         set(found)
     )
     migrate.run(conn)
-    assert migrate.verify(conn) == []
+    assert installation.verify(conn) == []
     u = catalog.unit(conn)
     catalog.element(conn, u, credits=4)
     assert catalog.totals(conn, u)[0] == 4
@@ -126,17 +126,17 @@ def test_firing_modes_survive_every_reapply(conn):
         conn.execute(f"ALTER TABLE course_unit_elements ENABLE ALWAYS TRIGGER {name}")
     conn.execute("ALTER TABLE resync.requests DISABLE TRIGGER requests_enqueue")
     conn.execute("UPDATE resync.schema_definitions SET checksum = 'old'")  # an upgrade
-    assert [s.name for s in migrate.run(conn).scripts][1:-3] == list(migrate.DEFINITIONS)
+    assert [s.name for s in migrate.run(conn).scripts][1:-3] == list(scripts.DEFINITIONS)
     assert set(modes(conn).values()) == {"A"}
     assert conn.execute(
         "SELECT tgenabled::text FROM pg_trigger WHERE tgname = 'requests_enqueue'"
     ).fetchone() == ("D",)
-    assert migrate.verify(conn) == []
+    assert installation.verify(conn) == []
 
 
 def test_triggers_enabled_differently_are_reported_not_changed(conn):
     conn.execute("ALTER TABLE course_unit_elements DISABLE TRIGGER course_unit_elements_resync_row")
-    [line] = migrate.verify(conn)
+    [line] = installation.verify(conn)
     assert "course_unit_elements_resync_row disabled" in line and "they work together" in line
     outcome = migrate.run(conn)
     assert outcome.warnings == [f"not repaired: {line}"]
