@@ -28,7 +28,11 @@ BEGIN
             hours_tp           = s.tp,
             hours_total        = s.total,
             elements_count     = s.n,
-            hours_distribution = resync.hours_distribution(s.cm, s.td, s.tp, s.total),
+            hours_distribution = CASE WHEN s.total <= 0 THEN '{"cm": 0, "td": 0, "tp": 0}'::jsonb
+                                      ELSE jsonb_build_object('cm', round(s.cm * 100 / s.total, 1),
+                                                              'td', round(s.td * 100 / s.total, 1),
+                                                              'tp', round(s.tp * 100 / s.total, 1))
+                                 END,
             last_element_sync  = clock_timestamp()
         FROM (SELECT coalesce(sum(e.credits::numeric), 0)     AS credits,
                      coalesce(sum(e.hours_cm::numeric), 0)    AS cm,
