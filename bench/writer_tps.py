@@ -26,7 +26,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench import common
@@ -36,12 +36,14 @@ from support import postgres
 from support.catalogue import load_catalogue
 
 NAME = "writer_tps"
-TITLE = "single-row element updates, one transaction each, 2 clients (pgbench)"
+TITLE = "single-row element updates, one transaction each, 2 clients and 1 (pgbench)"
 CLIENTS = 2
 TABLES = ("public.course_unit_elements", "public.course_units", "resync.pgqueuer")
 
 
-def run_pgbench(b: Bench, script: Path, seconds: float, options: str = "") -> tuple[float, float]:
+def run_pgbench(
+    b: Bench, script: Path, seconds: float, options: str = "", clients: int = CLIENTS
+) -> tuple[float, float]:
     """(tps, mean latency in ms) of one pgbench run against the benchmark's database."""
     env = dict(os.environ)
     env.pop("PGOPTIONS", None)
@@ -52,8 +54,8 @@ def run_pgbench(b: Bench, script: Path, seconds: float, options: str = "") -> tu
             "pgbench",
             [
                 "--no-vacuum",
-                f"--client={CLIENTS}",
-                f"--jobs={CLIENTS}",
+                f"--client={clients}",
+                f"--jobs={clients}",
                 f"--time={int(seconds)}",
                 "--protocol=prepared",
                 f"--file={script}",
@@ -81,14 +83,13 @@ def measure(b: Bench, commit_wait: bool = True, floors: bool = False) -> None:
     b.params.update(
         units=units,
         elements=units * 4,
-        clients=CLIENTS,
+        clients=f"{CLIENTS}, and 1 (with the floors)",
         seconds_per_run=seconds,
         warmup_seconds=warmup,
         tool="pgbench --protocol=prepared",
         synchronous_commit="on" if commit_wait else "off (every variant)",
         floors=floors,
     )
-    base = "" if commit_wait else "-c synchronous_commit=off"
     with b.connect() as conn:
         load_catalogue(conn, units)
     script = b.workdir / "update_one.sql"
@@ -96,9 +97,12 @@ def measure(b: Bench, commit_wait: bool = True, floors: bool = False) -> None:
         f"\\set id random(1, {units * 4})\n"
         "UPDATE course_unit_elements SET hours_td = hours_td + 1 WHERE id = :id;\n"
     )
+    base = "" if commit_wait else "-c synchronous_commit=off"
     latency: dict[str, list[float]] = {}
 
-    def variant(name: str, triggers: bool, options: str = "", floor: Path | None = None) -> float:
+    def variant(
+        name: str, triggers: bool, options: str = "", floor: Path | None = None, clients: int = 2
+    ) -> float:
         with swapped(b, floor):
             with b.connect() as conn:
                 common.set_triggers(conn, triggers)
@@ -106,61 +110,106 @@ def measure(b: Bench, commit_wait: bool = True, floors: bool = False) -> None:
                 common.settle(conn, *TABLES)
             try:
                 options = f"{base} {options}".strip()
-                run_pgbench(b, script, warmup, options)
-                tps, lat = run_pgbench(b, script, seconds, options)
+                run_pgbench(b, script, warmup, options, clients)
+                tps, lat = run_pgbench(b, script, seconds, options, clients)
             finally:
                 with b.connect() as conn:
                     common.set_triggers(conn, True)
         latency.setdefault(name, []).append(lat)
         return tps
 
-    deferred = "-c ue_resync.mode=deferred"
-    variants = {
+    variants = variants_of(variant, floors)
+    runs = b.alternate(variants)
+    two_clients(b, runs, floors)
+    one_client(b, latency)
+    for name in latency:
+        b.paired(f"{name} mean latency", "ms", latency[name])
+
+
+DEFERRED = "-c ue_resync.mode=deferred"
+
+
+def variants_of(variant: Callable[..., float], floors: bool) -> dict[str, Callable[[int], float]]:
+    """The variants of a round: at 2 clients the application alone, inline and deferred (and
+    with --floors each floor, alone and routed); at 1 client the same with the two floors."""
+    variants: dict[str, Callable[[int], float]] = {
         "baseline": lambda _: variant("baseline", False),
         "inline": lambda _: variant("inline", True),
-        "deferred": lambda _: variant("deferred", True, deferred),
+        "deferred": lambda _: variant("deferred", True, DEFERRED),
     }
     if floors:
         check_routed()
-        variants["inline floor"] = lambda _: variant("inline floor", True, floor=FLOORS)
-        variants["deferred floor"] = lambda _: variant("deferred floor", True, deferred, FLOORS)
-        variants["inline routed floor"] = lambda _: variant(
-            "inline routed floor", True, floor=ROUTED
+        for mode, options in (("inline", ""), ("deferred", DEFERRED)):
+            variants[f"{mode} floor"] = lambda _, m=mode, o=options: variant(
+                f"{m} floor", True, o, FLOORS
+            )
+            variants[f"{mode} routed floor"] = lambda _, m=mode, o=options: variant(
+                f"{m} routed floor", True, o, ROUTED
+            )
+    for name, triggers, options, floor in (
+        ("baseline", False, "", None),
+        ("inline", True, "", None),
+        ("deferred", True, DEFERRED, None),
+        ("inline floor", True, "", FLOORS),
+        ("deferred floor", True, DEFERRED, FLOORS),
+    ):
+        variants[f"1 client: {name}"] = lambda _, n=name, t=triggers, o=options, f=floor: variant(
+            f"1 client: {n}", t, o, f, clients=1
         )
-        variants["deferred routed floor"] = lambda _: variant(
-            "deferred routed floor", True, deferred, ROUTED
-        )
-    runs = b.alternate(variants)
+    return variants
+
+
+def two_clients(b: Bench, runs: dict[str, list[float]], floors: bool) -> None:
     base = runs["baseline"]
     b.paired("inline tps", "tps", runs["inline"], base, "triggers disabled", Target(">=", 0.85))
     b.paired("deferred tps", "tps", runs["deferred"], base, "triggers disabled", Target(">=", 0.90))
     b.paired("baseline tps (triggers disabled)", "tps", base)
-    if floors:
-        for mode in ("inline", "deferred"):
-            b.paired(f"{mode} floor tps", "tps", runs[f"{mode} floor"], base, "triggers disabled")
-            b.paired(
-                f"{mode} tps vs its floor",
-                "tps",
-                runs[mode],
-                runs[f"{mode} floor"],
-                f"{mode} floor (bench/floor_triggers.sql)",
-            )
-            b.paired(
-                f"{mode} routed floor tps",
-                "tps",
-                runs[f"{mode} routed floor"],
-                runs[f"{mode} floor"],
-                f"{mode} floor (bench/floor_triggers.sql)",
-            )
-            b.paired(
-                f"{mode} tps vs its routed floor",
-                "tps",
-                runs[mode],
-                runs[f"{mode} routed floor"],
-                f"{mode} routed floor (bench/floor_routed.sql)",
-            )
-    for name in latency:
-        b.paired(f"{name} mean latency", "ms", latency[name])
+    if not floors:
+        return
+    for mode in ("inline", "deferred"):
+        b.paired(f"{mode} floor tps", "tps", runs[f"{mode} floor"], base, "triggers disabled")
+        b.paired(
+            f"{mode} tps vs its floor",
+            "tps",
+            runs[mode],
+            runs[f"{mode} floor"],
+            f"{mode} floor (bench/floor_triggers.sql)",
+        )
+        b.paired(
+            f"{mode} routed floor tps",
+            "tps",
+            runs[f"{mode} routed floor"],
+            runs[f"{mode} floor"],
+            f"{mode} floor (bench/floor_triggers.sql)",
+        )
+        b.paired(
+            f"{mode} tps vs its routed floor",
+            "tps",
+            runs[mode],
+            runs[f"{mode} routed floor"],
+            f"{mode} routed floor (bench/floor_routed.sql)",
+        )
+
+
+def one_client(b: Bench, latency: dict[str, list[float]]) -> None:
+    """What the triggers add to one write at one client, in µs, against the application alone
+    and against the floor of their mode: what an Eloquent save pays."""
+    alone = latency["1 client: baseline"]
+
+    def added(name: str) -> list[float]:
+        return [(v - a) * 1000 for v, a in zip(latency[f"1 client: {name}"], alone, strict=True)]
+
+    for mode in ("inline", "deferred"):
+        floor = added(f"{mode} floor")
+        b.paired(f"1 client: {mode} floor, added latency", "µs/write", floor)
+        b.paired(
+            f"1 client: {mode}, added latency",
+            "µs/write",
+            added(mode),
+            floor,
+            f"the {mode} floor's added latency",
+            Target("<=", 1.5),
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
