@@ -94,8 +94,8 @@ def without_routing(text: str) -> str:
     text = text[:when] + text[end:]
     return replaced(
         text,
-        "    IF current_setting('ue_resync.statement_rows', true) IS DISTINCT FROM v_statement "
-        "|| ' 1' THEN\n        RETURN NULL;\n    END IF;\n",
+        "    IF current_setting(v_rows, true) IS DISTINCT FROM v_statement || ' 1' THEN\n"
+        "        RETURN NULL;\n    END IF;\n",
         "",
     )
 

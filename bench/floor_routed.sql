@@ -14,11 +14,12 @@ LANGUAGE plpgsql
 AS $$
 DECLARE
     v_statement text := encode(timestamptz_send(statement_timestamp()), 'hex');
+    v_rows      text := 'ue_resync.statement_rows_' || (pg_trigger_depth() - 1);
 BEGIN
-    IF current_setting('ue_resync.statement_rows', true) IS DISTINCT FROM v_statement || ' 1' THEN
+    IF current_setting(v_rows, true) IS DISTINCT FROM v_statement || ' 1' THEN
         RETURN NULL;
     END IF;
-    PERFORM set_config('ue_resync.statement_rows', v_statement || ' done', true);
+    PERFORM set_config(v_rows, v_statement || ' done', true);
     IF current_setting('ue_resync.mode', true) = 'deferred' THEN
         INSERT INTO resync.pgqueuer AS q
             (priority, entrypoint, status, execute_after, payload, resync_unit)

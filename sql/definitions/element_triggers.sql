@@ -6,27 +6,31 @@
 --                                (default 100ms; '0' means no limit, as for lock_timeout)
 --   ue_resync.debounce, ue_resync.debounce_max_wait   deferred mode (queueing.sql)
 --
--- A statement takes one of two paths, never both:
+-- A statement takes one of two paths, never both. Its rows are counted in the transaction-local
+-- setting of the trigger depth it runs at, ue_resync.statement_rows_<depth> (a statement run
+-- by a trigger, the application's own on this table included, counts in a setting of its own),
+-- under its statement_timestamp:
 --   course_unit_elements_resync_row (AFTER ROW, resync.on_element_row): its WHEN clause,
---       evaluated as each row is written, counts the statement's rows in the transaction-local
---       setting ue_resync.statement_rows ('<statement timestamp> 1', then ' 2') and queues the
---       event of the first row only; from the third row on it only compares a string. When the
---       event fires (end of statement) and the count still reads 1, the function syncs or
---       queues that row's UE and marks the statement ' done'.
+--       evaluated as each row is written, counts the statement's rows ('<timestamp> 1', then
+--       ' 2') and queues the event of the first row only; from the third row on it only compares a string. The function syncs or
+--       queues that row's UE (both UEs of a move) when the count read 1, and marks the
+--       statement ' done'.
 --   course_unit_elements_resync_statement_insert/update/delete (AFTER STATEMENT,
---       resync.on_element_statement): return at once when the statement is ' done', else sync
---       or queue every UE the statement touched, from the transition tables.
+--       resync.on_element_statement): their WHEN clause, evaluated as the statement ends,
+--       skips a statement whose count reads 1; else the function syncs or queues every UE the
+--       statement touched, from the transition tables.
 -- Why two paths: a single-row statement is most of what an application writes, and a row
 -- trigger reads OLD and NEW for free with plans it keeps, where every query over a transition
 -- table is planned again at each call; a bulk statement needs the set-based path to sync each
--- UE once.
+-- UE once. The statement function is not even called for a single-row statement: its frame
+-- would cost that statement more than the row function's work (docs/performance.md).
 --
--- Anything unexpected falls to the statement path, which is always right: statements inside
--- one function share a statement_timestamp (after a ' done' the next one counts afresh; after
--- a ' 2' every later one takes the statement path); a statement nested in another's row
--- processing pushes the shared count to 2; a row moved between UEs is handed over; with the
--- row trigger disabled nothing is ever marked ' done'. Disable the four triggers together or
--- not at all (bench/common.py does).
+-- Statements that share a setting and a timestamp take turns: statements run one after the other
+-- by one function share its statement_timestamp (after a ' done' the next one counts afresh); a statement run
+-- while another's rows are written, by a function in its query, pushes the shared count to 2,
+-- and both take the statement path. With the row trigger disabled nothing counts a row, and
+-- every statement takes the statement path. Disable the five triggers together or not at all
+-- (bench/common.py does).
 --
 -- On failure, inline mode: the sync runs in a subtransaction; on any error it rolls back, the
 -- writer's statement goes on, and resync.error_policy decides the job and its delay.
@@ -168,7 +172,7 @@ $$;
 -- resync.on_element_statement: the AFTER STATEMENT trigger function for INSERT, UPDATE, DELETE.
 -- Called by: course_unit_elements_resync_statement_*, once per statement, with its transition
 --   tables (new_rows, old_rows).
--- Does: returns at once when resync.on_element_row handled the statement (' done'). Else
+-- Does: (not called when resync.on_element_row handled the statement: the triggers' WHEN)
 --   collects the UEs touched (both of them for a move; for an UPDATE only rows whose counted
 --   fields moved), drops those with auto_sync_enabled = false, and hands them to
 --   resync.sync_or_defer.
@@ -192,12 +196,6 @@ DECLARE
     v_actions  text[];
     v_joins    text;
 BEGIN
-    -- A statement that changed one row: resync.on_element_row has handled it.
-    -- Tested first: this is all a single-row statement pays here.
-    IF current_setting('ue_resync.statement_rows', true)
-       = encode(timestamptz_send(statement_timestamp()), 'hex') || ' done' THEN
-        RETURN NULL;
-    END IF;
     -- Off: not even the transition tables are read (sync_or_defer checks the value).
     v_mode := coalesce(nullif(current_setting('ue_resync.mode', true), ''), 'inline');
     IF v_mode = 'off' THEN
@@ -279,7 +277,10 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
+    -- The statement this row belongs to, and the setting that counts its rows (the triggers'
+    -- WHEN clauses): the one of the trigger depth it ran at (this function runs one deeper).
     v_statement text := encode(timestamptz_send(statement_timestamp()), 'hex');
+    v_rows      text := 'ue_resync.statement_rows_' || (pg_trigger_depth() - 1);
     v_mode      text;
     v_unit      bigint;
     v_action    text;
@@ -296,7 +297,7 @@ DECLARE
     v_actions   text[];
 BEGIN
     -- More rows came after this one: the statement trigger syncs them all.
-    IF current_setting('ue_resync.statement_rows', true) IS DISTINCT FROM v_statement || ' 1' THEN
+    IF current_setting(v_rows, true) IS DISTINCT FROM v_statement || ' 1' THEN
         RETURN NULL;
     END IF;
 
@@ -313,20 +314,20 @@ BEGIN
            {NEW.status}, {NEW.deleted_at}, {NEW.course_unit_id}) THEN
         v_unit := NULL;  -- nothing counted changed
     ELSIF {OLD.course_unit_id} IS DISTINCT FROM {NEW.course_unit_id} THEN
-        IF current_setting('session_replication_role') <> 'replica' THEN
-            -- A move touches two UEs: left to the statement trigger.
-            v_set := set_config('ue_resync.statement_rows', v_statement || ' 2', true);
-            RETURN NULL;
-        END IF;
-        -- The apply worker of a logical replication subscriber fires row triggers only (with
-        -- this one ENABLE ALWAYS): the move is handled here, both UEs at once.
-        v_set := set_config('ue_resync.statement_rows', v_statement || ' done', true);
+        -- A move touches two UEs: both synced (or queued) here. (The apply worker of a
+        -- logical replication subscriber fires row triggers only: this must be whole.)
+        v_set := set_config(v_rows, v_statement || ' done', true);
         SELECT array_agg(m.unit ORDER BY m.unit), array_agg(m.action ORDER BY m.unit)
         INTO v_units, v_actions
         FROM (SELECT DISTINCT unnest(array[{OLD.course_unit_id}, {NEW.course_unit_id}])::bigint
-                     AS unit, 'updated'::text AS action) m
+                     AS unit,
+                     CASE WHEN {OLD.deleted_at} IS NULL AND {NEW.deleted_at} IS NOT NULL
+                          THEN 'deleted'
+                          WHEN {OLD.deleted_at} IS NOT NULL AND {NEW.deleted_at} IS NULL
+                          THEN 'restored'
+                          ELSE 'updated' END AS action) m
         JOIN {units} u ON {u.id} = m.unit
-        WHERE m.unit IS NOT NULL AND {u.auto_sync_enabled};
+        WHERE {u.auto_sync_enabled};
         PERFORM resync.sync_or_defer(v_units, v_actions);
         RETURN NULL;
     ELSE
@@ -337,7 +338,7 @@ BEGIN
                          THEN 'restored'
                          ELSE 'updated' END;
     END IF;
-    v_set := set_config('ue_resync.statement_rows', v_statement || ' done', true);
+    v_set := set_config(v_rows, v_statement || ' done', true);
     IF v_unit IS NULL THEN
         RETURN NULL;
     END IF;
@@ -504,32 +505,45 @@ CREATE OR REPLACE TRIGGER course_unit_elements_resync_row
     FOR EACH ROW
     -- Evaluated as each row is written (the function runs at the end of the statement):
     -- counts the statement's rows in the setting, queues the event for the first only.
-    WHEN (CASE current_setting('ue_resync.statement_rows', true)
+    WHEN (CASE current_setting('ue_resync.statement_rows_' || pg_trigger_depth(), true)
           WHEN encode(timestamptz_send(statement_timestamp()), 'hex') || ' 2' THEN false
           WHEN encode(timestamptz_send(statement_timestamp()), 'hex') || ' 1'
-          THEN set_config('ue_resync.statement_rows',
-                          encode(timestamptz_send(statement_timestamp()), 'hex') || ' 2',
-                          true) IS NULL
-          ELSE set_config('ue_resync.statement_rows',
-                          encode(timestamptz_send(statement_timestamp()), 'hex') || ' 1',
-                          true) IS NOT NULL
+          THEN set_config('ue_resync.statement_rows_' || pg_trigger_depth(),
+                          encode(timestamptz_send(statement_timestamp()), 'hex') || ' 2', true) IS NULL
+          ELSE set_config('ue_resync.statement_rows_' || pg_trigger_depth(),
+                          encode(timestamptz_send(statement_timestamp()), 'hex') || ' 1', true) IS NOT NULL
           END)
     EXECUTE FUNCTION resync.on_element_row();
 
 CREATE OR REPLACE TRIGGER course_unit_elements_resync_statement_insert
     AFTER INSERT ON {elements}
     REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION resync.on_element_statement();
+    FOR EACH STATEMENT
+    -- Not called for a statement of one row, which the row path handles: its WHEN counted
+    -- one row. (Evaluated as the statement ends, before the row function runs.)
+    WHEN (current_setting('ue_resync.statement_rows_' || pg_trigger_depth(), true)
+          IS DISTINCT FROM encode(timestamptz_send(statement_timestamp()), 'hex') || ' 1')
+    EXECUTE FUNCTION resync.on_element_statement();
 
 CREATE OR REPLACE TRIGGER course_unit_elements_resync_statement_update
     AFTER UPDATE ON {elements}
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION resync.on_element_statement();
+    FOR EACH STATEMENT
+    -- Not called for a statement of one row, which the row path handles: its WHEN counted
+    -- one row. (Evaluated as the statement ends, before the row function runs.)
+    WHEN (current_setting('ue_resync.statement_rows_' || pg_trigger_depth(), true)
+          IS DISTINCT FROM encode(timestamptz_send(statement_timestamp()), 'hex') || ' 1')
+    EXECUTE FUNCTION resync.on_element_statement();
 
 CREATE OR REPLACE TRIGGER course_unit_elements_resync_statement_delete
     AFTER DELETE ON {elements}
     REFERENCING OLD TABLE AS old_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION resync.on_element_statement();
+    FOR EACH STATEMENT
+    -- Not called for a statement of one row, which the row path handles: its WHEN counted
+    -- one row. (Evaluated as the statement ends, before the row function runs.)
+    WHEN (current_setting('ue_resync.statement_rows_' || pg_trigger_depth(), true)
+          IS DISTINCT FROM encode(timestamptz_send(statement_timestamp()), 'hex') || ' 1')
+    EXECUTE FUNCTION resync.on_element_statement();
 
 CREATE OR REPLACE TRIGGER course_unit_elements_resync_truncate
     AFTER TRUNCATE ON {elements}

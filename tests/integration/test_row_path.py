@@ -18,7 +18,7 @@ def _route(conn: psycopg.Connection, statement: str, *params: object) -> str:
     row path synced), '2' (the statement path), '' (nothing counted: the row trigger is off)."""
     with conn.transaction():
         conn.execute(statement, params)
-        row = conn.execute("SELECT current_setting('ue_resync.statement_rows', true)").fetchone()
+        row = conn.execute("SELECT current_setting('ue_resync.statement_rows_0', true)").fetchone()
     assert row is not None
     return str(row[0] or "").rpartition(" ")[2]
 
@@ -62,7 +62,7 @@ def test_statements_sharing_one_statement_timestamp_all_sync(conn):
     e3, e4 = catalog.element(conn, u3, credits=1), catalog.element(conn, u3, credits=1)
     routes: list[str] = []
     conn.add_notice_handler(lambda d: routes.append(str(d.message_primary).rpartition(" ")[2]))
-    report = "RAISE NOTICE '%', current_setting('ue_resync.statement_rows', true);"
+    report = "RAISE NOTICE '%', current_setting('ue_resync.statement_rows_0', true);"
     conn.execute(
         f"""
         DO $$
@@ -80,13 +80,44 @@ def test_statements_sharing_one_statement_timestamp_all_sync(conn):
     assert catalog.totals(conn, u3)[0] == Decimal(4)
 
 
-def test_a_row_moved_between_units_is_handed_to_the_statement_path(conn):
+def test_a_row_moved_between_units_syncs_both_on_the_row_path(conn):
     u1, u2 = catalog.unit(conn), catalog.unit(conn)
     e = catalog.element(conn, u1, credits=3)
     catalog.element(conn, u2, credits=1)
     route = _route(conn, "UPDATE course_unit_elements SET course_unit_id = %s WHERE id = %s", u2, e)
-    assert route == "2"
+    assert route == "done"
     assert catalog.totals(conn, u1)[0] == 0 and catalog.totals(conn, u2)[0] == Decimal(4)
+    with conn.transaction():
+        conn.execute("SET LOCAL ue_resync.mode = 'deferred'")
+        conn.execute("UPDATE course_unit_elements SET course_unit_id = %s WHERE id = %s", (u1, e))
+    assert sorted(j["headers"]["course_unit_id"] for j in catalog.jobs(conn)) == sorted(
+        [str(u1), str(u2)]
+    )
+
+
+def test_a_statement_run_by_the_applications_own_trigger_has_a_key_of_its_own(conn):
+    # The application's AFTER ROW trigger (named to fire before ue-resync's) moves a sibling
+    # element while the first statement's events fire: its statement shares the first one's
+    # statement_timestamp, not its trigger depth, and each statement's UEs are synced.
+    u1, u2, u3 = (catalog.unit(conn) for _ in range(3))
+    moved = catalog.element(conn, u1, credits=3)
+    sibling = catalog.element(conn, u2, credits=5)
+    conn.execute(
+        f"""
+        CREATE FUNCTION app_cascade() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.id = {moved} THEN
+                UPDATE course_unit_elements SET course_unit_id = {u3} WHERE id = {sibling};
+            END IF;
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER aaa_app_cascade AFTER UPDATE ON course_unit_elements
+            FOR EACH ROW EXECUTE FUNCTION app_cascade();
+        """
+    )
+    conn.execute("UPDATE course_unit_elements SET credits = 4 WHERE id = %s", (moved,))
+    assert [catalog.totals(conn, u)[0] for u in (u1, u2, u3)] == [4, 0, 5]
+    assert catalog.drift_count(conn) == 0
 
 
 def test_with_the_row_trigger_disabled_the_statement_path_still_syncs(conn):
