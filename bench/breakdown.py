@@ -87,16 +87,14 @@ def without_optimistic_check(text: str) -> str:
 
 
 def without_routing(text: str) -> str:
-    """The row function called for every row (no WHEN), without its check of the count."""
+    """A row trigger alone: the row function called for every row (no WHEN), no start trigger
+    and no statement triggers (a bulk statement would sync each UE once per row)."""
+    text = without_statement_triggers(text)
     start = text.index("CREATE OR REPLACE TRIGGER course_unit_elements_resync_row")
     when = text.index("    WHEN (", start)
     end = text.index("    EXECUTE FUNCTION resync.on_element_row();", start)
-    text = text[:when] + text[end:]
-    return replaced(
-        text,
-        "    IF current_setting(v_rows, true) IS DISTINCT FROM v_statement || ' 1' THEN\n"
-        "        RETURN NULL;\n    END IF;\n",
-        "",
+    return text[:when] + text[end:] + (
+        "DROP TRIGGER course_unit_elements_resync_start ON public.course_unit_elements;\n"
     )
 
 
@@ -115,12 +113,13 @@ def rendered_without(*keys: str) -> Callable[[str], str]:
 # name: (the guarantee the variant drops, how it is made)
 VARIANTS: dict[str, tuple[str, Callable[[str], str]]] = {
     "no statement triggers": (
-        "bulk statements synced once per statement (transition tables captured, statement "
-        "functions called)",
+        "bulk statements synced once per statement: their transition tables captured and their "
+        "WHEN clause evaluated, on a single-row statement too",
         without_statement_triggers,
     ),
     "no routing": (
-        "row-count routing (the row trigger's WHEN clause and its setting)",
+        "bulk statements synced once per statement: all of it, the row trigger's WHEN clause "
+        "counting rows included",
         without_routing,
     ),
     "no SECURITY DEFINER frame": (

@@ -22,7 +22,7 @@ UNION ALL
 SELECT regexp_replace(pg_get_triggerdef(t.oid), '^CREATE TRIGGER', 'CREATE OR REPLACE TRIGGER')
 FROM pg_trigger t
 WHERE t.tgrelid = 'public.course_unit_elements'::regclass
-  AND t.tgname IN ('course_unit_elements_resync_row',
+  AND t.tgname IN ('course_unit_elements_resync_start', 'course_unit_elements_resync_row',
                    'course_unit_elements_resync_statement_update')
 ORDER BY 1
 """

@@ -92,7 +92,8 @@ FROM roles r WHERE r.oid <> 0
 -- What migrate recorded and the live catalogue no longer holds, or holds otherwise: one row per
 -- difference, with a line for people. Objects added since (a DBA's index, grant or trigger)
 -- are not differences. The firing modes are the DBA's (migrate keeps them), but the element
--- triggers work together: one enabled differently from the others is a difference.
+-- triggers work together: one enabled differently from the others is a difference (the two
+-- for a replication subscriber, ENABLE REPLICA, apart).
 WITH live AS ({verify.objects})
 SELECT r.kind, r.name,
        CASE WHEN l.detail IS NULL THEN format('%s %s is missing', r.kind, r.name)
@@ -115,6 +116,7 @@ SELECT 'firing modes', {elements.table.name},
                          ', ' ORDER BY t.tgname))
 FROM pg_catalog.pg_trigger t
 WHERE t.tgrelid = {elements.regclass} AND t.tgname LIKE 'course\_unit\_elements\_resync\_%'
+  AND t.tgname NOT LIKE 'course\_unit\_elements\_resync\_replica%'
 HAVING count(DISTINCT t.tgenabled) > 1
 ORDER BY 1, 2
 

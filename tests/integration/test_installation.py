@@ -14,6 +14,7 @@ from ue_resync import installation, mapping, migrate, scripts
 from ue_resync.catalogue import create_tables
 
 ELEMENT_TRIGGERS = (
+    "course_unit_elements_resync_start",
     "course_unit_elements_resync_row",
     "course_unit_elements_resync_statement_delete",
     "course_unit_elements_resync_statement_insert",
@@ -46,6 +47,14 @@ def modes(conn: psycopg.Connection) -> dict[str, str]:
             "WHERE tgrelid = 'course_unit_elements'::regclass AND NOT tgisinternal"
         ).fetchall()
     )
+
+
+def test_the_subscribers_triggers_fire_for_the_apply_worker_only(conn):
+    replica = {k: v for k, v in modes(conn).items() if "replica" in k}
+    assert replica == {
+        "course_unit_elements_resync_replica": "R",
+        "course_unit_elements_resync_replica_truncate": "R",
+    }
 
 
 def test_a_fresh_install_verifies_clean(conn):
@@ -127,7 +136,7 @@ def test_firing_modes_survive_every_reapply(conn):
     conn.execute("ALTER TABLE resync.requests DISABLE TRIGGER requests_enqueue")
     conn.execute("UPDATE resync.schema_definitions SET checksum = 'old'")  # an upgrade
     assert [s.name for s in migrate.run(conn).scripts][1:-3] == list(scripts.DEFINITIONS)
-    assert set(modes(conn).values()) == {"A"}
+    assert {modes(conn)[name] for name in ELEMENT_TRIGGERS} == {"A"}
     assert conn.execute(
         "SELECT tgenabled::text FROM pg_trigger WHERE tgname = 'requests_enqueue'"
     ).fetchone() == ("D",)

@@ -53,9 +53,9 @@ def test_apply_on_a_new_database_then_again(app_dsn):
         assert scripts.code_schema_version().startswith(f"{LATEST}+")
     before = snapshot(app_dsn)
     assert kinds(before)["function"] >= 20
-    # On the elements: 3 statement, 1 row and 1 TRUNCATE trigger; requests_enqueue;
-    # tg_pgqueuer_changed and pgqueuer_resync_foreign_job on the queue.
-    assert kinds(before)["trigger"] == 8
+    # On the elements: the start, row, 3 statement and TRUNCATE triggers, and the subscriber's
+    # two; requests_enqueue; tg_pgqueuer_changed and pgqueuer_resync_foreign_job on the queue.
+    assert kinds(before)["trigger"] == 11
 
     with psycopg.connect(app_dsn, autocommit=True) as conn:
         assert migrate.apply(conn) == []

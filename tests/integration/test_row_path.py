@@ -14,13 +14,25 @@ from tests.deferral import wait_until_blocked
 
 
 def _route(conn: psycopg.Connection, statement: str, *params: object) -> str:
-    """Run `statement` in a transaction; what the routing setting said at its end: 'done' (the
-    row path synced), '2' (the statement path), '' (nothing counted: the row trigger is off)."""
+    """Run `statement` in a transaction; which trigger functions ran for it: 'row' (the row
+    path), 'statement' (the statement path), 'row+statement' (a statement of several rows: its
+    first row's function is called too, and returns at once), '' (none), read from the
+    transaction's function counts."""
     with conn.transaction():
+        conn.execute("SET LOCAL track_functions = 'pl'")
         conn.execute(statement, params)
-        row = conn.execute("SELECT current_setting('ue_resync.statement_rows_0', true)").fetchone()
-    assert row is not None
-    return str(row[0] or "").rpartition(" ")[2]
+        calls = dict(
+            conn.execute(
+                "SELECT funcname::text, calls FROM pg_stat_xact_user_functions "
+                "WHERE schemaname = 'resync' "
+                "AND funcname IN ('on_element_row', 'on_element_statement')"
+            ).fetchall()
+        )
+    return "+".join(
+        path
+        for path, fn in (("row", "on_element_row"), ("statement", "on_element_statement"))
+        if calls.get(fn)
+    )
 
 
 def _consistent(conn: psycopg.Connection, unit_id: int) -> bool:
@@ -33,9 +45,9 @@ def _consistent(conn: psycopg.Connection, unit_id: int) -> bool:
 def test_a_single_row_statement_takes_the_row_path(conn):
     u = catalog.unit(conn)
     e = catalog.element(conn, u, credits=3)
-    assert _route(conn, "UPDATE course_unit_elements SET credits = 5 WHERE id = %s", e) == "done"
+    assert _route(conn, "UPDATE course_unit_elements SET credits = 5 WHERE id = %s", e) == "row"
     assert catalog.totals(conn, u)[0] == Decimal(5)
-    assert _route(conn, "DELETE FROM course_unit_elements WHERE id = %s", e) == "done"
+    assert _route(conn, "DELETE FROM course_unit_elements WHERE id = %s", e) == "row"
     assert catalog.totals(conn, u)[5] == 0
     assert catalog.jobs(conn) == []
 
@@ -47,37 +59,53 @@ def test_a_multi_row_statement_takes_the_statement_path(conn):
     route = _route(
         conn, "UPDATE course_unit_elements SET credits = credits + 10 WHERE id IN (%s, %s)", a, b
     )
-    assert route == "2"
+    assert route == "row+statement"
     assert catalog.totals(conn, u)[0] == Decimal(23)
     assert _consistent(conn, u)
 
 
-def test_statements_sharing_one_statement_timestamp_all_sync(conn):
-    # Inside one function every statement has the same statement_timestamp(). After a
-    # single-row statement is done, the next one counts afresh (row path); after a multi-row
-    # one, the count stays at 2 and every later statement takes the statement path. Each
-    # statement reports its route with a NOTICE; every UE ends consistent.
+def test_statements_run_by_one_function_each_take_their_path(conn):
+    # Inside one function every statement has the same statement_timestamp(): each counts its
+    # rows afresh (the start trigger), and every UE ends consistent.
     u1, u2, u3 = catalog.unit(conn), catalog.unit(conn), catalog.unit(conn)
     e1, e2 = catalog.element(conn, u1, credits=1), catalog.element(conn, u2, credits=1)
     e3, e4 = catalog.element(conn, u3, credits=1), catalog.element(conn, u3, credits=1)
-    routes: list[str] = []
-    conn.add_notice_handler(lambda d: routes.append(str(d.message_primary).rpartition(" ")[2]))
-    report = "RAISE NOTICE '%', current_setting('ue_resync.statement_rows_0', true);"
-    conn.execute(
+    route = _route(
+        conn,
         f"""
         DO $$
         BEGIN
-            UPDATE course_unit_elements SET credits = 4 WHERE id = {e1}; {report}
-            UPDATE course_unit_elements SET credits = 6 WHERE id = {e2}; {report}
-            UPDATE course_unit_elements SET credits = 2 WHERE id IN ({e3}, {e4}); {report}
-            UPDATE course_unit_elements SET credits = 8 WHERE id = {e1}; {report}
+            UPDATE course_unit_elements SET credits = 4 WHERE id = {e1};
+            UPDATE course_unit_elements SET credits = 6 WHERE id = {e2};
+            UPDATE course_unit_elements SET credits = 2 WHERE id IN ({e3}, {e4});
+            UPDATE course_unit_elements SET credits = 8 WHERE id = {e1};
         END $$
-        """
+        """,
     )
-    assert routes == ["done", "done", "2", "2"]
+    assert route == "row+statement"
     assert catalog.totals(conn, u1)[0] == Decimal(8)
     assert catalog.totals(conn, u2)[0] == Decimal(6)
     assert catalog.totals(conn, u3)[0] == Decimal(4)
+
+
+def test_a_statement_run_by_a_function_in_another_statements_query(conn):
+    # The function writes the table while the outer statement writes its rows: both take the
+    # statement path, and every UE ends consistent.
+    u1, u2 = catalog.unit(conn), catalog.unit(conn)
+    outer = catalog.element(conn, u1, credits=1)
+    inner = catalog.element(conn, u2, credits=1)
+    conn.execute(
+        f"""
+        CREATE FUNCTION touch_other(n numeric) RETURNS numeric LANGUAGE plpgsql AS $$
+        BEGIN
+            UPDATE course_unit_elements SET credits = 7 WHERE id = {inner};
+            RETURN n;
+        END $$
+        """
+    )
+    conn.execute("UPDATE course_unit_elements SET credits = touch_other(3) WHERE id = %s", (outer,))
+    assert [catalog.totals(conn, u)[0] for u in (u1, u2)] == [3, 7]
+    assert catalog.drift_count(conn) == 0
 
 
 def test_a_row_moved_between_units_syncs_both_on_the_row_path(conn):
@@ -85,7 +113,7 @@ def test_a_row_moved_between_units_syncs_both_on_the_row_path(conn):
     e = catalog.element(conn, u1, credits=3)
     catalog.element(conn, u2, credits=1)
     route = _route(conn, "UPDATE course_unit_elements SET course_unit_id = %s WHERE id = %s", u2, e)
-    assert route == "done"
+    assert route == "row"
     assert catalog.totals(conn, u1)[0] == 0 and catalog.totals(conn, u2)[0] == Decimal(4)
     with conn.transaction():
         conn.execute("SET LOCAL ue_resync.mode = 'deferred'")
@@ -124,7 +152,9 @@ def test_with_the_row_trigger_disabled_the_statement_path_still_syncs(conn):
     u = catalog.unit(conn)
     e = catalog.element(conn, u, credits=3)
     conn.execute("ALTER TABLE course_unit_elements DISABLE TRIGGER course_unit_elements_resync_row")
-    assert _route(conn, "UPDATE course_unit_elements SET credits = 7 WHERE id = %s", e) == ""
+    assert _route(conn, "UPDATE course_unit_elements SET credits = 7 WHERE id = %s", e) == (
+        "statement"
+    )
     assert catalog.totals(conn, u)[0] == Decimal(7)
 
 
