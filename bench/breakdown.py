@@ -93,8 +93,10 @@ def without_routing(text: str) -> str:
     start = text.index("CREATE OR REPLACE TRIGGER course_unit_elements_resync_row")
     when = text.index("    WHEN (", start)
     end = text.index("    EXECUTE FUNCTION resync.on_element_row();", start)
-    return text[:when] + text[end:] + (
-        "DROP TRIGGER course_unit_elements_resync_start ON public.course_unit_elements;\n"
+    return (
+        text[:when]
+        + text[end:]
+        + ("DROP TRIGGER course_unit_elements_resync_start ON public.course_unit_elements;\n")
     )
 
 
