@@ -21,7 +21,7 @@ from typing import Any
 
 from bench import common
 from bench.common import Bench, Target
-from support import daemon
+from support import processes
 from support.catalogue import load_catalogue
 
 NAME = "burst"
@@ -60,7 +60,7 @@ def measure(b: Bench) -> None:
                 f"{s['max_queued']}"
             )
     finally:
-        daemon.stop(proc)
+        processes.stop(proc)
     b.paired("burst duration", "s", [s["seconds"] for s in per_round])
     b.paired("updates per second", "tps", [updates / s["seconds"] for s in per_round])
     b.paired(
@@ -159,7 +159,7 @@ def burst(b: Bench, proc: Any, r: int, units: int, updates: int) -> dict[str, An
     with b.connect() as conn:
 
         def settled() -> bool:
-            daemon.check_alive(proc)
+            processes.check_alive(proc)
             # Due within a minute: anything but the 2-minute policy retries of the burst.
             due, running = conn.execute(
                 "SELECT count(*) FILTER (WHERE status = 'queued' "

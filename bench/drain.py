@@ -19,7 +19,7 @@ import psycopg
 
 from bench import common, pgq_noop
 from bench.common import Bench, Target
-from support import daemon
+from support import processes
 from support.catalogue import load_catalogue
 
 NAME = "drain"
@@ -73,7 +73,7 @@ def measure(b: Bench) -> None:
                 {"n": jobs},
             )
             started = time.monotonic()
-            daemon.wait_exit(b.start_daemon("--stop-when-empty"), 600)
+            processes.wait_exit(b.start_daemon("--stop-when-empty"), 600)
             walls["ue-resync"].append(time.monotonic() - started)
             ok = conn.execute(
                 "SELECT count(*) FROM resync.job_runs WHERE outcome = 'succeeded'"
@@ -92,7 +92,7 @@ def measure(b: Bench) -> None:
                 (pgq_noop.ENTRYPOINT, jobs),
             )
             started = time.monotonic()
-            daemon.wait_exit(pgq_noop.start(b.dsn, b.workdir, "--drain", *args), 600)
+            processes.wait_exit(pgq_noop.start(b.dsn, b.workdir, "--drain", *args), 600)
             walls[key].append(time.monotonic() - started)
             return throughput(conn, pgq_noop.ENTRYPOINT, jobs)[0]
 

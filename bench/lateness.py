@@ -15,7 +15,7 @@ from typing import Any
 
 from bench import common, pgq_noop
 from bench.common import Bench, Target
-from support import daemon
+from support import processes
 from support.catalogue import load_catalogue
 
 NAME = "lateness"
@@ -72,7 +72,7 @@ def measure(b: Bench) -> None:
             with b.connect() as conn:
 
                 def started() -> list[tuple[int, float]]:
-                    daemon.check_alive(proc)
+                    processes.check_alive(proc)
                     rows = conn.execute(
                         "SELECT job_id, extract(epoch FROM started_at)::float8 "
                         "FROM resync.job_runs WHERE outcome = 'succeeded' AND job_id = ANY(%s)",
@@ -82,7 +82,7 @@ def measure(b: Bench) -> None:
 
                 rows = common.wait_for(started, delays[1] + 30, "every delayed job to run", 0.1)
         finally:
-            daemon.stop(proc)
+            processes.stop(proc)
         return [(s - due[j]) * 1000 for j, s in rows]
 
     def noop(_: int) -> list[float]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench import common
 from bench.common import Bench, Target, timer
-from support import daemon
+from support import processes
 from support.catalogue import load_catalogue
 
 NAME = "scale"
@@ -138,7 +138,7 @@ def daemon_memory(b: Bench, units: int) -> None:
         time.sleep(1)
         idle_rss = rss_mb(idle.pid)
     finally:
-        daemon.stop(idle)
+        processes.stop(idle)
     fresh_queue(b)
     with b.connect() as conn:
         # The idle daemon's warm-up resynced UE 1: make it drift again.
@@ -183,7 +183,7 @@ def drain_sampled(proc: subprocess.Popen[bytes]) -> list[float]:
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
-        daemon.wait_exit(proc, 900)
+        processes.wait_exit(proc, 900)
     finally:
         done.set()
         sampler.join()

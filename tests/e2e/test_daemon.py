@@ -10,8 +10,8 @@ import time
 import psycopg
 import pytest
 
-from support import daemon
-from support.daemon import spawn_daemon
+from support import processes
+from support.processes import spawn_daemon
 from tests import catalog
 
 pytestmark = pytest.mark.e2e
@@ -128,7 +128,7 @@ def test_json_logs_carry_the_job_and_the_old_tags(conn, dsn, tmp_path):
     conn.execute("UPDATE course_units SET credits = 1 WHERE id = %s", (u,))
     job = conn.execute("SELECT resync.request(%s, 'json_test')", (u,)).fetchone()[0]
     log_file = tmp_path / "resync.log"
-    out = daemon.run(
+    out = processes.run(
         # The password must not reach the log.
         dsn.replace("user=postgres", "user=postgres password=hunter2-secret"),
         *("--log-format", "json", "--log-file", str(log_file), "work", "--stop-when-empty"),
@@ -204,7 +204,7 @@ def test_every_line_about_a_job_names_the_job_and_its_ue(conn, dsn, tmp_path):
     u = catalog.unit(conn, code="POISON1")
     job = conn.execute("SELECT resync.request(%s, 'log_test')", (u,)).fetchone()[0]
     args = ("work", "--stop-when-empty", "--tries", "2", "--backoff", "0")
-    text = daemon.run(dsn, *args, cwd=tmp_path, UE_RESYNC_SLEEP="0.2")
+    text = processes.run(dsn, *args, cwd=tmp_path, UE_RESYNC_SLEEP="0.2")
     assert text.returncode == 0, text.stderr
     about = f"[job {job}, UE {u}] "
     failures = [line for line in text.stderr.splitlines() if "resync failed" in line]
@@ -218,7 +218,7 @@ def test_every_line_about_a_job_names_the_job_and_its_ue(conn, dsn, tmp_path):
     assert f"database {info.dbname} on {info.host}:{info.port} as {info.user}" in started
 
     conn.execute("SELECT resync.retry_failed(%s)", (job,))
-    as_json = daemon.run(dsn, "--log-format", "json", *args, cwd=tmp_path, UE_RESYNC_SLEEP="0.2")
+    as_json = processes.run(dsn, "--log-format", "json", *args, cwd=tmp_path, UE_RESYNC_SLEEP="0.2")
     assert as_json.returncode == 0, as_json.stderr
     lines = [json.loads(line) for line in as_json.stderr.splitlines() if line.strip()]
     failed = [n for n in lines if "resync failed" in n["record"]["message"]]
@@ -239,7 +239,7 @@ def test_a_daemon_that_never_connected_exits_with_the_whole_message(dsn, tmp_pat
         (missing, f'FATAL: database "{dbname}_missing" does not exist'),
         (refused, "Connection refused; Is the server running"),
     ):
-        out = daemon.run(url, "work", cwd=tmp_path, timeout=30)
+        out = processes.run(url, "work", cwd=tmp_path, timeout=30)
         lines = [line for line in out.stderr.splitlines() if line.strip()]
         assert out.returncode == 1 and len(lines) == 1, out.stderr
         assert lines[0].startswith("ue-resync: cannot connect to ") and reason in lines[0]

@@ -15,8 +15,8 @@ import pytest
 from psycopg import sql
 
 from support import catalogue, replication
-from support.daemon import run as run_cli
 from support.postgres import Postgres
+from support.processes import run as run_cli
 from tests import catalog
 from ue_resync import installation, migrate
 

@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from bench.chaos.checks import overlapping_resyncs
-from support import catalogue, daemon, replication
+from support import catalogue, processes, replication
 from tests import catalog
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -93,7 +93,7 @@ class Writer(threading.Thread):
 
 
 def start_daemon(url: str, tmp_path: Path, n: int) -> subprocess.Popen[bytes]:
-    return daemon.spawn_daemon(
+    return processes.spawn_daemon(
         url,
         cwd=tmp_path,
         log=tmp_path / f"daemon-{n}.log",
@@ -131,7 +131,7 @@ def scene(bindir, request, tmp_path) -> Iterator[dict]:
         finally:
             writer.stopping.set()
             for proc in daemons:
-                daemon.kill(proc)
+                processes.kill(proc)
 
 
 def live_workers(conn: psycopg.Connection, since: float = 0.0) -> int:
@@ -200,7 +200,7 @@ def drain_and_check(scene: dict, conn: psycopg.Connection, outage_jobs: list[int
     assert overlapping_resyncs(conn) == []
     assert catalog.drift_count(conn) == 0
     for proc in scene["daemons"]:
-        assert daemon.stop(proc) == 0, daemon.tail(proc)
+        assert processes.stop(proc) == 0, processes.tail(proc)
     logs = "\n".join(p.read_text() for p in scene["logs"].glob("daemon-*.log"))
     assert "Traceback" not in logs, logs[-4000:]
 

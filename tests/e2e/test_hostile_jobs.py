@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from support.daemon import spawn_daemon
+from support.processes import spawn_daemon
 from tests import catalog
 from tests.hostile import TRIED, fuzz
 from tests.hostile import report_inputs_tried as report_inputs_tried  # autouse

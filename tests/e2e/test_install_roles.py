@@ -14,7 +14,7 @@ import pytest
 from psycopg.conninfo import make_conninfo
 
 from support import replication
-from support.daemon import run as run_cli
+from support.processes import run as run_cli
 from tests import catalog
 from ue_resync.catalogue import create_tables
 

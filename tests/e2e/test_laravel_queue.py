@@ -8,7 +8,7 @@ import datetime as dt
 import psycopg
 import pytest
 
-from support import daemon
+from support import processes
 from tests import catalog
 from tests.laravel.harness import Laravel, require_php
 
@@ -158,14 +158,14 @@ def test_cutover_on_tables_made_by_laravel_migrations(empty_dsn, tmp_path):
     e = old.call("create_element", unit=u, credits=3, cm=10, td=5, tp=5)
     old.call("dispatch_job", unit=u, delay=120)
 
-    migrated = daemon.run(empty_dsn, "migrate", cwd=tmp_path)
+    migrated = processes.run(empty_dsn, "migrate", cwd=tmp_path)
     assert migrated.returncode == 0, migrated.stderr
     old.call("update_element", id=e, set={"credits": 4, "hours_tp": 15})
     old.call("create_element", unit=u, credits=1, cm=1, td=1, tp=1)
-    imported = daemon.run(empty_dsn, "import-laravel", cwd=tmp_path)
+    imported = processes.run(empty_dsn, "import-laravel", cwd=tmp_path)
     assert imported.returncode == 0, imported.stderr
     assert "imported 1 pending" in imported.stdout
-    checked = daemon.run(empty_dsn, "check", cwd=tmp_path)
+    checked = processes.run(empty_dsn, "check", cwd=tmp_path)
     assert checked.returncode == 0 and "no drift" in checked.stdout, checked.stdout
     with psycopg.connect(empty_dsn) as conn:
         assert catalog.totals(conn, u) == (5, 11, 6, 16, 23, 2)  # hours_total: its own column

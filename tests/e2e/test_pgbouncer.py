@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from support import daemon
+from support import processes
 from tests import catalog, pgbouncer
 
 pytestmark = pytest.mark.e2e
@@ -36,10 +36,10 @@ def session_bouncer(pg_server) -> Iterator[pgbouncer.Pgbouncer]:
 
 class Daemon:
     def __init__(self, url: str, tmp_path: Path, **env: str) -> None:
-        self.proc = daemon.spawn_daemon(url, cwd=tmp_path, **env)
+        self.proc = processes.spawn_daemon(url, cwd=tmp_path, **env)
 
     def output(self) -> str:
-        return daemon.output(self.proc)
+        return processes.output(self.proc)
 
     def wait_for_line(self, marker: str, timeout: float = 20) -> None:
         def seen() -> bool:
@@ -49,7 +49,7 @@ class Daemon:
         catalog.wait_for(seen, timeout, f"'{marker}' in the daemon's log")
 
     def stop(self) -> str:
-        assert daemon.stop(self.proc) == 0, self.output()[-3000:]
+        assert processes.stop(self.proc) == 0, self.output()[-3000:]
         return self.output()
 
 
@@ -125,7 +125,7 @@ def assert_woken(bouncer, dsn, conn, tmp_path, changes, **env):
 
 def test_every_cli_command_through_a_transaction_pooler(tx_bouncer, dsn, conn, tmp_path):
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        out = daemon.run(tx_bouncer.route(dsn), *args, cwd=tmp_path)
+        out = processes.run(tx_bouncer.route(dsn), *args, cwd=tmp_path)
         assert "PreparedStatement" not in out.stderr, out.stderr
         return out
 

@@ -13,8 +13,8 @@ import sys
 import psycopg
 import pytest
 
-from support.daemon import spawn_daemon
 from support.env import scrubbed_env
+from support.processes import spawn_daemon
 from tests import catalog
 from ue_resync import installation, migrate
 

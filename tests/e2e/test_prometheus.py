@@ -17,7 +17,7 @@ import psycopg
 import pytest
 import yaml
 
-from support import daemon
+from support import processes
 from support.poll import wait_for
 from tests import catalog
 from tests.prometheus import DASHBOARD, OPERATIONS, RULES, Prometheus, free_port
@@ -54,7 +54,7 @@ def one(conn: psycopg.Connection, sql: str) -> float:
 @contextlib.contextmanager
 def worker(dsn: str, root: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
     """`ue-resync work` serving its metrics on `port`: 3 tries, no backoff, logs in `root`."""
-    proc = daemon.spawn_daemon(
+    proc = processes.spawn_daemon(
         dsn,
         cwd=root,
         log=root / "daemon.log",
@@ -67,7 +67,7 @@ def worker(dsn: str, root: Path, port: int) -> Iterator[subprocess.Popen[bytes]]
     try:
         yield proc
     finally:
-        daemon.stop(proc)
+        processes.stop(proc)
 
 
 @pytest.fixture

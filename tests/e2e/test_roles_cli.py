@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from support import daemon
+from support import processes
 from tests import catalog
 from tests.roles import scalar, seed_operator_state
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 
 
 def run_cli(dsn: str, cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return daemon.run(dsn, *args, cwd=cwd, **env)
+    return processes.run(dsn, *args, cwd=cwd, **env)
 
 
 def test_the_daemon_runs_as_resync_worker(conn, login, dsn, tmp_path):

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from support import daemon
-from support.daemon import spawn_daemon
+from support import processes
 from support.env import ROOT
+from support.processes import spawn_daemon
 from tests import catalog
 
 UNIT_DIR = ROOT / "systemd"
@@ -259,7 +259,7 @@ def test_the_daemon_runs_with_memory_deny_write_execute(conn, dsn, tmp_path):
     catalog.element(conn, u, credits=5)
     conn.execute("UPDATE course_units SET credits = 0 WHERE id = %s", (u,))
     job = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
-    done = daemon.run(
+    done = processes.run(
         dsn,
         "work",
         "--stop-when-empty",
