@@ -16,7 +16,7 @@ import pytest
 
 from support import processes
 from tests.laravel.harness import Laravel, require_php
-from tests.schema import catalogue
+from tests.schema import objects
 
 pytestmark = pytest.mark.e2e
 
@@ -54,10 +54,10 @@ def test_without_its_mapping_migrate_lists_the_differences_and_changes_nothing(
     unit = fr.call("fr_create_unit")
     fr.call("fr_create_element", unit=unit, credits=4)
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
-        before = catalogue(conn)
+        before = objects(conn)
         rows = conn.execute(f"{TOTALS} FROM unites_enseignement").fetchall()
         done = migrate(empty_dsn, tmp_path)
-        assert catalogue(conn) == before
+        assert objects(conn) == before
         assert conn.execute(f"{TOTALS} FROM unites_enseignement").fetchall() == rows
     assert done.returncode == 1
     assert "do not match the mapping (2 difference(s)); nothing was changed" in done.stderr

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from tests import catalog
-from tests.schema import DEFINITIONS_STEPS, catalogue
+from tests.schema import DEFINITIONS_STEPS, objects
 from ue_resync import ledger, mapping, migrate, preflight, scripts
 
 FR = mapping.build(
@@ -29,11 +29,11 @@ FR = mapping.build(
 
 def refused(conn: psycopg.Connection, declared: mapping.Mapping | None = None) -> str:
     """migrate's refusal, having checked that it changed nothing."""
-    before = catalogue(conn)
+    before = objects(conn)
     rows = conn.execute("SELECT count(*) FROM course_units").fetchone() if _has_units(conn) else 0
     with pytest.raises(migrate.MigrationError) as caught:
         migrate.apply(conn, declared)
-    assert catalogue(conn) == before
+    assert objects(conn) == before
     if rows:
         assert conn.execute("SELECT count(*) FROM course_units").fetchone() == rows
     return str(caught.value)

@@ -10,7 +10,7 @@ import pytest
 from psycopg.rows import dict_row
 
 from tests import catalog
-from tests.schema import DEFINITIONS_STEPS, EVERYTHING, catalogue
+from tests.schema import DEFINITIONS_STEPS, EVERYTHING, objects
 from ue_resync import migrate
 
 LARAVEL_SCHEMA = """
@@ -92,12 +92,12 @@ def test_a_missing_counted_column_is_refused_and_nothing_changes(empty_dsn):
         conn.execute(LARAVEL_SCHEMA)
         conn.execute("ALTER TABLE course_units DROP COLUMN elements_count")
         state = "SELECT ctid, xmin::text, * FROM course_units ORDER BY id"
-        before = (conn.execute(state).fetchall(), catalogue(conn))
+        before = (conn.execute(state).fetchall(), objects(conn))
         with pytest.raises(migrate.MigrationError) as refused:
             migrate.apply(conn)
         assert "public.course_units.elements_count does not exist" in str(refused.value)
         assert "nothing was changed" in str(refused.value)
-        assert (conn.execute(state).fetchall(), catalogue(conn)) == before
+        assert (conn.execute(state).fetchall(), objects(conn)) == before
         assert conn.execute("SELECT to_regnamespace('resync')").fetchone() == (None,)
 
 
