@@ -13,8 +13,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from support import processes
-from tests import catalog, pgbouncer
+from support import catalogue, processes
+from support.poll import wait_for
+from tests import pgbouncer
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +47,7 @@ class Daemon:
             assert self.proc.poll() is None, f"the daemon exited:\n{self.output()}"
             return marker in self.output()
 
-        catalog.wait_for(seen, timeout, f"'{marker}' in the daemon's log")
+        wait_for(seen, timeout, f"'{marker}' in the daemon's log")
 
     def stop(self) -> str:
         assert processes.stop(self.proc) == 0, self.output()[-3000:]
@@ -55,13 +56,13 @@ class Daemon:
 
 def resync_within(conn: psycopg.Connection, app: psycopg.Connection, seconds: float) -> float:
     """Defer one element change (through `app`), wait for its UE to be resynced: the delay."""
-    u = catalog.unit(conn)
-    e = catalog.element(conn, u, credits=1)
+    u = catalogue.unit(conn)
+    e = catalogue.element(conn, u, credits=1)
     with app.transaction():
         app.execute("SET LOCAL ue_resync.mode = 'deferred'")
         app.execute("UPDATE course_unit_elements SET credits = 7 WHERE id = %s", (e,))
     started = time.monotonic()
-    catalog.wait_for(lambda: catalog.totals(conn, u)[0] == 7, seconds, "the deferred resync")
+    wait_for(lambda: catalogue.totals(conn, u)[0] == 7, seconds, "the deferred resync")
     return time.monotonic() - started
 
 
@@ -129,9 +130,9 @@ def test_every_cli_command_through_a_transaction_pooler(tx_bouncer, dsn, conn, t
         assert "PreparedStatement" not in out.stderr, out.stderr
         return out
 
-    a, b = catalog.unit(conn), catalog.unit(conn)
+    a, b = catalogue.unit(conn), catalogue.unit(conn)
     for u in (a, b):
-        catalog.element(conn, u, credits=3)
+        catalogue.element(conn, u, credits=3)
     conn.execute("UPDATE course_units SET credits = 9 WHERE id IN (%s, %s)", (a, b))
     failed = conn.execute("SELECT resync.request(%s)", (b,)).fetchone()[0]
     conn.execute("UPDATE resync.pgqueuer SET status = 'failed' WHERE id = %s", (failed,))
@@ -153,4 +154,4 @@ def test_every_cli_command_through_a_transaction_pooler(tx_bouncer, dsn, conn, t
     assert json.loads(cli("check", "--enqueue", "--json").stdout)["queued"] == 1
     out = cli("work", "--stop-when-empty")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert catalog.drift_count(conn) == 0
+    assert catalogue.drift_count(conn) == 0
