@@ -27,6 +27,7 @@ from pgqueuer.domain import errors, models
 from ue_resync import jobs
 from ue_resync import resync as resync_store
 from ue_resync.db import is_connection_loss
+from ue_resync.durations import human_duration
 from ue_resync.log import one_line
 from ue_resync.metrics import Metrics
 from ue_resync.queue_manager import CONNECTION_LOST
@@ -257,7 +258,7 @@ class Executor:
                 "resync failed (attempt {}/{}), retry in {}: {} [{}]",
                 _run(item).attempt,
                 self.settings.tries,
-                jobs.human_duration(settled.delay),
+                human_duration(settled.delay),
                 settled.error,
                 settled.sqlstate,
             )
@@ -309,7 +310,7 @@ class Executor:
             item.job.id,
             _run(item).attempt,
             reason,
-            jobs.human_duration(synced.seconds),
+            human_duration(synced.seconds),
             changed or "already consistent",
         )
         for warning, detail in synced.warnings:
