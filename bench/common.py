@@ -108,6 +108,13 @@ class Bench:
 
             wait_for(done, timeout, "the daemon's warm-up job", interval=0.05)
 
+    def fresh_queue(self, *tables: str) -> None:
+        """Empty the queue and what the daemons recorded, then settle `tables`: every timed run
+        starts from the same state."""
+        with self.connect() as conn:
+            reset_queue(conn)
+            settle(conn, *tables)
+
     # -- measuring --
 
     def alternate(

@@ -57,9 +57,7 @@ class Runs:
     pickups: list[list[float]] = dataclasses.field(default_factory=list)
 
     def prepare(self) -> None:
-        with self.b.connect() as conn:
-            common.reset_queue(conn)
-            common.settle(conn, *TABLES)
+        self.b.fresh_queue(*TABLES)
 
 
 def measure(b: Bench, pooler: str | None = None) -> None:
