@@ -16,13 +16,14 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
+
+import psycopg
 
 from bench import common
 from bench.common import Bench, Target
-from support import daemon
-from support.catalogue import load_catalogue
+from support import catalogue, processes
 
 NAME = "burst"
 TITLE = "burst of element updates on few UEs while the daemon runs"
@@ -46,7 +47,7 @@ def measure(b: Bench) -> None:
         daemon="subprocess, defaults",
     )
     with b.connect() as conn:
-        load_catalogue(conn, units + 1)  # the last UE is the warm-up's
+        catalogue.load_catalogue(conn, units + 1)  # the last UE is the warm-up's
     proc = b.start_daemon()
     per_round: list[dict[str, Any]] = []
     try:
@@ -60,7 +61,7 @@ def measure(b: Bench) -> None:
                 f"{s['max_queued']}"
             )
     finally:
-        daemon.stop(proc)
+        processes.stop(proc)
     b.paired("burst duration", "s", [s["seconds"] for s in per_round])
     b.paired("updates per second", "tps", [updates / s["seconds"] for s in per_round])
     b.paired(
@@ -88,108 +89,24 @@ def measure(b: Bench) -> None:
 
 
 def burst(b: Bench, proc: Any, r: int, units: int, updates: int) -> dict[str, Any]:
+    """Round `r`: the queue emptied, the writers run (the locker holding UEs, the monitor
+    sampling the queue), then the daemon settles what they queued; the round's figures."""
     with b.connect() as conn:
         conn.execute("SELECT resync.clear_queue()")
         conn.execute("TRUNCATE resync.job_runs, resync.sync_failures")
         start = conn.execute("SELECT clock_timestamp()").fetchone()[0]
-    stop = threading.Event()
-    writers_done = threading.Event()
-    samples: list[int] = []
-    errors: list[BaseException] = []
-    rng = random.Random(100 + r)
-    elements = units * 4
-
-    def guarded(fn: Any) -> Any:
-        def body() -> None:
-            try:
-                fn()
-            except BaseException as exc:  # reported after the join
-                errors.append(exc)
-                stop.set()
-
-        return body
-
-    @guarded
-    def monitor() -> None:
-        with b.connect() as conn:
-            while not stop.is_set():
-                samples.append(conn.execute(MAX_QUEUED).fetchone()[0])
-                time.sleep(0.01)
-
-    @guarded
-    def locker() -> None:
-        with b.connect() as conn:
-            while not writers_done.is_set():
-                with conn.transaction():
-                    conn.execute(
-                        "SELECT 1 FROM course_units WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
-                        (rng.sample(range(1, units + 1), min(5, units)),),
-                    )
-                    time.sleep(0.3)
-                time.sleep(0.1)
-
-    def writer(mode: str, count: int, seed: int) -> Any:
-        @guarded
-        def body() -> None:
-            local = random.Random(seed)
-            with b.connect() as conn:
-                conn.execute("SELECT set_config('ue_resync.mode', %s, false)", (mode,))
-                for _ in range(count):
-                    if stop.is_set():
-                        return
-                    conn.execute(
-                        "UPDATE course_unit_elements SET hours_td = hours_td + 1 WHERE id = %s",
-                        (local.randint(1, elements),),
-                    )
-
-        return body
-
-    threads = [threading.Thread(target=monitor), threading.Thread(target=locker)]
-    writers = [
-        threading.Thread(target=writer("deferred", updates // 2, 1000 + r)),
-        threading.Thread(target=writer("inline", updates - updates // 2, 2000 + r)),
-    ]
-    for t in threads + writers:
-        t.start()
+    load = _Load(b, r, units, updates)
+    load.start()
     began = time.monotonic()
-    for t in writers:
-        t.join()
+    load.join_writers()
     seconds = time.monotonic() - began
-    writers_done.set()
     with b.connect() as conn:
-
-        def settled() -> bool:
-            daemon.check_alive(proc)
-            # Due within a minute: anything but the 2-minute policy retries of the burst.
-            due, running = conn.execute(
-                "SELECT count(*) FILTER (WHERE status = 'queued' "
-                "AND execute_after <= now() + interval '1 minute'), "
-                "count(*) FILTER (WHERE status = 'picked') FROM resync.pgqueuer"
-            ).fetchone()
-            return due == 0 and running == 0
-
-        common.wait_for(settled, 60, "the burst's jobs to be resynced", interval=0.05)
+        common.wait_for(
+            lambda: _settled(conn, proc), 60, "the burst's jobs to be resynced", interval=0.05
+        )
         settle = time.monotonic() - began - seconds
-        stop.set()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
-        per_unit = [
-            row[0]
-            for row in conn.execute(
-                "SELECT count(r.id) FROM generate_series(1, %s) u "
-                "LEFT JOIN resync.job_runs r ON r.course_unit_id = u "
-                "AND r.started_at >= %s AND r.outcome = 'succeeded' GROUP BY u",
-                (units, start),
-            ).fetchall()
-        ]
-        deferred = conn.execute("SELECT count(*) FROM resync.sync_failures").fetchone()[0]
-        delayed = conn.execute(
-            "SELECT count(*) FROM resync.pgqueuer WHERE status = 'queued'"
-        ).fetchone()[0]
-        # Each element's hours_td grew by its updates: a UE is right when it matches them.
-        drift = conn.execute("SELECT count(*) FROM resync.drift").fetchone()[0]
+        load.finish()
+        per_unit, deferred, delayed, drift = _tally(conn, units, start)
     runs = sum(per_unit)
     return {
         "seconds": seconds,
@@ -197,13 +114,120 @@ def burst(b: Bench, proc: Any, r: int, units: int, updates: int) -> dict[str, An
         "runs_total": runs,
         "runs_max": max(per_unit),
         "runs_median": common.median(per_unit),
-        "max_queued": max(samples, default=0),
-        "samples": len(samples),
+        "max_queued": max(load.samples, default=0),
+        "samples": len(load.samples),
         "deferred": deferred,
         "left_delayed": delayed,
         "drifted_after": drift,
         "events_per_run": updates / runs if runs else float("nan"),
     }
+
+
+class _Load:
+    """The threads of one burst: a deferred and an inline writer, the locker holding UEs while
+    they write, the monitor sampling the queue until `finish`. The first error of any of them
+    stops them all and is raised by `finish`."""
+
+    def __init__(self, b: Bench, r: int, units: int, updates: int) -> None:
+        self.b = b
+        self.units = units
+        self.stop = threading.Event()
+        self.writers_done = threading.Event()
+        self.samples: list[int] = []
+        self.errors: list[BaseException] = []
+        self.rng = random.Random(100 + r)
+        self.helpers = [self._thread(self._monitor), self._thread(self._locker)]
+        self.writers = [
+            self._thread(lambda: self._write("deferred", updates // 2, 1000 + r)),
+            self._thread(lambda: self._write("inline", updates - updates // 2, 2000 + r)),
+        ]
+
+    def _thread(self, fn: Callable[[], None]) -> threading.Thread:
+        def body() -> None:
+            try:
+                fn()
+            except BaseException as exc:  # reported by finish, after the join
+                self.errors.append(exc)
+                self.stop.set()
+
+        return threading.Thread(target=body)
+
+    def start(self) -> None:
+        for t in self.helpers + self.writers:
+            t.start()
+
+    def join_writers(self) -> None:
+        for t in self.writers:
+            t.join()
+        self.writers_done.set()
+
+    def finish(self) -> None:
+        self.stop.set()
+        for t in self.helpers:
+            t.join()
+        if self.errors:
+            raise self.errors[0]
+
+    def _monitor(self) -> None:
+        with self.b.connect() as conn:
+            while not self.stop.is_set():
+                self.samples.append(conn.execute(MAX_QUEUED).fetchone()[0])
+                time.sleep(0.01)
+
+    def _locker(self) -> None:
+        with self.b.connect() as conn:
+            while not self.writers_done.is_set():
+                with conn.transaction():
+                    conn.execute(
+                        "SELECT 1 FROM course_units WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+                        (self.rng.sample(range(1, self.units + 1), min(5, self.units)),),
+                    )
+                    time.sleep(0.3)
+                time.sleep(0.1)
+
+    def _write(self, mode: str, count: int, seed: int) -> None:
+        local = random.Random(seed)
+        with self.b.connect() as conn:
+            conn.execute("SELECT set_config('ue_resync.mode', %s, false)", (mode,))
+            for _ in range(count):
+                if self.stop.is_set():
+                    return
+                conn.execute(
+                    "UPDATE course_unit_elements SET hours_td = hours_td + 1 WHERE id = %s",
+                    (local.randint(1, self.units * 4),),
+                )
+
+
+def _settled(conn: psycopg.Connection, proc: Any) -> bool:
+    """Nothing due within a minute is left, and nothing runs: what is left is the 2-minute
+    policy retries of the burst."""
+    processes.check_alive(proc)
+    due, running = conn.execute(
+        "SELECT count(*) FILTER (WHERE status = 'queued' "
+        "AND execute_after <= now() + interval '1 minute'), "
+        "count(*) FILTER (WHERE status = 'picked') FROM resync.pgqueuer"
+    ).fetchone()
+    return bool(due == 0 and running == 0)
+
+
+def _tally(conn: psycopg.Connection, units: int, start: Any) -> tuple[list[int], int, int, int]:
+    """The succeeded runs of each UE since `start`, the inline syncs deferred, the jobs left
+    delayed and the UEs left drifted."""
+    per_unit = [
+        row[0]
+        for row in conn.execute(
+            "SELECT count(r.id) FROM generate_series(1, %s) u "
+            "LEFT JOIN resync.job_runs r ON r.course_unit_id = u "
+            "AND r.started_at >= %s AND r.outcome = 'succeeded' GROUP BY u",
+            (units, start),
+        ).fetchall()
+    ]
+    deferred = conn.execute("SELECT count(*) FROM resync.sync_failures").fetchone()[0]
+    delayed = conn.execute(
+        "SELECT count(*) FROM resync.pgqueuer WHERE status = 'queued'"
+    ).fetchone()[0]
+    # Each element's hours_td grew by its updates: a UE is right when it matches them.
+    return per_unit, deferred, delayed, catalogue.drift_count(conn)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,7 +25,7 @@ from psycopg import sql
 
 from bench.figures import Figure, Target, finite, median, quantile, table
 from bench.provenance import experiment, meta
-from support import daemon
+from support import processes
 from support.catalogue import settle as settle
 from support.env import ROOT, pythonpath
 from support.poll import wait_for as wait_for
@@ -80,12 +80,12 @@ class Bench:
         adds UE_RESYNC_* settings (defaults otherwise). BENCH_DAEMON replaces `python -m
         ue_resync` (a candidate daemon, see bench/README.md)."""
         candidate = shlex.split(os.environ.get("BENCH_DAEMON", ""))
-        return daemon.spawn_daemon(
+        return processes.spawn_daemon(
             self.dsn,
             *args,
             cwd=self.workdir,
             log=self.workdir / f"daemon-{time.monotonic_ns()}.log",
-            command=candidate or daemon.UE_RESYNC,
+            command=candidate or processes.UE_RESYNC,
             PYTHONPATH=pythonpath(checkout_daemon=not candidate),
             **env,
         )
@@ -97,7 +97,7 @@ class Bench:
             job = conn.execute("SELECT resync.request(%s, 'bench_warm_up')", (unit,)).fetchone()[0]
 
             def done() -> bool:
-                daemon.check_alive(proc)
+                processes.check_alive(proc)
                 return bool(
                     conn.execute(
                         "SELECT count(*) FROM resync.job_runs "
@@ -107,6 +107,13 @@ class Bench:
                 )
 
             wait_for(done, timeout, "the daemon's warm-up job", interval=0.05)
+
+    def fresh_queue(self, *tables: str) -> None:
+        """Empty the queue and what the daemons recorded, then settle `tables`: every timed run
+        starts from the same state."""
+        with self.connect() as conn:
+            reset_queue(conn)
+            settle(conn, *tables)
 
     # -- measuring --
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from bench import common
 from bench.common import Bench, Target
-from support import daemon
+from support import processes
 from support.catalogue import load_catalogue
 
 NAME = "crash_recovery"
@@ -51,7 +51,7 @@ def measure(b: Bench) -> None:
             common.log(f"crash_recovery: round {r + 1}/{b.rounds}: re-run after {s:.2f} s")
     finally:
         for proc in procs:
-            daemon.stop(proc)
+            processes.stop(proc)
     b.paired("kill → job re-run started", "s", started, target=Target("<=", 15.0, on="value"))
     b.paired("kill → job re-run finished", "s", finished)
 
@@ -87,7 +87,7 @@ def one_crash(b: Bench, procs: list[Any], unit: int) -> tuple[float, float, Any]
         def rerun() -> tuple[Any, Any] | None:
             for p in procs:
                 if p is not victim:
-                    daemon.check_alive(p)
+                    processes.check_alive(p)
             return conn.execute(
                 "SELECT started_at, finished_at FROM resync.job_runs "
                 "WHERE job_id = %s AND outcome = 'succeeded' AND attempt = 2",

@@ -19,7 +19,7 @@ import psycopg
 
 from bench import common, pgq_noop
 from bench.common import Bench, Target
-from support import daemon
+from support import processes
 from support.catalogue import load_catalogue
 
 NAME = "drain"
@@ -57,52 +57,58 @@ def measure(b: Bench) -> None:
     with b.connect() as conn:
         load_catalogue(conn, jobs)
     walls: dict[str, list[float]] = {"ue-resync": [], "no-op": [], "no-op batch 50": []}
-
-    def prepare() -> None:
-        with b.connect() as conn:
-            common.reset_queue(conn)
-            common.settle(conn, *TABLES)
-
-    def ours(_: int) -> float:
-        prepare()
-        with b.connect() as conn:
-            conn.execute(
-                "SELECT count(*) FROM resync.enqueue("
-                "array(SELECT g::bigint FROM generate_series(1, %(n)s) g), "
-                "array_fill('bench_drain'::text, ARRAY[%(n)s]), interval '0')",
-                {"n": jobs},
-            )
-            started = time.monotonic()
-            daemon.wait_exit(b.start_daemon("--stop-when-empty"), 600)
-            walls["ue-resync"].append(time.monotonic() - started)
-            ok = conn.execute(
-                "SELECT count(*) FROM resync.job_runs WHERE outcome = 'succeeded'"
-            ).fetchone()[0]
-            if ok != jobs:
-                raise RuntimeError(f"{ok} of {jobs} resyncs succeeded")
-            return throughput(conn, "resync_course_unit", jobs)[0]
-
-    def noop(args: tuple[str, ...], key: str) -> float:
-        prepare()
-        with b.connect() as conn:
-            conn.execute(
-                "INSERT INTO resync.pgqueuer (priority, entrypoint, status, payload, headers) "
-                "SELECT 0, %s, 'queued', convert_to(json_build_object('n', g)::text, 'UTF8'), "
-                "jsonb_build_object('n', g::text) FROM generate_series(1, %s) g",
-                (pgq_noop.ENTRYPOINT, jobs),
-            )
-            started = time.monotonic()
-            daemon.wait_exit(pgq_noop.start(b.dsn, b.workdir, "--drain", *args), 600)
-            walls[key].append(time.monotonic() - started)
-            return throughput(conn, pgq_noop.ENTRYPOINT, jobs)[0]
-
     runs = b.alternate(
         {
-            "ue-resync": ours,
-            "no-op": lambda _: noop((), "no-op"),
-            "no-op batch 50": lambda _: noop(("--batch-size", "50"), "no-op batch 50"),
+            "ue-resync": lambda _: ours(b, jobs, walls["ue-resync"]),
+            "no-op": lambda _: noop(b, jobs, (), walls["no-op"]),
+            "no-op batch 50": lambda _: noop(
+                b, jobs, ("--batch-size", "50"), walls["no-op batch 50"]
+            ),
         }
     )
+    report(b, runs, walls)
+
+
+def ours(b: Bench, jobs: int, walls: list[float]) -> float:
+    """One round: `jobs` resyncs queued, then drained by `ue-resync work --stop-when-empty`; its
+    jobs/s (its wall time, process start to exit, added to `walls`)."""
+    b.fresh_queue(*TABLES)
+    with b.connect() as conn:
+        conn.execute(
+            "SELECT count(*) FROM resync.enqueue("
+            "array(SELECT g::bigint FROM generate_series(1, %(n)s) g), "
+            "array_fill('bench_drain'::text, ARRAY[%(n)s]), interval '0')",
+            {"n": jobs},
+        )
+        started = time.monotonic()
+        processes.wait_exit(b.start_daemon("--stop-when-empty"), 600)
+        walls.append(time.monotonic() - started)
+        ok = conn.execute(
+            "SELECT count(*) FROM resync.job_runs WHERE outcome = 'succeeded'"
+        ).fetchone()[0]
+        if ok != jobs:
+            raise RuntimeError(f"{ok} of {jobs} resyncs succeeded")
+        return throughput(conn, "resync_course_unit", jobs)[0]
+
+
+def noop(b: Bench, jobs: int, args: tuple[str, ...], walls: list[float]) -> float:
+    """One round: `jobs` no-op jobs queued, then drained by bench/pgq_noop.py --drain ARGS; its
+    jobs/s (its wall time added to `walls`)."""
+    b.fresh_queue(*TABLES)
+    with b.connect() as conn:
+        conn.execute(
+            "INSERT INTO resync.pgqueuer (priority, entrypoint, status, payload, headers) "
+            "SELECT 0, %s, 'queued', convert_to(json_build_object('n', g)::text, 'UTF8'), "
+            "jsonb_build_object('n', g::text) FROM generate_series(1, %s) g",
+            (pgq_noop.ENTRYPOINT, jobs),
+        )
+        started = time.monotonic()
+        processes.wait_exit(pgq_noop.start(b.dsn, b.workdir, "--drain", *args), 600)
+        walls.append(time.monotonic() - started)
+        return throughput(conn, pgq_noop.ENTRYPOINT, jobs)[0]
+
+
+def report(b: Bench, runs: dict[str, list[float]], walls: dict[str, list[float]]) -> None:
     b.paired(
         "ue-resync drain",
         "jobs/s",

@@ -35,7 +35,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from bench import common, pgq_noop
 from bench.common import DOCS, Bench, Target, experiment, log, result_path
-from support import daemon, pgbouncer
+from support import pgbouncer, processes
 from support.catalogue import element_of, load_catalogue
 
 NAME = "latency"
@@ -57,9 +57,7 @@ class Runs:
     pickups: list[list[float]] = dataclasses.field(default_factory=list)
 
     def prepare(self) -> None:
-        with self.b.connect() as conn:
-            common.reset_queue(conn)
-            common.settle(conn, *TABLES)
+        self.b.fresh_queue(*TABLES)
 
 
 def measure(b: Bench, pooler: str | None = None) -> None:
@@ -121,7 +119,7 @@ def resynced(runs: Runs, _: int, app_dsn: str | None = None, **env: str) -> list
                 time.sleep(runs.rng.uniform(*GAP))
 
             def done() -> list[tuple[int, Any, Any]]:
-                daemon.check_alive(proc)
+                processes.check_alive(proc)
                 rows = conn.execute(
                     "SELECT course_unit_id, started_at, finished_at FROM resync.job_runs "
                     "WHERE outcome = 'succeeded' AND course_unit_id BETWEEN %s AND %s",
@@ -131,7 +129,7 @@ def resynced(runs: Runs, _: int, app_dsn: str | None = None, **env: str) -> list
 
             rows = common.wait_for(done, 30, "every change to be resynced", interval=0.05)
     finally:
-        daemon.stop(proc)
+        processes.stop(proc)
     runs.pickups.append([(s - committed[u]).total_seconds() * 1000 for u, s, _ in rows])
     return [(f - committed[u]).total_seconds() * 1000 for u, _, f in rows]
 

@@ -9,7 +9,7 @@ Without options it runs QueueManager.run()'s own defaults (batch 10, 30 s poll a
 --marks writes {job id: time.time() when its handler started} at exit (the host's clock, which is
 the server's when the server is local).
 
-The benchmarks drive it with `start` (support.daemon), `ready`, `enqueue` (pgqueuer's own
+The benchmarks drive it with `start` (support.processes), `ready`, `enqueue` (pgqueuer's own
 enqueue query) and `read_marks`, or all at once with `timed_jobs`."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from pgqueuer.core.qm import QueueManager
 from pgqueuer.domain import models, types
 from pgqueuer.domain.settings import DBSettings
 
-from support import daemon
+from support import processes
 from support.poll import wait_for
 
 ENTRYPOINT = "bench_noop"
@@ -84,7 +84,7 @@ async def work(args: argparse.Namespace) -> None:
 def start(dsn: str, workdir: Path, *args: str) -> subprocess.Popen[bytes]:
     """`python -m bench.pgq_noop --dsn DSN ARGS` in `workdir`: pgqueuer's run() defaults unless
     ARGS say otherwise."""
-    return daemon.spawn(
+    return processes.spawn(
         dsn,
         "--dsn",
         dsn,
@@ -109,7 +109,7 @@ def ready(
         job = enqueue(conn)
 
         def done() -> bool:
-            daemon.check_alive(proc)
+            processes.check_alive(proc)
             return not conn.execute(
                 "SELECT count(*) FROM resync.pgqueuer WHERE id = %s", (job,)
             ).fetchone()[0]
@@ -154,7 +154,7 @@ def timed_jobs(
                 interval=interval,
             )
     finally:
-        daemon.stop(proc)
+        processes.stop(proc)
     marks = read_marks(marks_path)
     return [(marks[j] - t) * 1000 for j, t in since.items() if j in marks]
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench import common
 from bench.common import Bench, Target, timer
-from support import daemon
+from support import processes
 from support.catalogue import load_catalogue
 
 NAME = "scale"
@@ -70,12 +70,6 @@ def timed(b: Bench, query: str, expect: int | None = None) -> float:
     return took()
 
 
-def fresh_queue(b: Bench) -> None:
-    with b.connect() as conn:
-        common.reset_queue(conn)
-        common.settle(conn, "resync.pgqueuer")
-
-
 def drift(b: Bench, drifted: int) -> None:
     """resync.drift against the check by hand, when `drifted` UEs drift (all of them, or none)."""
     with b.connect() as conn:
@@ -100,11 +94,11 @@ def enqueue(b: Bench, units: int) -> None:
     """resync.enqueue_drifted() of every UE against a plain INSERT … SELECT of as many jobs."""
 
     def enqueue_drifted(_: int) -> float:
-        fresh_queue(b)
+        b.fresh_queue("resync.pgqueuer")
         return timed(b, "SELECT resync.enqueue_drifted()", units)
 
     def plain_insert(_: int) -> float:
-        fresh_queue(b)
+        b.fresh_queue("resync.pgqueuer")
         return timed(
             b,
             "WITH ins AS (INSERT INTO resync.pgqueuer (priority, entrypoint, status, payload, "
@@ -131,15 +125,15 @@ def enqueue(b: Bench, units: int) -> None:
 def daemon_memory(b: Bench, units: int) -> None:
     """The daemon's memory, idle first, then while it drains what enqueue_drifted queued; its
     rate."""
-    fresh_queue(b)
+    b.fresh_queue("resync.pgqueuer")
     idle = b.start_daemon()
     try:
         b.daemon_ready(idle, 1)
         time.sleep(1)
         idle_rss = rss_mb(idle.pid)
     finally:
-        daemon.stop(idle)
-    fresh_queue(b)
+        processes.stop(idle)
+    b.fresh_queue("resync.pgqueuer")
     with b.connect() as conn:
         # The idle daemon's warm-up resynced UE 1: make it drift again.
         conn.execute("UPDATE public.course_units SET credits = credits + 1 WHERE id = 1")
@@ -183,7 +177,7 @@ def drain_sampled(proc: subprocess.Popen[bytes]) -> list[float]:
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
-        daemon.wait_exit(proc, 900)
+        processes.wait_exit(proc, 900)
     finally:
         done.set()
         sampler.join()

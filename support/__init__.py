@@ -3,7 +3,7 @@
 - `support.postgres`: one PostgreSQL server, embedded or given by a DSN; databases on it.
 - `support.replication`: a primary and its streaming replica, made here (failover).
 - `support.pgbouncer`: Debian's pgbouncer in front of a server.
-- `support.daemon`: every process the tests and benchmarks start (`ue-resync work`, any other
+- `support.processes`: every process the tests and benchmarks start (`ue-resync work`, any other
   ue-resync command, the baseline worker, the chaos writers), and slots that restart one.
 - `support.env`: the environment a child process gets, scrubbed of the caller's settings.
 - `support.poll`: wait for a condition, with a deadline.

@@ -12,7 +12,8 @@ from typing import Any
 
 import psycopg
 
-from tests import catalog
+from support import catalogue
+from support.poll import wait_for
 
 
 @contextlib.contextmanager
@@ -31,9 +32,7 @@ def lock_waiting(observer: psycopg.Connection, pid: int) -> bool:
 
 def wait_until_blocked(observer: psycopg.Connection, pid: int, what: str = "") -> None:
     """Until backend `pid` waits on a lock (as `observer` sees it); `what` names the wait."""
-    catalog.wait_for(
-        lambda: lock_waiting(observer, pid), what=what or f"backend {pid} to wait on a lock"
-    )
+    wait_for(lambda: lock_waiting(observer, pid), what=what or f"backend {pid} to wait on a lock")
 
 
 class Worker(threading.Thread):
@@ -71,7 +70,7 @@ def seconds(delta: dt.timedelta) -> float:
 
 
 def one_job(conn: psycopg.Connection, unit_id: int) -> dict[str, Any]:
-    found = catalog.jobs(conn)
+    found = catalogue.jobs(conn)
     assert len(found) == 1, found
     job = found[0]
     assert job["headers"]["course_unit_id"] == str(unit_id)

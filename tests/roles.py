@@ -16,7 +16,7 @@ import pytest
 from psycopg import errors, sql
 from psycopg.conninfo import make_conninfo
 
-from tests import catalog
+from support import catalogue
 
 _serial = itertools.count()
 
@@ -73,11 +73,11 @@ def scalar(conn: psycopg.Connection, statement: str, params: Any = None) -> Any:
 
 def seed_operator_state(conn: psycopg.Connection) -> dict[str, int]:
     """One of everything the views show: a drifted UE, a failed job with a traceback, a run."""
-    drifted = catalog.unit(conn)
+    drifted = catalogue.unit(conn)
     conn.execute("SET ue_resync.mode = 'off'")
-    catalog.element(conn, drifted, credits=2)
+    catalogue.element(conn, drifted, credits=2)
     conn.execute("RESET ue_resync.mode")
-    failed = scalar(conn, "SELECT resync.request(%s)", (catalog.unit(conn),))
+    failed = scalar(conn, "SELECT resync.request(%s)", (catalogue.unit(conn),))
     conn.execute("UPDATE resync.pgqueuer SET status = 'failed' WHERE id = %s", (failed,))
     conn.execute(
         "INSERT INTO resync.pgqueuer_log (job_id, status, entrypoint, priority, traceback) "

@@ -82,7 +82,7 @@ ORDER BY 1, 2
 
 # Every object of the database outside the system schemas, and the files behind each relation,
 # as comparable text: a refused migrate must leave all of it as it was.
-CATALOGUE = """
+OBJECTS = """
 SELECT 'schema', n.nspname::text FROM pg_namespace n
 WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema'
 UNION ALL
@@ -110,9 +110,9 @@ ORDER BY 1, 2
 """
 
 
-def catalogue(conn: psycopg.Connection) -> list[tuple[str, str]]:
-    """The database's objects (CATALOGUE), for "nothing was changed"."""
-    return [(kind, text) for kind, text in conn.execute(CATALOGUE).fetchall()]
+def objects(conn: psycopg.Connection) -> list[tuple[str, str]]:
+    """The database's objects (OBJECTS), for "nothing was changed"."""
+    return [(kind, text) for kind, text in conn.execute(OBJECTS).fetchall()]
 
 
 def snapshot(dsn: str) -> list[tuple[str, str]]:

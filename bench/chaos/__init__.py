@@ -9,4 +9,4 @@ primary and its synchronous replica, with --failover), monitor (what the run say
 while the chaos lasts), checks (the queries behind the assertions, and the lag), drains (the end
 of the chaos: the drains around the operator's sweep), verdict (the assertions), report (the
 figures, as JSON and printed), run (set-up and the chaos, and the order of it all). The daemons
-and writers run in support.daemon slots; the single server is a support.postgres.Database."""
+and writers run in support.processes slots; the single server is a support.postgres.Database."""

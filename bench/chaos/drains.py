@@ -14,8 +14,8 @@ import psycopg
 from bench.chaos import checks, writer
 from bench.chaos.faults import Faults, registered
 from bench.chaos.monitor import Reporter
-from support.daemon import Slot
 from support.poll import WaitTimeout, wait_for
+from support.processes import Slot
 
 Connect = Callable[[], psycopg.Connection]
 

@@ -23,9 +23,9 @@ import psycopg
 
 from bench.chaos.failover import FOLLOW_WITHIN, ReplicatedServer
 from bench.chaos.proxy import Link, Proxy
-from support.daemon import Slot
 from support.poll import WaitTimeout, wait_for
 from support.postgres import Database
+from support.processes import Slot
 
 KINDS = ("sigkill", "sigterm", "pg_restart", "net_cut", "poison")
 FAILOVER = "failover"

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import psycopg
 
 from bench.chaos import checks, writer
-from support.daemon import Slot
+from support.processes import Slot
 
 
 @dataclasses.dataclass

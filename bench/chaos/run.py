@@ -25,11 +25,11 @@ from bench.chaos.failover import ReplicatedServer
 from bench.chaos.faults import Faults
 from bench.chaos.monitor import Monitor, Reporter
 from bench.chaos.proxy import Proxy
-from support.daemon import Slot, spawn_daemon
 from support.env import ROOT
 from support.poll import WaitTimeout, wait_for
 from support.postgres import Database, start_postgres
-from ue_resync.jobs import human_duration, parse_duration
+from support.processes import Slot, spawn_daemon
+from ue_resync.durations import human_duration, parse_duration
 
 TIME_SCALE = 0.01
 # The daemons' settings: backoffs of 30/60/120 s become 0.3/0.6/1.2 s, a job held by a dead

@@ -21,7 +21,7 @@ how it ended (its record, or {"rolled_back": 1}): a writer that crashes while co
 the pending line last, which the run reads as an unknown outcome.
 The last line is {"summary": {...}} with the writer's counters.
 
-The run's side: `slot` starts a writer (support.daemon.Slot: started again in the same slot
+The run's side: `slot` starts a writer (support.processes.Slot: started again in the same slot
 after a crash, each start with files of its own), `records` reads what every start wrote."""
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ import psycopg
 from psycopg import errors
 
 from bench.chaos import operations
-from support.daemon import Slot, spawn
 from support.env import ROOT
+from support.processes import Slot, spawn
 from ue_resync.db import is_connection_loss
 
 WARNING = "ue-resync: sync of"

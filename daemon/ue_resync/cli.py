@@ -34,12 +34,33 @@ from ue_resync.install_commands import cmd_check, cmd_mapping, cmd_migrate
 from ue_resync.log import one_line
 from ue_resync.settings import Settings, SettingsError, load
 
+# Adds a subcommand: its name, its function in commands.py, its one-line help; the subparser.
+AddCommand = Callable[[str, Callable[..., int], str], argparse.ArgumentParser]
+
 
 def build_parser() -> argparse.ArgumentParser:
+    """The options every command takes, then the subcommands, in the order the help lists them."""
     parser = argparse.ArgumentParser(
         prog="ue-resync",
         description="Keeps course units (UE) consistent with their elements (ECUE).",
     )
+    _global_options(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    _install_commands(add)
+    _work_command(add)
+    _queue_commands(add)
+    _unit_commands(add)
+    _one_off_commands(add)
+    return parser
+
+
+def _global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", action="version", version=f"ue-resync {__version__}")
     parser.add_argument(
         "--env-file",
@@ -51,27 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-format", choices=["auto", "text", "json"])
     parser.add_argument("--log-level")
     parser.add_argument("--log-file", type=Path, help="also log JSON lines here, rotated")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, func: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(func=func)
-        return p
 
-    def failed_jobs(p: argparse.ArgumentParser) -> None:
-        """The failed jobs `retry` and `forget` act on: job ids or 'all', or a UE's."""
-        target = p.add_mutually_exclusive_group(required=True)
-        target.add_argument(
-            "ids",
-            nargs="*",
-            default=[],
-            metavar="all|JOB_ID",
-            help="job ids, the job_id column of `ue-resync failed`; or all",
-        )
-        target.add_argument(
-            "--unit", type=int, metavar="ID", help="every failed job of this course unit"
-        )
-
+def _install_commands(add: AddCommand) -> None:
+    """migrate and mapping."""
     p = add(
         "migrate",
         cmd_migrate,
@@ -102,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("mapping", cmd_mapping, "print the mapping (TOML): the file's, the installed one")
     p.add_argument("--mapping", type=Path, help="a mapping file to check and print")
 
+
+def _work_command(add: AddCommand) -> None:
+    """The daemon; each flag's help shows its default from settings.py."""
     p = add("work", cmd_work, "run the worker daemon (queue:work)")
     for flag, kind, text in (
         ("--sleep", float, "poll fallback, seconds"),
@@ -122,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     p.add_argument("--metrics-bind", help=f"address for the metrics ({_default('metrics_bind')})")
 
+
+def _queue_commands(add: AddCommand) -> None:
+    """The artisan queue:* commands: monitor, failed, retry, forget, flush, clear."""
     p = add("monitor", cmd_monitor, "queue figures (queue:monitor)")
     p.add_argument("--json", action="store_true")
     p.add_argument(
@@ -135,8 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unit", type=int, metavar="ID", help="only this course unit's failed jobs")
     p.add_argument("--json", action="store_true")
 
-    failed_jobs(add("retry", cmd_retry, "re-queue failed jobs now (queue:retry)"))
-    failed_jobs(add("forget", cmd_forget, "delete failed jobs (queue:forget)"))
+    _failed_jobs(add("retry", cmd_retry, "re-queue failed jobs now (queue:retry)"))
+    _failed_jobs(add("forget", cmd_forget, "delete failed jobs (queue:forget)"))
 
     add("flush", cmd_flush, "delete every failed job (queue:flush)")
 
@@ -144,6 +154,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="do not ask for confirmation")
     p.add_argument("--json", action="store_true")
 
+
+def _failed_jobs(p: argparse.ArgumentParser) -> None:
+    """The failed jobs `retry` and `forget` act on: job ids or 'all', or a UE's."""
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument(
+        "ids",
+        nargs="*",
+        default=[],
+        metavar="all|JOB_ID",
+        help="job ids, the job_id column of `ue-resync failed`; or all",
+    )
+    target.add_argument(
+        "--unit", type=int, metavar="ID", help="every failed job of this course unit"
+    )
+
+
+def _unit_commands(add: AddCommand) -> None:
+    """What acts on course units: request, sync, check."""
     p = add("request", cmd_request, "queue a resync of one course unit (dispatch)")
     p.add_argument("id", type=int)
     p.add_argument("--reason", default="manual_trigger")
@@ -166,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--enqueue", action="store_true")
     p.add_argument("--json", action="store_true")
 
+
+def _one_off_commands(add: AddCommand) -> None:
+    """import-laravel, run once at the cutover, and demo."""
     p = add(
         "import-laravel",
         cmd_import_laravel,
@@ -177,7 +208,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("demo", cmd_demo, "run the whole system on an embedded PostgreSQL")
     p.add_argument("--keep", action="store_true", help="leave the server running at the end")
     p.add_argument("--data-dir", type=Path, default=Path(".ue-resync/demo"))
-    return parser
 
 
 def _default(name: str) -> str:

@@ -19,6 +19,7 @@ from ue_resync import (
     output,
 )
 from ue_resync.db import connect_sync
+from ue_resync.durations import human_duration, parse_duration
 from ue_resync.log import one_line, whole_message
 from ue_resync.queries import query
 from ue_resync.settings import Settings, redact
@@ -257,7 +258,7 @@ def _confirmed(question: str) -> bool:
 
 def cmd_request(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        delay = jobs.parse_duration(args.delay)
+        delay = parse_duration(args.delay)
     except ValueError as exc:
         raise CommandError(str(exc), EXIT_USAGE) from None
     with connect(settings, "request") as conn:
@@ -265,7 +266,7 @@ def cmd_request(args: argparse.Namespace, settings: Settings) -> int:
             query("request"), {"unit": args.id, "reason": args.reason, "delay": delay}
         ).fetchone()
     job_id = row[0] if row else None
-    when = "now" if delay == 0 else f"in {jobs.human_duration(delay)}"
+    when = "now" if delay == 0 else f"in {human_duration(delay)}"
     print(f"resync of course unit {args.id} queued as job {job_id}, due {when}")
     return EXIT_OK
 

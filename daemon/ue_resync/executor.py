@@ -8,7 +8,7 @@ their worker (the runs found open, counted as crashed) ends failed without runni
 Every job ends in `_record`: the metrics, the counts, the log line and pgqueuer's answer
 (success, RetryRequested with the backoff delay, JobFailed) are decided there and nowhere else.
 
-The database work goes through a `Store`; the real one is the module `ue_resync.resync`."""
+The database work goes through a `Store`; the real one is the module `ue_resync.store`."""
 
 from __future__ import annotations
 
@@ -24,14 +24,14 @@ import psycopg
 from loguru import logger
 from pgqueuer.domain import errors, models
 
-from ue_resync import jobs
-from ue_resync import resync as resync_store
+from ue_resync import jobs, store
 from ue_resync.db import is_connection_loss
+from ue_resync.durations import human_duration
 from ue_resync.log import one_line
 from ue_resync.metrics import Metrics
 from ue_resync.queue_manager import CONNECTION_LOST
-from ue_resync.resync import Failure, Run, Synced
 from ue_resync.settings import Settings
+from ue_resync.store import Failure, Run, Synced
 
 POISON_ERROR = "the worker running this job died on every attempt"
 
@@ -45,7 +45,7 @@ class ConnectionLost(Exception):
 
 
 class Store(Protocol):
-    """What the executor needs of the database (see ue_resync.resync, the real one)."""
+    """What the executor needs of the database (ue_resync.store is the real one: SQL)."""
 
     async def start_runs(
         self, conn: psycopg.AsyncConnection, jobs: Sequence[tuple[int, int, str]], worker: uuid.UUID
@@ -113,7 +113,7 @@ class Executor:
         worker_id: uuid.UUID,
         metrics: Metrics,
         on_lost: Callable[[BaseException], None],
-        store: Store = resync_store,
+        store: Store = store,
     ) -> None:
         self.settings = settings
         self.worker_id = worker_id
@@ -257,7 +257,7 @@ class Executor:
                 "resync failed (attempt {}/{}), retry in {}: {} [{}]",
                 _run(item).attempt,
                 self.settings.tries,
-                jobs.human_duration(settled.delay),
+                human_duration(settled.delay),
                 settled.error,
                 settled.sqlstate,
             )
@@ -309,7 +309,7 @@ class Executor:
             item.job.id,
             _run(item).attempt,
             reason,
-            jobs.human_duration(synced.seconds),
+            human_duration(synced.seconds),
             changed or "already consistent",
         )
         for warning, detail in synced.warnings:

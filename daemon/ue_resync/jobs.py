@@ -1,5 +1,6 @@
-"""Job payloads and the pure decisions about them: parse a payload, decide what a failed attempt
-leads to, read a duration. No I/O here: everything a decision needs comes in as an argument."""
+"""Job payloads and the pure decisions about them: parse a payload, name the UE a job is for,
+decide what a failed attempt leads to. No I/O here: everything a decision needs comes in as an
+argument."""
 
 from __future__ import annotations
 
@@ -76,29 +77,3 @@ def retry_decision(attempt: int, tries: int, backoff: tuple[float, ...]) -> Retr
     if attempt >= tries:
         return RetryDecision(Outcome.FAIL)
     return RetryDecision(Outcome.RETRY, backoff[min(attempt, len(backoff)) - 1])
-
-
-_UNITS = {"": 1.0, "s": 1.0, "ms": 0.001, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in '90', '30s', '2m', '1.5h', '250ms', '1d'. ValueError says what is accepted."""
-    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s|min|m|h|d)?\s*", str(text))
-    if not match and str(text).strip().startswith("-"):
-        raise ValueError(f"a duration cannot be negative: {text!r} (use e.g. 0, 30s, 2m, 1h)")
-    if not match:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 90, 30s, 2m, 1h)")
-    return float(match.group(1)) * _UNITS[match.group(2) or ""]
-
-
-def human_duration(seconds: float | None) -> str:
-    """'850 ms', '12.4 s', '3 min 5 s', '2 h 10 min' — for people, not scripts."""
-    if seconds is None:
-        return "-"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
-    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"

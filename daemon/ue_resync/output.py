@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from ue_resync.jobs import human_duration
+from ue_resync.durations import human_duration
 
 FAILED_COLUMNS = ("job_id", "course_unit_id", "reason", "attempts", "last_error", "failed_at")
 

@@ -2,7 +2,7 @@
 -- them once). Most call a function of sql/definitions, where the logic lives; %(name)s are
 -- psycopg parameters ($1… for pgqueuer's driver where the header says so).
 
--- Section: The daemon: a batch of jobs (resync.py, queue_manager.py, worker.py)
+-- Section: The daemon: a batch of jobs (store.py, queue_manager.py, worker.py)
 
 -- name: start_runs
 -- Open one run per job just dequeued; crashed earlier runs count as attempts.

@@ -12,7 +12,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from ue_resync.jobs import parse_duration
+from ue_resync.durations import parse_duration
 
 
 class SettingsError(ValueError):

@@ -1,4 +1,4 @@
-"""e2e: ue-resync as a subprocess (support.daemon), in the test's tmp_path."""
+"""e2e: ue-resync as a subprocess (support.processes), in the test's tmp_path."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from support import daemon
+from support import processes
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def cli(dsn: str, tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[s
     def run(
         *args: str, env: dict[str, str] | None = None, input: str | None = None, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
-        return daemon.run(dsn, *args, cwd=tmp_path, env=env, input=input, timeout=timeout)
+        return processes.run(dsn, *args, cwd=tmp_path, env=env, input=input, timeout=timeout)
 
     return run
 

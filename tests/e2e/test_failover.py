@@ -24,8 +24,8 @@ import psycopg
 import pytest
 
 from bench.chaos.checks import overlapping_resyncs
-from support import catalogue, daemon, replication
-from tests import catalog
+from support import catalogue, processes, replication
+from support.poll import wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -93,7 +93,7 @@ class Writer(threading.Thread):
 
 
 def start_daemon(url: str, tmp_path: Path, n: int) -> subprocess.Popen[bytes]:
-    return daemon.spawn_daemon(
+    return processes.spawn_daemon(
         url,
         cwd=tmp_path,
         log=tmp_path / f"daemon-{n}.log",
@@ -111,13 +111,13 @@ def scene(bindir, request, tmp_path) -> Iterator[dict]:
         url = pair.url()
         with psycopg.connect(url, autocommit=True) as conn:
             catalogue.install(conn)
-            units = [catalog.unit(conn) for _ in range(UNITS)]
-            elements = [catalog.element(conn, u, credits=1, td=1) for u in units]
+            units = [catalogue.unit(conn) for _ in range(UNITS)]
+            elements = [catalogue.element(conn, u, credits=1, td=1) for u in units]
         daemons = [start_daemon(url, tmp_path, n) for n in range(2)]
         writer = Writer(url, elements[: UNITS // 2])
         try:
             with psycopg.connect(url, autocommit=True) as conn:
-                catalog.wait_for(lambda: live_workers(conn) == 2, 30, "both daemons to register")
+                wait_for(lambda: live_workers(conn) == 2, 30, "both daemons to register")
             writer.start()
             yield {
                 "pair": pair,
@@ -131,7 +131,7 @@ def scene(bindir, request, tmp_path) -> Iterator[dict]:
         finally:
             writer.stopping.set()
             for proc in daemons:
-                daemon.kill(proc)
+                processes.kill(proc)
 
 
 def live_workers(conn: psycopg.Connection, since: float = 0.0) -> int:
@@ -169,14 +169,12 @@ def fail_over_and_follow(scene: dict, due_at: float) -> psycopg.Connection:
     replication.wait(lambda: time.time() >= due_at, 10, "the requested jobs to fall due")
     promoted = pair.promote()
     conn = pair.primary.connect()
-    catalog.wait_for(
-        lambda: live_workers(conn, promoted) == 2, 30, "both daemons on the new primary"
-    )
+    wait_for(lambda: live_workers(conn, promoted) == 2, 30, "both daemons on the new primary")
     followed = time.time() - promoted
     assert followed <= FOLLOW_WITHIN, f"the daemons followed after {followed:.1f} s"
     # The writer follows as well.
     commits = scene["writer"].commits
-    catalog.wait_for(lambda: scene["writer"].commits > commits + 20, 30, "writes after promotion")
+    wait_for(lambda: scene["writer"].commits > commits + 20, 30, "writes after promotion")
     return conn
 
 
@@ -188,9 +186,9 @@ def drain_and_check(scene: dict, conn: psycopg.Connection, outage_jobs: list[int
             "SELECT count(*) FROM resync.pgqueuer WHERE execute_after <= now() "
             "AND status IN ('queued', 'picked')"
         ).fetchone()
-        return bool(row and row[0] == 0) and catalog.drift_count(conn) == 0
+        return bool(row and row[0] == 0) and catalogue.drift_count(conn) == 0
 
-    catalog.wait_for(drained, 30, "the promoted database to drain to no drift")
+    wait_for(drained, 30, "the promoted database to drain to no drift")
     ran = conn.execute(
         "SELECT count(DISTINCT job_id) FROM resync.job_runs "
         "WHERE job_id = ANY(%s) AND outcome = 'succeeded'",
@@ -198,9 +196,9 @@ def drain_and_check(scene: dict, conn: psycopg.Connection, outage_jobs: list[int
     ).fetchone()[0]
     assert ran == len(outage_jobs)
     assert overlapping_resyncs(conn) == []
-    assert catalog.drift_count(conn) == 0
+    assert catalogue.drift_count(conn) == 0
     for proc in scene["daemons"]:
-        assert daemon.stop(proc) == 0, daemon.tail(proc)
+        assert processes.stop(proc) == 0, processes.tail(proc)
     logs = "\n".join(p.read_text() for p in scene["logs"].glob("daemon-*.log"))
     assert "Traceback" not in logs, logs[-4000:]
 
@@ -217,7 +215,7 @@ def changes_on(conn: psycopg.Connection, elements: list[int]) -> dict[int, int]:
 def test_synchronous_failover_loses_no_committed_change(scene):
     with psycopg.connect(scene["url"], autocommit=True) as conn:
         outage_jobs, due_at = due_during_the_outage(conn, scene["units"])
-    catalog.wait_for(lambda: scene["writer"].commits > 30, 30, "writes before the crash")
+    wait_for(lambda: scene["writer"].commits > 30, 30, "writes before the crash")
     conn = fail_over_and_follow(scene, due_at)
     with conn:
         drain_and_check(scene, conn, outage_jobs)
@@ -237,7 +235,7 @@ def test_asynchronous_failover_loses_the_unsent_changes_and_stays_consistent(sce
     pair.wait_replayed()
     pair.cut_replication()
     cut_at = dict(writer.confirmed)
-    catalog.wait_for(lambda: writer.commits > sum(cut_at.values()) + 30, 30, "unsent writes")
+    wait_for(lambda: writer.commits > sum(cut_at.values()) + 30, 30, "unsent writes")
     conn = fail_over_and_follow(scene, due_at)
     with conn:
         drain_and_check(scene, conn, outage_jobs)

@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from support import daemon
+from support import processes
 from tests.hostile import TRIED
 from tests.hostile import report_inputs_tried as report_inputs_tried  # autouse
 
@@ -75,7 +75,7 @@ def test_the_cli_refuses_bad_settings_in_one_line(env: dict[str, str], tmp_path:
         for k in env:
             TRIED[f"settings.cli.{k}"] += 1
         # An unreachable database: settings are read before any connection is tried.
-        out = daemon.run(
+        out = processes.run(
             "postgresql://postgres@127.0.0.1:1/none", "work", cwd=tmp_path, timeout=20, **values
         )
     lines = out.stderr.strip().splitlines()
@@ -96,7 +96,7 @@ def test_a_schema_newer_than_the_code_is_refused_in_one_line(
         "INSERT INTO resync.schema_migrations (version, name, checksum) "
         "VALUES (999, '0999_from_the_future', 'x')"
     )
-    out = daemon.run(dsn, *command, cwd=tmp_path, timeout=30)
+    out = processes.run(dsn, *command, cwd=tmp_path, timeout=30)
     lines = out.stderr.strip().splitlines()
     if command == ["monitor"]:
         # Reading the queue needs no particular schema version: it may answer.

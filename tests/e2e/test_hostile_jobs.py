@@ -18,8 +18,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from support.daemon import spawn_daemon
-from tests import catalog
+from support import catalogue
+from support.poll import wait_for
+from support.processes import spawn_daemon
 from tests.hostile import TRIED, fuzz
 from tests.hostile import report_inputs_tried as report_inputs_tried  # autouse
 
@@ -97,7 +98,7 @@ def test_garbage_jobs_fail_readably_while_good_jobs_run_promptly(
     refused: Counter[str] = Counter()
     waits: list[float] = []
     try:
-        catalog.wait_for(
+        wait_for(
             lambda: conn.execute(
                 "SELECT count(*) FROM resync.workers WHERE stopped_at IS NULL"
             ).fetchone()[0],
@@ -109,8 +110,8 @@ def test_garbage_jobs_fail_readably_while_good_jobs_run_promptly(
         @given(st.lists(garbage_jobs, min_size=1, max_size=6), st.integers(-(2**31), 2**31 - 1))
         def batch(jobs: list[tuple[str, str, bytes | None]], priority: int) -> None:
             # A good job on a drifted UE, queued with the garbage, must be done promptly.
-            good = catalog.unit(conn)
-            catalog.element(conn, good, credits=2)
+            good = catalogue.unit(conn)
+            catalogue.element(conn, good, credits=2)
             conn.execute("UPDATE course_units SET credits = 0 WHERE id = %s", (good,))
             with conn.transaction():
                 for kind, entrypoint, payload in jobs:
@@ -135,7 +136,7 @@ def test_garbage_jobs_fail_readably_while_good_jobs_run_promptly(
                     "SELECT resync.request(%s, 'good_job')", (good,)
                 ).fetchone()[0]
             queued_at = time.monotonic()
-            catalog.wait_for(
+            wait_for(
                 lambda: (
                     conn.execute(
                         "SELECT count(*) FROM resync.job_runs WHERE job_id = %s "
@@ -149,14 +150,14 @@ def test_garbage_jobs_fail_readably_while_good_jobs_run_promptly(
             )
             assert daemon.poll() is None, log.read_text()[-3000:]
             waits.append(time.monotonic() - queued_at)
-            assert catalog.totals(conn, good)[0] == 2
+            assert catalogue.totals(conn, good)[0] == 2
 
         batch()
 
         # Every garbage job ends: failed with a readable error, or (a well-formed job for a UE
         # that does not exist) done as missing_unit. Unknown entrypoints are failed by the
         # daemons' housekeeping, every 5 s.
-        catalog.wait_for(
+        wait_for(
             lambda: (
                 not conn.execute(
                     "SELECT count(*) FROM resync.pgqueuer WHERE id = ANY(%s) "

@@ -13,9 +13,8 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from support import replication
-from support.daemon import run as run_cli
-from tests import catalog
+from support import catalogue, replication
+from support.processes import run as run_cli
 from ue_resync.catalogue import create_tables
 
 pytestmark = pytest.mark.e2e
@@ -84,7 +83,7 @@ def test_the_owning_role_installs_then_rolls_back(cluster, tmp_path):
     with psycopg.connect(owner, autocommit=True) as conn:
         conn.execute("ALTER DATABASE app SET ue_resync.mode = 'off'")
     with psycopg.connect(owner, autocommit=True) as conn:
-        u = catalog.unit(conn)
-        catalog.element(conn, u, credits=4)
-        assert catalog.totals(conn, u)[0] == 0  # ue-resync is off for new sessions
+        u = catalogue.unit(conn)
+        catalogue.element(conn, u, credits=4)
+        assert catalogue.totals(conn, u)[0] == 0  # ue-resync is off for new sessions
         assert conn.execute("SELECT count(*) FROM resync.pgqueuer").fetchone() == (0,)

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests import catalog
+from support import catalogue
 
 pytestmark = pytest.mark.e2e
 
@@ -33,7 +33,7 @@ def queue(conn) -> list[dict]:
     """The resync jobs, without the columns relative to now()."""
     return [
         {k: v for k, v in j.items() if k not in ("due_in", "deadline_in")}
-        for j in catalog.jobs(conn)
+        for j in catalogue.jobs(conn)
     ]
 
 
@@ -46,9 +46,9 @@ def legacy(laravel, conn, dsn):
     """Laravel's queue on the day of the switch: two pending resyncs of unit a (one in 2 min,
     one now), one of unit b in an hour with a non-ASCII reason, another job class, and a
     failed resync of unit c (its row was locked through Laravel's three tries)."""
-    a, b, c = (catalog.unit(conn) for _ in range(3))
+    a, b, c = (catalogue.unit(conn) for _ in range(3))
     for u in (a, b, c):
-        catalog.element(conn, u, credits=3)
+        catalogue.element(conn, u, credits=3)
     laravel.call("dispatch_job", unit=c, reason="sync_error_recovery")
     with psycopg.connect(dsn) as holder:
         holder.execute("SELECT 1 FROM course_units WHERE id = %s FOR UPDATE", (c,))
@@ -79,10 +79,10 @@ def test_import_moves_pending_and_failed_jobs(cli, conn, legacy):
     assert laravel_rows(conn, "failed_jobs") == []
 
     # a: two Laravel jobs, one resync job, due now (the earliest), first reason kept.
-    [ja] = catalog.jobs(conn, a)
+    [ja] = catalogue.jobs(conn, a)
     assert ja["status"] == "queued" and ja["events"] == 2
     assert ja["due_in"] <= dt.timedelta(seconds=1)
-    [jb] = catalog.jobs(conn, b)
+    [jb] = catalogue.jobs(conn, b)
     assert jb["payload"]["reason"] == "révision annuelle"
     assert dt.timedelta(minutes=59) < jb["due_in"] <= dt.timedelta(hours=1)
 
@@ -102,9 +102,9 @@ def test_import_moves_pending_and_failed_jobs(cli, conn, legacy):
     conn.execute("UPDATE course_units SET credits = 42 WHERE id = %s", (c,))
     assert cli("retry", str(failed[0]["job_id"])).returncode == 0
     assert cli("work", "--stop-when-empty").returncode == 0
-    assert catalog.totals(conn, c)[0] == 3
-    assert catalog.read_unit(conn, c)["last_job_sync"] is not None
-    assert catalog.jobs(conn, c) == []
+    assert catalogue.totals(conn, c)[0] == 3
+    assert catalogue.read_unit(conn, c)["last_job_sync"] is not None
+    assert catalogue.jobs(conn, c) == []
 
 
 def test_running_twice_imports_nothing_twice(cli, conn, legacy):
@@ -125,7 +125,7 @@ def test_dry_run_prints_and_changes_nothing(cli, conn, legacy):
     assert "dry run: nothing changed" in done.stdout
     assert laravel_rows(conn, "jobs") == jobs_before
     assert len(laravel_rows(conn, "failed_jobs")) == 1
-    assert catalog.jobs(conn) == []
+    assert catalogue.jobs(conn) == []
 
 
 def test_unreadable_payload_is_reported_and_left_in_place(cli, conn, legacy):
@@ -146,7 +146,7 @@ def test_unreadable_payload_is_reported_and_left_in_place(cli, conn, legacy):
     ]
     assert "imported 2 pending" in done.stdout and "imported 1 failed" in done.stdout
     assert ours[2] in [i for i, _ in laravel_rows(conn, "jobs")]
-    assert len(catalog.jobs(conn, a)) == 1 and catalog.jobs(conn, b) == []
+    assert len(catalogue.jobs(conn, a)) == 1 and catalogue.jobs(conn, b) == []
 
 
 def test_import_is_one_transaction(cli, conn, legacy):
@@ -164,7 +164,7 @@ def test_import_is_one_transaction(cli, conn, legacy):
     assert done.returncode == 1
     assert done.stderr.strip() == "ue-resync: failed_jobs is read-only today"
     assert laravel_rows(conn, "jobs") == jobs_before
-    assert catalog.jobs(conn) == []
+    assert catalogue.jobs(conn) == []
 
 
 def test_table_names_are_options(cli, conn, legacy):
@@ -195,5 +195,5 @@ def test_job_class_is_an_option(cli, conn, legacy):
     assert "imported 0 failed SendReportJob row(s)" in done.stdout
     classes = [cls for _, cls in laravel_rows(conn, "jobs")]
     assert classes == ["App\\Jobs\\ResyncCourseUnitJob"] * 3
-    [job] = catalog.jobs(conn, a)
+    [job] = catalogue.jobs(conn, a)
     assert job["payload"]["reason"] == "sync_error_recovery"

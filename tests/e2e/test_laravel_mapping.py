@@ -14,9 +14,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from support import daemon
+from support import processes
 from tests.laravel.harness import Laravel, require_php
-from tests.schema import catalogue
+from tests.schema import objects
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +35,7 @@ def fr(empty_dsn: str) -> Iterator[Laravel]:
 
 
 def migrate(dsn: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return daemon.run(dsn, "migrate", *args, cwd=tmp_path)
+    return processes.run(dsn, "migrate", *args, cwd=tmp_path)
 
 
 def totals(conn: psycopg.Connection, unit: int) -> tuple[Decimal, ...]:
@@ -54,10 +54,10 @@ def test_without_its_mapping_migrate_lists_the_differences_and_changes_nothing(
     unit = fr.call("fr_create_unit")
     fr.call("fr_create_element", unit=unit, credits=4)
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
-        before = catalogue(conn)
+        before = objects(conn)
         rows = conn.execute(f"{TOTALS} FROM unites_enseignement").fetchall()
         done = migrate(empty_dsn, tmp_path)
-        assert catalogue(conn) == before
+        assert objects(conn) == before
         assert conn.execute(f"{TOTALS} FROM unites_enseignement").fetchall() == rows
     assert done.returncode == 1
     assert "do not match the mapping (2 difference(s)); nothing was changed" in done.stderr
@@ -116,7 +116,7 @@ def test_with_its_mapping_every_eloquent_write_keeps_the_units_right(fr, empty_d
         ).fetchone() == (0,)
         assert conn.execute("SELECT count(*) FROM resync.pgqueuer").fetchone() == (0,)
         # ue-resync's own sync, as the daemon runs it, writes the column it added.
-        synced = daemon.run(empty_dsn, "sync", str(unit), "--json", cwd=tmp_path)
+        synced = processes.run(empty_dsn, "sync", str(unit), "--json", cwd=tmp_path)
         assert synced.returncode == 0, synced.stderr
         assert conn.execute(
             "SELECT derniere_synchro_job IS NOT NULL FROM unites_enseignement WHERE id = %s",

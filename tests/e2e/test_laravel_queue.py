@@ -8,8 +8,7 @@ import datetime as dt
 import psycopg
 import pytest
 
-from support import daemon
-from tests import catalog
+from support import catalogue, processes
 from tests.laravel.harness import Laravel, require_php
 
 pytestmark = pytest.mark.e2e
@@ -35,7 +34,7 @@ def test_requests_from_the_query_builder_and_queue_status(laravel, conn, units):
     a, b, _ = units
     request_id = laravel.call("insert_request", unit=a, reason="manual_trigger", delay=3600)
     job_id = laravel.call("request", unit=b, reason="custom_delay", delay=0)
-    [ja], [jb] = catalog.jobs(conn, a), catalog.jobs(conn, b)
+    [ja], [jb] = catalogue.jobs(conn, a), catalogue.jobs(conn, b)
     assert conn.execute(
         "SELECT job_id, requested_by FROM resync.requests WHERE id = %s", (request_id,)
     ).fetchone() == (ja["id"], conn.info.user)
@@ -59,7 +58,7 @@ def test_seed_resync_job_fixes_a_unit_and_writes_last_job_sync(laravel, conn, un
     assert result["course_unit_id"] == a
     assert result["changes"]["credits"] == [99, 5]
     assert result["changes"]["elements_count"] == [7, 2]
-    assert catalog.read_unit(conn, a)["last_job_sync"] is not None
+    assert catalogue.read_unit(conn, a)["last_job_sync"] is not None
     assert drifted(conn) == []
 
 
@@ -78,7 +77,7 @@ def test_seed_sync_error_leads_to_a_delayed_job(laravel, conn, dsn, units):
             settings={"ue_resync.lock_timeout": "50ms"},
         )
         holder.rollback()
-    [job] = catalog.jobs(conn, a)
+    [job] = catalogue.jobs(conn, a)
     assert job["payload"]["reason"] == "sync_error_after_updated"
     assert job["payload"]["sqlstate"] == "55P03"
     assert dt.timedelta(seconds=110) < job["due_in"] <= dt.timedelta(minutes=2)
@@ -110,16 +109,16 @@ def test_old_observer_and_triggers_together_stay_correct(laravel, conn):
     e1 = old.call("create_element", unit=u, credits=3, cm=10, td=5, tp=5)
     old.call("create_element", unit=u, credits=2, cm=4, td=4, tp=2)
     old.call("update_element", id=e1, set={"hours_cm": 20, "credits": 1})
-    assert catalog.totals(conn, u) == (3, 24, 9, 7, 30, 2)
+    assert catalogue.totals(conn, u) == (3, 24, 9, 7, 30, 2)
     old.call("delete_element", id=e1)
     old.call("restore_element", id=e1)
     old.call("update_element", id=e1, set={"course_unit_id": other})
-    assert catalog.totals(conn, u) == (2, 4, 4, 2, 10, 1)
-    assert catalog.totals(conn, other) == (1, 20, 5, 5, 20, 1)
+    assert catalogue.totals(conn, u) == (2, 4, 4, 2, 10, 1)
+    assert catalogue.totals(conn, other) == (1, 20, 5, 5, 20, 1)
     old.call("force_delete_element", id=e1)
-    assert catalog.totals(conn, other) == (0, 0, 0, 0, 0, 0)
+    assert catalogue.totals(conn, other) == (0, 0, 0, 0, 0, 0)
     assert drifted(conn) == []
-    assert catalog.jobs(conn) == []
+    assert catalogue.jobs(conn) == []
     assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 0
 
 
@@ -138,12 +137,12 @@ def test_locked_unit_during_cutover_queues_in_both_then_import_coalesces(laravel
             settings={"ue_resync.lock_timeout": "50ms", "lock_timeout": "200ms"},
         )
         holder.rollback()
-    [job] = catalog.jobs(conn, u)
+    [job] = catalogue.jobs(conn, u)
     assert job["payload"]["reason"] == "sync_error_after_updated"
     assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 1
     done = cli("import-laravel")
     assert done.returncode == 0, done.stderr
-    [merged] = catalog.jobs(conn, u)
+    [merged] = catalogue.jobs(conn, u)
     assert merged["id"] == job["id"] and merged["events"] == 2
     assert merged["last_reason"] == "sync_error_recovery"
     assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 0
@@ -158,15 +157,15 @@ def test_cutover_on_tables_made_by_laravel_migrations(empty_dsn, tmp_path):
     e = old.call("create_element", unit=u, credits=3, cm=10, td=5, tp=5)
     old.call("dispatch_job", unit=u, delay=120)
 
-    migrated = daemon.run(empty_dsn, "migrate", cwd=tmp_path)
+    migrated = processes.run(empty_dsn, "migrate", cwd=tmp_path)
     assert migrated.returncode == 0, migrated.stderr
     old.call("update_element", id=e, set={"credits": 4, "hours_tp": 15})
     old.call("create_element", unit=u, credits=1, cm=1, td=1, tp=1)
-    imported = daemon.run(empty_dsn, "import-laravel", cwd=tmp_path)
+    imported = processes.run(empty_dsn, "import-laravel", cwd=tmp_path)
     assert imported.returncode == 0, imported.stderr
     assert "imported 1 pending" in imported.stdout
-    checked = daemon.run(empty_dsn, "check", cwd=tmp_path)
+    checked = processes.run(empty_dsn, "check", cwd=tmp_path)
     assert checked.returncode == 0 and "no drift" in checked.stdout, checked.stdout
     with psycopg.connect(empty_dsn) as conn:
-        assert catalog.totals(conn, u) == (5, 11, 6, 16, 23, 2)  # hours_total: its own column
-        assert [j["payload"]["reason"] for j in catalog.jobs(conn, u)] == ["sync_error_recovery"]
+        assert catalogue.totals(conn, u) == (5, 11, 6, 16, 23, 2)  # hours_total: its own column
+        assert [j["payload"]["reason"] for j in catalogue.jobs(conn, u)] == ["sync_error_recovery"]

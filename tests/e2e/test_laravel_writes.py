@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests import catalog
+from support import catalogue
 
 pytestmark = pytest.mark.e2e
 
@@ -15,9 +15,9 @@ pytestmark = pytest.mark.e2e
 def consistent(conn, *units: int) -> None:
     """No drift anywhere, and no job left behind by an inline write."""
     assert conn.execute("SELECT course_unit_id FROM resync.drift").fetchall() == []
-    assert catalog.jobs(conn) == []
+    assert catalogue.jobs(conn) == []
     for u in units:
-        assert catalog.read_unit(conn, u)["last_element_sync"] is not None
+        assert catalogue.read_unit(conn, u)["last_element_sync"] is not None
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def unit(laravel):
 
 def test_create(conn, unit):
     u, _, _ = unit
-    assert catalog.totals(conn, u) == (5, 14, 9, 7, 30, 2)
+    assert catalogue.totals(conn, u) == (5, 14, 9, 7, 30, 2)
     consistent(conn, u)
 
 
@@ -49,7 +49,7 @@ def test_create(conn, unit):
 def test_update_of_each_counted_field(laravel, conn, unit, column, value, expected):
     u, e1, _ = unit
     laravel.call("update_element", id=e1, set={column: value})
-    assert catalog.totals(conn, u) == tuple(Decimal(v) for v in expected)
+    assert catalogue.totals(conn, u) == tuple(Decimal(v) for v in expected)
     consistent(conn, u)
 
 
@@ -57,7 +57,7 @@ def test_status_back_to_active(laravel, conn, unit):
     u, e1, _ = unit
     laravel.call("update_element", id=e1, set={"status": "archived"})
     laravel.call("update_element", id=e1, set={"status": "active"})
-    assert catalog.totals(conn, u) == (5, 14, 9, 7, 30, 2)
+    assert catalogue.totals(conn, u) == (5, 14, 9, 7, 30, 2)
     consistent(conn, u)
 
 
@@ -65,22 +65,22 @@ def test_move_to_another_unit(laravel, conn, unit):
     u, e1, _ = unit
     other = laravel.call("create_unit")
     laravel.call("update_element", id=e1, set={"course_unit_id": other})
-    assert catalog.totals(conn, u) == (2, 4, 4, 2, 10, 1)
-    assert catalog.totals(conn, other) == (3, 10, 5, 5, 20, 1)
+    assert catalogue.totals(conn, u) == (2, 4, 4, 2, 10, 1)
+    assert catalogue.totals(conn, other) == (3, 10, 5, 5, 20, 1)
     consistent(conn, u, other)
 
 
 def test_soft_delete_restore_force_delete(laravel, conn, unit):
     u, e1, _ = unit
     laravel.call("delete_element", id=e1)
-    assert catalog.totals(conn, u) == (2, 4, 4, 2, 10, 1)
+    assert catalogue.totals(conn, u) == (2, 4, 4, 2, 10, 1)
     assert conn.execute(
         "SELECT deleted_at IS NOT NULL FROM course_unit_elements WHERE id = %s", (e1,)
     ).fetchone() == (True,)
     consistent(conn, u)
 
     laravel.call("restore_element", id=e1)
-    assert catalog.totals(conn, u) == (5, 14, 9, 7, 30, 2)
+    assert catalogue.totals(conn, u) == (5, 14, 9, 7, 30, 2)
     consistent(conn, u)
 
     laravel.call("force_delete_element", id=e1)
@@ -88,7 +88,7 @@ def test_soft_delete_restore_force_delete(laravel, conn, unit):
         conn.execute("SELECT count(*) FROM course_unit_elements WHERE id = %s", (e1,)).fetchone()[0]
         == 0
     )
-    assert catalog.totals(conn, u) == (2, 4, 4, 2, 10, 1)
+    assert catalogue.totals(conn, u) == (2, 4, 4, 2, 10, 1)
     consistent(conn, u)
 
 
@@ -96,29 +96,29 @@ def test_force_delete_of_a_soft_deleted_element_changes_nothing(laravel, conn, u
     u, e1, _ = unit
     laravel.call("delete_element", id=e1)
     laravel.call("force_delete_element", id=e1)
-    assert catalog.totals(conn, u) == (2, 4, 4, 2, 10, 1)
+    assert catalogue.totals(conn, u) == (2, 4, 4, 2, 10, 1)
     consistent(conn, u)
 
 
 def test_query_builder_update_over_thousands_of_rows(laravel, conn):
     units = [laravel.call("create_unit") for _ in range(4)]
     assert laravel.call("insert_many", units=units, per_unit=750) == 3000
-    assert [catalog.totals(conn, u)[5] for u in units] == [750] * 4
+    assert [catalogue.totals(conn, u)[5] for u in units] == [750] * 4
     affected = laravel.call("mass_update", units=units[:3], set={"credits": 2, "hours_tp": 5})
     assert affected == 2250
     for u in units[:3]:
-        assert catalog.totals(conn, u) == (1500, 750, 750, 3750, 2250, 750)
-    assert catalog.totals(conn, units[3]) == (750, 750, 750, 750, 2250, 750)
+        assert catalogue.totals(conn, u) == (1500, 750, 750, 3750, 2250, 750)
+    assert catalogue.totals(conn, units[3]) == (750, 750, 750, 750, 2250, 750)
     consistent(conn, *units)
 
 
 def test_transaction_that_throws_changes_nothing_and_queues_nothing(laravel, conn, unit):
     u, e1, _ = unit
-    before = catalog.read_unit(conn, u)
+    before = catalogue.read_unit(conn, u)
     assert laravel.call("failing_transaction", id=e1, unit=u, set={"credits": 9}) == (
         "import aborted"
     )
-    assert catalog.read_unit(conn, u) == before
+    assert catalogue.read_unit(conn, u) == before
     assert (
         conn.execute(
             "SELECT count(*) FROM course_unit_elements WHERE course_unit_id = %s", (u,)
@@ -133,11 +133,11 @@ def test_deferred_import_is_drained_by_the_daemon(laravel, conn, cli, unit):
     ids = laravel.call("deferred_import", unit=u, count=50, credits=1, cm=1, td=1, tp=1)
     assert len(ids) == 50
     # Committed, not synced: one job for the UE, whatever the number of rows.
-    assert catalog.totals(conn, u) == (5, 14, 9, 7, 30, 2)
-    [job] = catalog.jobs(conn, u)
+    assert catalogue.totals(conn, u) == (5, 14, 9, 7, 30, 2)
+    [job] = catalogue.jobs(conn, u)
     assert job["status"] == "queued" and job["events"] == 50
     done = cli("work", "--stop-when-empty")
     assert done.returncode == 0, done.stderr
-    assert catalog.totals(conn, u) == (55, 64, 59, 57, 180, 52)
-    assert catalog.read_unit(conn, u)["last_job_sync"] is not None
+    assert catalogue.totals(conn, u) == (55, 64, 59, 57, 180, 52)
+    assert catalogue.read_unit(conn, u)["last_job_sync"] is not None
     consistent(conn, u)

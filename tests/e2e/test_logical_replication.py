@@ -16,7 +16,6 @@ import pytest
 
 from support import catalogue, replication
 from support.poll import wait_for
-from tests import catalog
 from ue_resync import installation, migrate
 
 pytestmark = pytest.mark.e2e
@@ -73,10 +72,10 @@ def caught_up(publisher: replication.Node, subscriber: replication.Node) -> None
 
 def every_write_path(conn: psycopg.Connection) -> list[int]:
     """Each kind of write an application makes, on the publisher; the UEs involved."""
-    a, b, c = (catalog.unit(conn) for _ in range(3))
-    e1 = catalog.element(conn, a, credits=2)
-    e2 = catalog.element(conn, a, credits=3)
-    catalog.element(conn, b, credits=1)
+    a, b, c = (catalogue.unit(conn) for _ in range(3))
+    e1 = catalogue.element(conn, a, credits=2)
+    e2 = catalogue.element(conn, a, credits=3)
+    catalogue.element(conn, b, credits=1)
     conn.execute("UPDATE course_unit_elements SET hours_cm = 7 WHERE id = %s", (e1,))
     conn.execute("UPDATE course_unit_elements SET status = 'inactive' WHERE id = %s", (e2,))
     conn.execute("UPDATE course_unit_elements SET deleted_at = now() WHERE id = %s", (e1,))
@@ -121,7 +120,7 @@ def test_a_subscriber_that_computes_its_own_units(nodes):
     with subscriber.connect(DB) as sub:
         assert sub.execute("SELECT course_unit_id, differences FROM resync.drift").fetchall() == []
         assert totals(sub) == expected
-        assert catalog.jobs(sub) == []
+        assert catalogue.jobs(sub) == []
 
         # An upgrade of ue-resync on the subscriber keeps the replica triggers as they were.
         sub.execute("UPDATE resync.schema_definitions SET checksum = 'old'")
@@ -164,4 +163,4 @@ def test_a_subscriber_that_receives_the_units(nodes):
     with subscriber.connect(DB) as sub:
         wait_for(lambda: totals(sub) == expected, 30, "the subscriber to apply the UEs")
         assert sub.execute("SELECT count(*) FROM resync.drift").fetchone() == (0,)
-        assert catalog.jobs(sub) == []
+        assert catalogue.jobs(sub) == []

@@ -13,8 +13,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from support import daemon
-from tests import catalog, pgbouncer
+from support import catalogue, processes
+from support.poll import wait_for
+from tests import pgbouncer
 
 pytestmark = pytest.mark.e2e
 
@@ -36,32 +37,32 @@ def session_bouncer(pg_server) -> Iterator[pgbouncer.Pgbouncer]:
 
 class Daemon:
     def __init__(self, url: str, tmp_path: Path, **env: str) -> None:
-        self.proc = daemon.spawn_daemon(url, cwd=tmp_path, **env)
+        self.proc = processes.spawn_daemon(url, cwd=tmp_path, **env)
 
     def output(self) -> str:
-        return daemon.output(self.proc)
+        return processes.output(self.proc)
 
     def wait_for_line(self, marker: str, timeout: float = 20) -> None:
         def seen() -> bool:
             assert self.proc.poll() is None, f"the daemon exited:\n{self.output()}"
             return marker in self.output()
 
-        catalog.wait_for(seen, timeout, f"'{marker}' in the daemon's log")
+        wait_for(seen, timeout, f"'{marker}' in the daemon's log")
 
     def stop(self) -> str:
-        assert daemon.stop(self.proc) == 0, self.output()[-3000:]
+        assert processes.stop(self.proc) == 0, self.output()[-3000:]
         return self.output()
 
 
 def resync_within(conn: psycopg.Connection, app: psycopg.Connection, seconds: float) -> float:
     """Defer one element change (through `app`), wait for its UE to be resynced: the delay."""
-    u = catalog.unit(conn)
-    e = catalog.element(conn, u, credits=1)
+    u = catalogue.unit(conn)
+    e = catalogue.element(conn, u, credits=1)
     with app.transaction():
         app.execute("SET LOCAL ue_resync.mode = 'deferred'")
         app.execute("UPDATE course_unit_elements SET credits = 7 WHERE id = %s", (e,))
     started = time.monotonic()
-    catalog.wait_for(lambda: catalog.totals(conn, u)[0] == 7, seconds, "the deferred resync")
+    wait_for(lambda: catalogue.totals(conn, u)[0] == 7, seconds, "the deferred resync")
     return time.monotonic() - started
 
 
@@ -125,13 +126,13 @@ def assert_woken(bouncer, dsn, conn, tmp_path, changes, **env):
 
 def test_every_cli_command_through_a_transaction_pooler(tx_bouncer, dsn, conn, tmp_path):
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        out = daemon.run(tx_bouncer.route(dsn), *args, cwd=tmp_path)
+        out = processes.run(tx_bouncer.route(dsn), *args, cwd=tmp_path)
         assert "PreparedStatement" not in out.stderr, out.stderr
         return out
 
-    a, b = catalog.unit(conn), catalog.unit(conn)
+    a, b = catalogue.unit(conn), catalogue.unit(conn)
     for u in (a, b):
-        catalog.element(conn, u, credits=3)
+        catalogue.element(conn, u, credits=3)
     conn.execute("UPDATE course_units SET credits = 9 WHERE id IN (%s, %s)", (a, b))
     failed = conn.execute("SELECT resync.request(%s)", (b,)).fetchone()[0]
     conn.execute("UPDATE resync.pgqueuer SET status = 'failed' WHERE id = %s", (failed,))
@@ -153,4 +154,4 @@ def test_every_cli_command_through_a_transaction_pooler(tx_bouncer, dsn, conn, t
     assert json.loads(cli("check", "--enqueue", "--json").stdout)["queued"] == 1
     out = cli("work", "--stop-when-empty")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert catalog.drift_count(conn) == 0
+    assert catalogue.drift_count(conn) == 0

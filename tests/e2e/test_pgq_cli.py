@@ -13,9 +13,10 @@ import sys
 import psycopg
 import pytest
 
-from support.daemon import spawn_daemon
+from support import catalogue
 from support.env import scrubbed_env
-from tests import catalog
+from support.poll import wait_for
+from support.processes import spawn_daemon
 from ue_resync import installation, migrate
 
 pytestmark = pytest.mark.e2e
@@ -37,7 +38,7 @@ def pgq(
 
 
 def test_the_reading_commands_understand_the_queue(conn, dsn):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     failed = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
     conn.execute("UPDATE resync.pgqueuer SET status = 'failed' WHERE id = %s", (failed,))
     conn.execute("SELECT resync.request(%s, 'later', interval '1 hour')", (u,))
@@ -54,14 +55,14 @@ def test_the_reading_commands_understand_the_queue(conn, dsn):
 
 
 def test_pgq_queue_is_coalesced_per_unit(conn, dsn):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     payload = json.dumps({"course_unit_id": u})
     first = pgq(dsn, "queue", "resync_course_unit", payload)
     assert first.returncode == 0 and first.stdout.startswith("Enqueued job"), first.stderr
     # The second event joins the UE's queued job; pgq reports the row it did not insert.
     second = pgq(dsn, "queue", "resync_course_unit", payload)
     assert "duplicate" in second.stdout + second.stderr
-    [job] = catalog.jobs(conn)
+    [job] = catalogue.jobs(conn)
     assert job["headers"] == {"course_unit_id": str(u), "reason": "manual_trigger"}
     assert conn.execute(
         "SELECT resync_unit, resync_events FROM resync.pgqueuer WHERE id = %s", (job["id"],)
@@ -84,9 +85,7 @@ def test_pgq_upgrade_without_the_channel_is_named_and_repaired(conn, dsn, tmp_pa
     log = tmp_path / "daemon.log"
     daemon = spawn_daemon(dsn, cwd=tmp_path, log=log, UE_RESYNC_SLEEP="0.2")
     try:
-        catalog.wait_for(
-            lambda: "wake-ups do not arrive" in log.read_text(), 30, "the wake-up check"
-        )
+        wait_for(lambda: "wake-ups do not arrive" in log.read_text(), 30, "the wake-up check")
         assert "fn_pgqueuer_changed" in log.read_text()
     finally:
         daemon.terminate()
@@ -104,7 +103,7 @@ def test_pgq_upgrade_without_the_channel_is_named_and_repaired(conn, dsn, tmp_pa
 
 
 def test_pgq_requeue_is_refused_where_ue_resync_retry_merges(conn, dsn, cli):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     failed = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
     conn.execute("UPDATE resync.pgqueuer SET status = 'failed' WHERE id = %s", (failed,))
     queued = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
@@ -114,4 +113,4 @@ def test_pgq_requeue_is_refused_where_ue_resync_retry_merges(conn, dsn, cli):
     )
     merged = cli("retry", str(failed))
     assert merged.returncode == 0, merged.stderr
-    assert [j["id"] for j in catalog.jobs(conn)] == [queued]
+    assert [j["id"] for j in catalogue.jobs(conn)] == [queued]

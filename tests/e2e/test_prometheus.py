@@ -17,9 +17,8 @@ import psycopg
 import pytest
 import yaml
 
-from support import daemon
+from support import catalogue, processes
 from support.poll import wait_for
-from tests import catalog
 from tests.prometheus import DASHBOARD, OPERATIONS, RULES, Prometheus, free_port
 from ue_resync import __version__
 
@@ -54,7 +53,7 @@ def one(conn: psycopg.Connection, sql: str) -> float:
 @contextlib.contextmanager
 def worker(dsn: str, root: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
     """`ue-resync work` serving its metrics on `port`: 3 tries, no backoff, logs in `root`."""
-    proc = daemon.spawn_daemon(
+    proc = processes.spawn_daemon(
         dsn,
         cwd=root,
         log=root / "daemon.log",
@@ -67,7 +66,7 @@ def worker(dsn: str, root: Path, port: int) -> Iterator[subprocess.Popen[bytes]]
     try:
         yield proc
     finally:
-        daemon.stop(proc)
+        processes.stop(proc)
 
 
 @pytest.fixture
@@ -85,19 +84,19 @@ def prometheus(tmp_path: Path) -> Iterator[tuple[Prometheus, int]]:
 
 def test_prometheus_scrapes_what_the_database_shows(conn, dsn, login, tmp_path, prometheus):
     prom, port = prometheus
-    good = [catalog.unit(conn) for _ in range(GOOD)]
-    poisoned = [catalog.unit(conn, code=f"POISON{n:03d}") for n in range(POISONED)]
+    good = [catalogue.unit(conn) for _ in range(GOOD)]
+    poisoned = [catalogue.unit(conn, code=f"POISON{n:03d}") for n in range(POISONED)]
     for u in good + poisoned:
-        catalog.element(conn, u, credits=2)
-    catalog.install_poison(conn)
-    delayed = [catalog.unit(conn) for _ in range(DELAYED)]
+        catalogue.element(conn, u, credits=2)
+    catalogue.install_poison(conn)
+    delayed = [catalogue.unit(conn) for _ in range(DELAYED)]
     conn.execute(
         "SELECT resync.request(u, 'later', interval '1 hour') FROM unnest(%s::bigint[]) u",
         (delayed,),
     )
     conn.execute("SELECT resync.request(%s, 'later', interval '1 hour')", (delayed[0],))
     held = conn.execute(
-        "SELECT resync.request(%s, 'held', interval '1 hour')", (catalog.unit(conn),)
+        "SELECT resync.request(%s, 'held', interval '1 hour')", (catalogue.unit(conn),)
     ).fetchone()[0]
     conn.execute(
         "UPDATE resync.pgqueuer SET execute_after = now() - interval '10 minutes' WHERE id = %s",

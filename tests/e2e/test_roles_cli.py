@@ -10,22 +10,21 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from support import daemon
-from tests import catalog
+from support import catalogue, processes
 from tests.roles import scalar, seed_operator_state
 
 pytestmark = pytest.mark.e2e
 
 
 def run_cli(dsn: str, cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return daemon.run(dsn, *args, cwd=cwd, **env)
+    return processes.run(dsn, *args, cwd=cwd, **env)
 
 
 def test_the_daemon_runs_as_resync_worker(conn, login, dsn, tmp_path):
-    good = catalog.unit(conn)
-    catalog.element(conn, good, credits=4)
+    good = catalogue.unit(conn)
+    catalogue.element(conn, good, credits=4)
     conn.execute("UPDATE course_units SET credits = 0 WHERE id = %s", (good,))
-    locked = catalog.unit(conn)
+    locked = catalogue.unit(conn)
     ok_job = scalar(conn, "SELECT resync.request(%s)", (good,))
     retry_job = scalar(conn, "SELECT resync.request(%s)", (locked,))
     bad_job = scalar(
@@ -55,22 +54,22 @@ def test_the_daemon_runs_as_resync_worker(conn, login, dsn, tmp_path):
     assert "superuser" not in output
     outcomes = dict(conn.execute("SELECT job_id, outcome FROM resync.job_runs").fetchall())
     assert outcomes == {ok_job: "succeeded", retry_job: "retrying", bad_job: "invalid"}
-    assert catalog.totals(conn, good)[0] == 4
+    assert catalogue.totals(conn, good)[0] == 4
     states = dict(conn.execute("SELECT id, status::text FROM resync.pgqueuer").fetchall())
     assert states == {retry_job: "queued", bad_job: "failed"}
     assert scalar(conn, "SELECT count(*) FROM resync.workers WHERE stopped_at IS NOT NULL") == 1
 
 
 def test_the_check_timer_and_the_monitor_run_with_their_roles(conn, login, tmp_path):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     conn.execute("SET ue_resync.mode = 'off'")
-    catalog.element(conn, u, credits=2)
+    catalogue.element(conn, u, credits=2)
     conn.execute("RESET ue_resync.mode")
     worker = login("worker", "resync_worker")
     check = run_cli(worker.dsn, tmp_path, "check", "--enqueue")
     assert check.returncode == 0, check.stdout + check.stderr
     assert "1 resync(s) queued" in check.stdout
-    assert [j["headers"]["reason"] for j in catalog.jobs(conn, u)] == ["drift_detected"]
+    assert [j["headers"]["reason"] for j in catalogue.jobs(conn, u)] == ["drift_detected"]
     with worker.connect() as w:
         assert scalar(w, "SELECT resync.prune_history()") == 0
     monitor = run_cli(login("monitor", "resync_monitor").dsn, tmp_path, "monitor", "--json")
@@ -96,4 +95,4 @@ def test_the_cli_commands_docs_give_each_role(conn, login, tmp_path):
         login("requester", "resync_requester").dsn, tmp_path, "request", str(seeded["drifted"])
     )
     assert request.returncode == 0, request.stdout + request.stderr
-    assert len(catalog.jobs(conn, seeded["drifted"])) == 1
+    assert len(catalogue.jobs(conn, seeded["drifted"])) == 1

@@ -21,10 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from support import daemon
-from support.daemon import spawn_daemon
+from support import catalogue, processes
 from support.env import ROOT
-from tests import catalog
+from support.processes import spawn_daemon
 
 UNIT_DIR = ROOT / "systemd"
 UNITS = (
@@ -255,11 +254,11 @@ os.execv(sys.executable, [sys.executable, "-m", "ue_resync", *sys.argv[1:]])
 
 @pytest.mark.e2e
 def test_the_daemon_runs_with_memory_deny_write_execute(conn, dsn, tmp_path):
-    u = catalog.unit(conn)
-    catalog.element(conn, u, credits=5)
+    u = catalogue.unit(conn)
+    catalogue.element(conn, u, credits=5)
     conn.execute("UPDATE course_units SET credits = 0 WHERE id = %s", (u,))
     job = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
-    done = daemon.run(
+    done = processes.run(
         dsn,
         "work",
         "--stop-when-empty",
@@ -271,7 +270,7 @@ def test_the_daemon_runs_with_memory_deny_write_execute(conn, dsn, tmp_path):
     if done.returncode == 77:
         pytest.skip("this kernel has no PR_SET_MDWE (Linux 6.3+)")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert catalog.totals(conn, u)[0] == 5
+    assert catalogue.totals(conn, u)[0] == 5
     outcome = conn.execute(
         "SELECT outcome FROM resync.job_runs WHERE job_id = %s", (job,)
     ).fetchone()

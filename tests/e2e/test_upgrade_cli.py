@@ -7,15 +7,16 @@ import json
 
 import psycopg
 
+from support import catalogue
 from support.env import scrubbed_env
-from tests import catalog, schema
+from tests import schema
 from ue_resync import scripts
 
 
 def test_migrate_upgrades_a_pre_baseline_database_and_failed_still_lists(cli, empty_dsn):
     schema.migrate_the_old_way(empty_dsn)
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
-        unit = catalog.unit(conn)
+        unit = catalogue.unit(conn)
         job = conn.execute(
             "SELECT job_id FROM resync.enqueue(array[%s::bigint], array['manual_trigger'], "
             "interval '0')",

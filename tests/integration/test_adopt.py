@@ -10,8 +10,8 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from tests import catalog
-from tests.schema import DEFINITIONS_STEPS, catalogue
+from support import catalogue
+from tests.schema import DEFINITIONS_STEPS, objects
 from ue_resync import ledger, mapping, migrate, preflight, scripts
 
 FR = mapping.build(
@@ -29,11 +29,11 @@ FR = mapping.build(
 
 def refused(conn: psycopg.Connection, declared: mapping.Mapping | None = None) -> str:
     """migrate's refusal, having checked that it changed nothing."""
-    before = catalogue(conn)
+    before = objects(conn)
     rows = conn.execute("SELECT count(*) FROM course_units").fetchone() if _has_units(conn) else 0
     with pytest.raises(migrate.MigrationError) as caught:
         migrate.apply(conn, declared)
-    assert catalogue(conn) == before
+    assert objects(conn) == before
     if rows:
         assert conn.execute("SELECT count(*) FROM course_units").fetchone() == rows
     return str(caught.value)
@@ -44,7 +44,7 @@ def _has_units(conn: psycopg.Connection) -> bool:
 
 
 def _unit_with(conn: psycopg.Connection, status: str) -> int:
-    u = catalog.unit(conn, credits=6, hours_total=60, elements_count=3)
+    u = catalogue.unit(conn, credits=6, hours_total=60, elements_count=3)
     for _ in range(3):
         conn.execute(
             "INSERT INTO course_unit_elements (course_unit_id, code, name, credits, hours_total, "
@@ -148,14 +148,14 @@ def test_a_first_install_that_changes_units_waits_for_the_operator(app_dsn):
 
         outcome = migrate.run(conn, accept_resync=True)
         assert outcome.queued == 1
-        assert [j["headers"]["course_unit_id"] for j in catalog.jobs(conn)] == [str(u)]
+        assert [j["headers"]["course_unit_id"] for j in catalogue.jobs(conn)] == [str(u)]
         assert ledger.check_current(conn) == scripts.code_schema_version()
 
 
 def test_an_upgrade_reports_drift_and_goes_on(dsn):
     with psycopg.connect(dsn, autocommit=True) as conn:
-        u = catalog.unit(conn)
-        catalog.element(conn, u)
+        u = catalogue.unit(conn)
+        catalogue.element(conn, u)
         conn.execute("UPDATE course_units SET credits = 9 WHERE id = %s", (u,))
         conn.execute("UPDATE resync.schema_definitions SET checksum = 'old'")
         outcome = migrate.run(conn)
@@ -185,7 +185,7 @@ def test_a_catalogue_with_its_own_names_is_installed_from_its_mapping(app_dsn):
         assert rows["units.credits"] == "ects" and rows["units.hours_distribution"] is None
         assert rows["elements.counted"] == ["actif"]
 
-        u = catalog.unit(conn)
+        u = catalogue.unit(conn)
         for ects in (2, 3):
             conn.execute(
                 "INSERT INTO course_unit_elements (course_unit_id, code, name, ects, hours_cm) "
@@ -217,9 +217,9 @@ def test_a_catalogue_with_its_own_names_is_installed_from_its_mapping(app_dsn):
 
 def test_a_mapping_change_is_a_definitions_change(dsn):
     with psycopg.connect(dsn, autocommit=True) as conn:
-        u = catalog.unit(conn)
-        catalog.element(conn, u, credits=2, status="active")
-        catalog.element(conn, u, credits=3, status="draft")
+        u = catalogue.unit(conn)
+        catalogue.element(conn, u, credits=2, status="active")
+        catalogue.element(conn, u, credits=3, status="draft")
         widened = mapping.build(
             {"elements": {"counted": ["active", "draft"], "not_counted": ["inactive"]}}
         )
@@ -241,7 +241,7 @@ def test_a_mapping_change_is_a_definitions_change(dsn):
             },
         )
         conn.execute("SELECT resync.sync_now(%s)", (u,))
-        assert catalog.totals(conn, u)[0] == Decimal(5)
+        assert catalogue.totals(conn, u)[0] == Decimal(5)
         # Only the list of values known not to count: no definition changes, the record does.
         narrowed = mapping.build({"elements": {"counted": ["active", "draft"], "not_counted": []}})
         assert [s.name for s in migrate.run(conn, narrowed).scripts] == ["mapping"]
@@ -258,13 +258,13 @@ def test_the_mapping_as_toml_reads_back_the_same(tmp_path):
 
 
 def test_counted_columns_change_type_with_ue_resync_installed(conn):
-    u = catalog.unit(conn)
-    catalog.element(conn, u, credits=2)
+    u = catalogue.unit(conn)
+    catalogue.element(conn, u, credits=2)
     # What a Laravel migration's ->change() runs: no view or rule of ue-resync pins the column.
     conn.execute("ALTER TABLE course_unit_elements ALTER COLUMN credits TYPE numeric(7,2)")
     conn.execute("ALTER TABLE course_units ALTER COLUMN credits TYPE numeric(7,2)")
     conn.execute("ALTER TABLE course_units ALTER COLUMN hours_distribution TYPE json")
-    catalog.element(conn, u, credits=Decimal("12345.5"))
-    assert catalog.totals(conn, u)[0] == Decimal("12347.5")
+    catalogue.element(conn, u, credits=Decimal("12345.5"))
+    assert catalogue.totals(conn, u)[0] == Decimal("12347.5")
     assert conn.execute("SELECT count(*) FROM resync.drift").fetchone() == (0,)
     assert migrate.apply(conn) == []

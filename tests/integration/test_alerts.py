@@ -13,7 +13,7 @@ import pytest
 from psycopg import errors
 from psycopg.rows import dict_row
 
-from tests import catalog
+from support import catalogue
 
 
 def alerts(conn: psycopg.Connection) -> list[dict[str, Any]]:
@@ -53,7 +53,7 @@ def live_worker(conn: psycopg.Connection, heartbeat_age: str = "0", stopped: boo
 
 
 def due_job(conn: psycopg.Connection, waited: str) -> int:
-    job = conn.execute("SELECT resync.request(%s)", (catalog.unit(conn),)).fetchone()[0]
+    job = conn.execute("SELECT resync.request(%s)", (catalogue.unit(conn),)).fetchone()[0]
     conn.execute(
         "UPDATE resync.pgqueuer SET execute_after = now() - %s::interval WHERE id = %s",
         (waited, job),
@@ -84,8 +84,8 @@ def inline_failure(conn: psycopg.Connection, unit: int, sqlstate: str) -> None:
 
 
 def test_a_healthy_system_raises_no_alert(conn):
-    u = catalog.unit(conn)
-    catalog.element(conn, u, credits=3)
+    u = catalogue.unit(conn)
+    catalogue.element(conn, u, credits=3)
     live_worker(conn)
     conn.execute("SELECT resync.request(%s, 'later', interval '1 hour')", (u,))
     assert alerts(conn) == []
@@ -115,15 +115,15 @@ def test_more_failed_jobs_in_the_last_hour_than_the_threshold(conn):
 def test_more_queued_jobs_than_the_threshold(conn):
     queue_delayed(conn, 100)
     assert alerts(conn) == []
-    conn.execute("SELECT resync.request(%s, 'x', interval '1 hour')", (catalog.unit(conn),))
+    conn.execute("SELECT resync.request(%s, 'x', interval '1 hour')", (catalogue.unit(conn),))
     alert = only(conn, "queued_jobs")
     assert (alert["severity"], alert["value"], alert["threshold"]) == ("warning", "101", "100")
     assert alert["detail"] == "101 job(s) queued (0 due, 101 delayed)"
 
 
 def test_the_same_unit_failing_repeatedly_is_named(conn):
-    u = catalog.unit(conn, code="MATH101")
-    v = catalog.unit(conn, code="PHYS202")
+    u = catalogue.unit(conn, code="MATH101")
+    v = catalogue.unit(conn, code="PHYS202")
     unit_failure(conn, u, "1 hour")
     unit_failure(conn, u, "2 hours", outcome="failed")
     unit_failure(conn, u, "25 hours")  # outside the 24 hours
@@ -146,7 +146,7 @@ def test_the_same_unit_failing_repeatedly_is_named(conn):
 
 
 def test_a_successful_sync_after_the_failures_clears_the_unit(conn):
-    u = catalog.unit(conn, code="MATH101")
+    u = catalogue.unit(conn, code="MATH101")
     for ago in ("3 hours", "2 hours", "1 hour"):
         unit_failure(conn, u, ago)
     assert only(conn, "unit_failures_24h")["value"] == "3"
@@ -185,7 +185,7 @@ def test_a_due_job_waiting_too_long(conn):
 def test_jobs_due_and_no_live_worker(conn, worker, fires):
     if worker is not None:
         live_worker(conn, **worker)
-    conn.execute("SELECT resync.request(%s, 'x', interval '1 hour')", (catalog.unit(conn),))
+    conn.execute("SELECT resync.request(%s, 'x', interval '1 hour')", (catalogue.unit(conn),))
     assert alerts(conn) == []  # nothing due: no worker needed
     due_job(conn, "0")
     assert fired(conn) == (["no_live_worker"] if fires else [])
@@ -201,10 +201,10 @@ def test_jobs_due_and_no_live_worker(conn, worker, fires):
 
 
 def test_drift_nobody_is_about_to_repair(conn):
-    units = [catalog.unit(conn, code=f"DR{i}") for i in range(7)]
+    units = [catalogue.unit(conn, code=f"DR{i}") for i in range(7)]
     conn.execute("SET ue_resync.mode = 'off'")
     for u in units:
-        catalog.element(conn, u, credits=2)
+        catalogue.element(conn, u, credits=2)
     alert = only(conn, "drift")
     assert (alert["severity"], alert["value"], alert["threshold"]) == ("warning", "7", "0")
     assert "(DR0, DR1, DR2, DR3, DR4, …)" in alert["detail"]
@@ -305,11 +305,11 @@ def seed_history(conn: psycopg.Connection) -> dict[str, Any]:
             "VALUES (%s, 'host', 1, 'test', now())",
             (w,),
         )
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     done = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
-    held = conn.execute("SELECT resync.request(%s)", (catalog.unit(conn),)).fetchone()[0]
-    forgotten = conn.execute("SELECT resync.request(%s)", (catalog.unit(conn),)).fetchone()[0]
-    running = conn.execute("SELECT resync.request(%s)", (catalog.unit(conn),)).fetchone()[0]
+    held = conn.execute("SELECT resync.request(%s)", (catalogue.unit(conn),)).fetchone()[0]
+    forgotten = conn.execute("SELECT resync.request(%s)", (catalogue.unit(conn),)).fetchone()[0]
+    running = conn.execute("SELECT resync.request(%s)", (catalogue.unit(conn),)).fetchone()[0]
     runs = [
         (done, "succeeded", old_worker),
         (done, "retrying", old_worker),

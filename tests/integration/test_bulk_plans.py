@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests import catalog
+from support import catalogue
 from tests.deferral import bulk_elements, bulk_units
 from tests.explain import nested_plans
 
@@ -38,11 +38,11 @@ def test_a_bulk_update_pairs_its_rows_by_hash(conn, mode):
     assert "Hash Join" in collect[0] and "Named Tuplestore Scan" in collect[0]
     # And the statement did its work.
     if mode == "inline":
-        assert catalog.drift_count(conn) == 0
+        assert catalogue.drift_count(conn) == 0
         # 1 + 2 + 3 + 4 credits, each element's one more
         assert conn.execute("SELECT DISTINCT credits FROM course_units").fetchall() == [(14,)]
     else:
-        assert len(catalog.jobs(conn)) == units
+        assert len(catalogue.jobs(conn)) == units
 
 
 @pytest.mark.parametrize(("units", "custom"), [(1999, False), (2000, True)])
@@ -59,5 +59,5 @@ def test_sync_units_plans_a_call_for_2000_units_with_its_array(conn, units, cust
     assert len(sync) == 2, plans
     for plan in sync:
         assert ("ANY ($1)" not in plan) is custom, plan
-    assert catalog.drift_count(conn) == 0
+    assert catalogue.drift_count(conn) == 0
     assert conn.execute("SELECT DISTINCT credits FROM course_units").fetchall() == [(2,)]

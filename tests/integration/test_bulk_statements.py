@@ -7,7 +7,7 @@ from typing import Any
 
 import psycopg
 
-from tests import catalog
+from support import catalogue
 from tests.deferral import (
     PER_UNIT,
     UNITS,
@@ -30,9 +30,9 @@ def test_bulk_insert_syncs_every_unit_once(conn):
     before = stat_updates(conn)
     bulk_elements(conn)
     assert stat_updates(conn) - before == UNITS
-    assert catalog.drift_count(conn) == 0
+    assert catalogue.drift_count(conn) == 0
     assert _sample(conn) == [(10, 10, 8, 12, 30, 4, UNITS)]
-    assert catalog.jobs(conn) == []
+    assert catalogue.jobs(conn) == []
 
 
 def test_bulk_update_of_10000_elements_syncs_every_unit_once(conn):
@@ -44,9 +44,9 @@ def test_bulk_update_of_10000_elements_syncs_every_unit_once(conn):
     ).rowcount
     assert status == UNITS * PER_UNIT
     assert stat_updates(conn) - before == UNITS
-    assert catalog.drift_count(conn) == 0
+    assert catalogue.drift_count(conn) == 0
     assert _sample(conn) == [(20, 10, 12, 12, 30, 4, UNITS)]
-    assert catalog.jobs(conn) == []
+    assert catalogue.jobs(conn) == []
 
 
 def test_bulk_move_syncs_source_and_target_once(conn):
@@ -61,7 +61,7 @@ def test_bulk_move_syncs_source_and_target_once(conn):
     ).rowcount
     assert moved == UNITS // 2
     assert stat_updates(conn) - before == UNITS
-    assert catalog.drift_count(conn) == 0
+    assert catalogue.drift_count(conn) == 0
     assert _sample(conn) == [
         (9, 9, 6, 9, 24, 3, UNITS // 2),
         (11, 11, 10, 15, 36, 5, UNITS // 2),
@@ -75,5 +75,5 @@ def test_bulk_delete_syncs_every_unit_once(conn):
     deleted = conn.execute("DELETE FROM course_unit_elements WHERE credits >= 3").rowcount
     assert deleted == UNITS * 2
     assert stat_updates(conn) - before == UNITS
-    assert catalog.drift_count(conn) == 0
+    assert catalogue.drift_count(conn) == 0
     assert _sample(conn) == [(3, 3, 4, 6, 13, 2, UNITS)]

@@ -16,8 +16,8 @@ import pytest
 from bench.chaos import writer
 from bench.chaos.monitor import Monitor, Reporter
 from support.catalogue import load_catalogue
-from support.daemon import Slot
 from support.poll import wait_for
+from support.processes import Slot
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ sessions queuing the same UE at once end with one job."""
 
 from __future__ import annotations
 
-from tests import catalog
+from support import catalogue
 from tests.deferral import (
     Worker,
     one_job,
@@ -15,8 +15,8 @@ from tests.deferral import (
 
 
 def test_second_event_coalesces_into_the_queued_job(conn):
-    u = catalog.unit(conn)
-    e = catalog.element(conn, u, credits=1)
+    u = catalogue.unit(conn)
+    e = catalogue.element(conn, u, credits=1)
     conn.execute("SET ue_resync.mode = 'deferred'")
     conn.execute("UPDATE course_unit_elements SET credits = 2 WHERE id = %s", (e,))
     first = one_job(conn, u)
@@ -31,8 +31,8 @@ def test_second_event_coalesces_into_the_queued_job(conn):
 
 
 def test_coalescing_keeps_the_earliest_execute_after(conn):
-    u = catalog.unit(conn)
-    e = catalog.element(conn, u, credits=1)
+    u = catalogue.unit(conn)
+    e = catalogue.element(conn, u, credits=1)
     late = conn.execute("SELECT resync.request(%s, 'later', interval '1 hour')", (u,)).fetchone()[0]
     assert 3595 < seconds(one_job(conn, u)["due_in"]) <= 3600
     conn.execute("SET ue_resync.mode = 'deferred'")
@@ -53,8 +53,8 @@ def test_coalescing_keeps_the_earliest_execute_after(conn):
 
 
 def test_event_during_a_running_job_gets_its_own_job(conn):
-    u = catalog.unit(conn)
-    e = catalog.element(conn, u, credits=1)
+    u = catalogue.unit(conn)
+    e = catalogue.element(conn, u, credits=1)
     conn.execute("SET ue_resync.mode = 'deferred'")
     conn.execute("UPDATE course_unit_elements SET credits = 2 WHERE id = %s", (e,))
     running = one_job(conn, u)["id"]
@@ -63,7 +63,7 @@ def test_event_during_a_running_job_gets_its_own_job(conn):
     conn.execute("UPDATE course_unit_elements SET credits = 3 WHERE id = %s", (e,))
     conn.execute("UPDATE course_unit_elements SET credits = 4 WHERE id = %s", (e,))
 
-    found = catalog.jobs(conn, u)
+    found = catalogue.jobs(conn, u)
     assert [(j["id"] == running, j["status"], j["events"]) for j in found] == [
         (True, "picked", 1),
         (False, "queued", 2),
@@ -71,7 +71,7 @@ def test_event_during_a_running_job_gets_its_own_job(conn):
 
 
 def test_two_sessions_enqueuing_the_same_unit_end_with_one_job(conn, dsn):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     with session(dsn) as s1, session(dsn) as s2:
         first = s1.execute("SELECT resync.request(%s, 'from_s1')", (u,)).fetchone()[0]
 

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from tests import catalog
+from support import catalogue
 
 
 def drift_rows(conn: psycopg.Connection) -> list[dict[str, Any]]:
@@ -31,21 +31,21 @@ def warnings_of(conn: psycopg.Connection, unit_id: int) -> list[tuple[str, str]]
 
 def test_synced_catalogue_has_no_drift(conn):
     for _ in range(3):
-        u = catalog.unit(conn)
-        catalog.element(conn, u, credits=3, cm=10, td=5, tp=5)
-        catalog.element(conn, u, credits=1, cm=1, td=1, tp=1, status="inactive")
-    catalog.unit(conn)  # no elements: zeros are what it should hold
+        u = catalogue.unit(conn)
+        catalogue.element(conn, u, credits=3, cm=10, td=5, tp=5)
+        catalogue.element(conn, u, credits=1, cm=1, td=1, tp=1, status="inactive")
+    catalogue.unit(conn)  # no elements: zeros are what it should hold
     assert drift_rows(conn) == []
 
 
 def test_drift_lists_a_tampered_unit_with_stored_and_expected(conn):
-    tampered = catalog.unit(conn)
-    catalog.element(conn, tampered, credits=3, cm=10, td=5, tp=5)
-    catalog.element(conn, tampered, credits=2, cm=2, td=2, tp=6)
-    clean = catalog.unit(conn)
-    catalog.element(conn, clean, credits=1)
-    disabled = catalog.unit(conn, auto_sync_enabled=False, credits=42)
-    catalog.element(conn, disabled, credits=1)
+    tampered = catalogue.unit(conn)
+    catalogue.element(conn, tampered, credits=3, cm=10, td=5, tp=5)
+    catalogue.element(conn, tampered, credits=2, cm=2, td=2, tp=6)
+    clean = catalogue.unit(conn)
+    catalogue.element(conn, clean, credits=1)
+    disabled = catalogue.unit(conn, auto_sync_enabled=False, credits=42)
+    catalogue.element(conn, disabled, credits=1)
 
     conn.execute(
         "UPDATE course_units SET credits = 9, hours_td = 1, elements_count = 7 WHERE id = %s",
@@ -53,7 +53,7 @@ def test_drift_lists_a_tampered_unit_with_stored_and_expected(conn):
     )
 
     [row] = drift_rows(conn)
-    code = catalog.read_unit(conn, tampered)["code"]
+    code = catalogue.read_unit(conn, tampered)["code"]
     assert row["course_unit_id"] == tampered
     assert row["code"] == code
     assert (row["stored_credits"], row["expected_credits"]) == (9, 5)
@@ -73,12 +73,12 @@ def test_drift_lists_a_tampered_unit_with_stored_and_expected(conn):
     )
     assert row["last_element_sync"] is not None
     assert row["last_job_sync"] is None
-    assert catalog.drift_count(conn) == 1
+    assert catalogue.drift_count(conn) == 1
 
 
 def test_drift_sees_a_tampered_distribution_alone(conn):
-    u = catalog.unit(conn)
-    catalog.element(conn, u, credits=3, cm=10, td=5, tp=5)
+    u = catalogue.unit(conn)
+    catalogue.element(conn, u, credits=3, cm=10, td=5, tp=5)
     conn.execute(
         """UPDATE course_units SET hours_distribution = '{"cm": 50, "td": 25, "tp": 20}'
            WHERE id = %s""",
@@ -90,10 +90,10 @@ def test_drift_sees_a_tampered_distribution_alone(conn):
 
 
 def test_drift_honours_the_sync_flags(conn):
-    credits_off = catalog.unit(conn, sync_credits_with_elements=False, credits=6)
-    catalog.element(conn, credits_off, credits=3, cm=10, td=5, tp=5)
-    hours_off = catalog.unit(conn, sync_hours_with_elements=False, hours_cm=1, hours_total=1)
-    catalog.element(conn, hours_off, credits=3, cm=10, td=5, tp=5)
+    credits_off = catalogue.unit(conn, sync_credits_with_elements=False, credits=6)
+    catalogue.element(conn, credits_off, credits=3, cm=10, td=5, tp=5)
+    hours_off = catalogue.unit(conn, sync_hours_with_elements=False, hours_cm=1, hours_total=1)
+    catalogue.element(conn, hours_off, credits=3, cm=10, td=5, tp=5)
     assert drift_rows(conn) == []
     conn.execute("UPDATE course_units SET hours_cm = 99 WHERE id = %s", (credits_off,))
     conn.execute("UPDATE course_units SET credits = 99 WHERE id = %s", (hours_off,))
@@ -110,14 +110,14 @@ def test_drift_honours_the_sync_flags(conn):
 
 
 def test_expected_view_matches_what_a_sync_writes(conn):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     conn.execute("SET ue_resync.mode = 'off'")
-    catalog.element(conn, u, credits=2, cm=4, td=4, tp=2)
+    catalogue.element(conn, u, credits=2, cm=4, td=4, tp=2)
     with conn.cursor(row_factory=dict_row) as cur:
         expected = cur.execute("SELECT * FROM resync.expected WHERE id = %s", (u,)).fetchone()
     assert expected is not None
     conn.execute("SELECT resync.sync_now(%s)", (u,))
-    stored = catalog.read_unit(conn, u)
+    stored = catalogue.read_unit(conn, u)
     for column in (
         "credits",
         "hours_cm",
@@ -187,15 +187,15 @@ GOOD: dict[str, Any] = {
     ],
 )
 def test_validation_warnings_on_stored_values(conn, changes, expected):
-    u = catalog.unit(conn, auto_sync_enabled=False, **{**GOOD, **changes})
+    u = catalogue.unit(conn, auto_sync_enabled=False, **{**GOOD, **changes})
     assert warnings_of(conn, u) == expected
 
 
 def test_validation_warnings_follow_real_elements(conn):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     assert warnings_of(conn, u) == [("no_elements", "no active element")]
     for _ in range(7):
-        catalog.element(conn, u, credits=1, cm=10, td=5, tp=5)
+        catalogue.element(conn, u, credits=1, cm=10, td=5, tp=5)
     assert warnings_of(conn, u) == [
         ("credits_above_max", "7.00 ECTS credits (at most 6 expected)"),
         ("too_many_elements", "7 active elements (at most 6 expected)"),
@@ -203,4 +203,4 @@ def test_validation_warnings_follow_real_elements(conn):
     row = conn.execute(
         "SELECT code FROM resync.validation_warnings WHERE course_unit_id = %s LIMIT 1", (u,)
     ).fetchone()
-    assert row is not None and row[0] == catalog.read_unit(conn, u)["code"]
+    assert row is not None and row[0] == catalogue.read_unit(conn, u)["code"]

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests import catalog
+from support import catalogue
 from tests.deferral import wait_until_blocked
 
 
@@ -34,7 +34,7 @@ def edit(conn: psycopg.Connection, element: int) -> None:
 
 def job(conn: psycopg.Connection, unit: int) -> dict[str, Any]:
     """The UE's queued job: due and deadline in seconds from now() (deadline None: plain)."""
-    (found,) = [j for j in catalog.jobs(conn, unit) if j["status"] == "queued"]
+    (found,) = [j for j in catalogue.jobs(conn, unit) if j["status"] == "queued"]
     return {
         "due": found["due_in"].total_seconds(),
         "deadline": None if found["deadline_in"] is None else found["deadline_in"].total_seconds(),
@@ -68,15 +68,15 @@ def path(request: pytest.FixtureRequest, conn: psycopg.Connection) -> str:
 @pytest.fixture
 def hot(conn: psycopg.Connection) -> tuple[int, int]:
     """A UE the daemon has just resynced (sync_now sets last_job_sync), and one element."""
-    u = catalog.unit(conn)
-    e = catalog.element(conn, u)
+    u = catalogue.unit(conn)
+    e = catalogue.element(conn, u)
     conn.execute("SELECT resync.sync_now(%s)", (u,))
     return u, e
 
 
 def test_an_isolated_change_is_due_at_once(conn):
-    u = catalog.unit(conn)
-    e = catalog.element(conn, u)
+    u = catalogue.unit(conn)
+    e = catalogue.element(conn, u)
     with deferred(conn):
         edit(conn, e)
         assert job(conn, u) == {
@@ -105,8 +105,8 @@ def test_a_change_on_a_unit_just_resynced_is_debounced(conn, hot):
 def test_a_change_while_the_daemon_holds_the_unit_is_debounced(conn):
     # The UE was not resynced lately, but a job of it is picked (its resync is under way):
     # the change gets a job of its own (a picked job absorbs nothing), debounced.
-    u = catalog.unit(conn)
-    e = catalog.element(conn, u)
+    u = catalogue.unit(conn)
+    e = catalogue.element(conn, u)
     conn.execute("SELECT resync.request(%s)", (u,))
     conn.execute("UPDATE resync.pgqueuer SET status = 'picked'")
     with deferred(conn):
@@ -116,8 +116,8 @@ def test_a_change_while_the_daemon_holds_the_unit_is_debounced(conn):
 
 def test_a_change_on_a_unit_with_a_job_queued_for_later_is_due_at_once(conn):
     # issue 2: deferred mode is "delay 0", and coalescing keeps the earliest due time.
-    u = catalog.unit(conn)
-    e = catalog.element(conn, u)
+    u = catalogue.unit(conn)
+    e = catalogue.element(conn, u)
     conn.execute("SELECT resync.request(%s, 'later', interval '1 hour')", (u,))
     with deferred(conn):
         edit(conn, e)
@@ -128,8 +128,8 @@ def test_a_change_joining_a_later_job_while_the_unit_is_resynced_trails(conn):
     # The UE's resync is under way (a job picked) and another job waits for later (a failed
     # sync's 2-minute policy delay): the change joins that job and trails the resync, instead
     # of making it due at once, right behind the running one.
-    u = catalog.unit(conn)
-    e = catalog.element(conn, u)
+    u = catalogue.unit(conn)
+    e = catalogue.element(conn, u)
     conn.execute("SELECT resync.request(%s)", (u,))
     conn.execute("UPDATE resync.pgqueuer SET status = 'picked'")
     conn.execute("SELECT resync.request(%s, 'later', interval '2 minutes')", (u,))
@@ -143,8 +143,8 @@ def test_a_change_racing_the_pick_of_the_units_due_job_trails(conn, dsn):
     # insert (the conflict check waits for the pick to commit, then finds no queued job): the
     # event makes a job of its own, which trails the resync under way instead of running
     # right after it.
-    u = catalog.unit(conn)
-    e = catalog.element(conn, u)
+    u = catalogue.unit(conn)
+    e = catalogue.element(conn, u)
     conn.execute("SELECT resync.request(%s)", (u,))
     with psycopg.connect(dsn) as daemon, psycopg.connect(dsn, autocommit=True) as writer:
         daemon.execute("UPDATE resync.pgqueuer SET status = 'picked'")  # not committed yet
@@ -164,7 +164,7 @@ def test_a_change_racing_the_pick_of_the_units_due_job_trails(conn, dsn):
         daemon.commit()
         t.join(timeout=30)
         assert not t.is_alive() and failure == []
-    queued = [j for j in catalog.jobs(conn, u) if j["status"] == "queued"]
+    queued = [j for j in catalogue.jobs(conn, u) if j["status"] == "queued"]
     assert len(queued) == 1
     assert 1 < queued[0]["due_in"].total_seconds() <= 2  # a debounce from the writer's now()
 
@@ -186,8 +186,8 @@ def test_each_debounced_event_pushes_the_due_time_back(conn, hot):
 def test_a_burst_keeps_pushing_its_job_back_once_the_last_resync_is_old(conn):
     # The UE is quiet by its last resync (never), but its job waits for a debounced due time:
     # the burst goes on, so the job is pushed back all the same.
-    u = catalog.unit(conn)
-    e = catalog.element(conn, u)
+    u = catalogue.unit(conn)
+    e = catalogue.element(conn, u)
     with deferred(conn):
         edit(conn, e)
         shift(conn, u, "1 s", "59 s")
@@ -212,8 +212,8 @@ def test_a_job_already_due_stays_due(conn, hot):
 @pytest.mark.parametrize("rows", [1, 2], ids=["row path", "statement path"])
 def test_both_paths_only_count_an_event_into_a_due_job(conn, rows):
     # A due job only counts the event: its due time and deadline stay.
-    u = catalog.unit(conn)
-    elements = [catalog.element(conn, u) for _ in range(rows)]
+    u = catalogue.unit(conn)
+    elements = [catalogue.element(conn, u) for _ in range(rows)]
     conn.execute("SELECT resync.request(%s, 'ops', interval '30 seconds')", (u,))
     with deferred(conn):
         conn.execute(
@@ -234,8 +234,8 @@ def test_both_paths_only_count_an_event_into_a_due_job(conn, rows):
 
 @pytest.mark.parametrize("rows", [1, 2], ids=["row path", "statement path"])
 def test_a_unit_left_alone_does_not_count_into_its_due_job(conn, rows):
-    u = catalog.unit(conn, auto_sync_enabled=False)
-    elements = [catalog.element(conn, u) for _ in range(rows)]
+    u = catalogue.unit(conn, auto_sync_enabled=False)
+    elements = [catalogue.element(conn, u) for _ in range(rows)]
     conn.execute("SELECT resync.request(%s)", (u,))  # an explicit request still queues
     with deferred(conn):
         conn.execute(
@@ -302,7 +302,7 @@ def test_a_debounced_event_pulls_a_later_plain_job_forward(conn, hot):
 
 def test_the_statement_path_is_debounced_too(conn, hot):
     u, e = hot
-    other = catalog.element(conn, u)
+    other = catalogue.element(conn, u)
     with deferred(conn):
         conn.execute(
             "UPDATE course_unit_elements SET credits = credits + 1 WHERE id IN (%s, %s)", (e, other)
@@ -325,14 +325,14 @@ def test_a_malformed_setting_is_the_writers_error(conn, hot, name):
         deferred(conn, **{name: "soon"}),
     ):
         edit(conn, e)
-    assert catalog.jobs(conn, u) == []
+    assert catalogue.jobs(conn, u) == []
 
 
 def test_a_coalesced_event_leaves_the_index_entries_alone(conn):
     # Coalescing writes only columns no index reads: a HOT update (same page, no new index
     # entry), as long as the due time does not move.
-    u = catalog.unit(conn)
-    e = catalog.element(conn, u)
+    u = catalogue.unit(conn)
+    e = catalogue.element(conn, u)
     with deferred(conn):
         edit(conn, e)
         edit(conn, e)
@@ -350,8 +350,8 @@ def test_plans_made_on_an_empty_queue_still_use_the_index(conn, dsn):
     # statements then; those plans are kept. They must not scan the table once an import has
     # queued thousands of jobs: with 10,000 queued, a scan per event made deferred writers
     # 16 times slower (bench/writer_tps --no-commit-wait).
-    units = [catalog.unit(conn) for _ in range(8)]
-    elements = [catalog.element(conn, u) for u in units]
+    units = [catalogue.unit(conn) for _ in range(8)]
+    elements = [catalogue.element(conn, u) for u in units]
     conn.execute("ANALYZE resync.pgqueuer")  # empty: a plan made now prefers a scan
     with psycopg.connect(dsn, autocommit=True) as writer:
         writer.execute("SET ue_resync.mode = deferred")
@@ -381,8 +381,8 @@ def test_plans_made_on_an_empty_queue_still_use_the_index(conn, dsn):
 
 def test_the_writers_enable_seqscan_is_left_as_it_was(conn):
     # The row path plans its queue statements with enable_seqscan off, and puts it back.
-    u = catalog.unit(conn)
-    e = catalog.element(conn, u)
+    u = catalogue.unit(conn)
+    e = catalogue.element(conn, u)
     with deferred(conn):
         edit(conn, e)
         assert conn.execute("SHOW enable_seqscan").fetchone() == ("on",)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from tests import catalog
+from support import catalogue
 from tests.deferral import (
     failures,
     one_job,
@@ -41,7 +41,7 @@ def test_writer_does_not_wait_for_a_locked_unit_and_queues_a_job(conn, locked_un
     assert 115 < seconds(job["due_in"]) <= 120
     assert failures(conn) == [(u, "updated", "sync_error_after_updated", "55P03", job["id"])]
     # The unit was not touched, so it drifts until the job runs.
-    assert catalog.totals(conn, u) == (3, 10, 5, 5, 20, 1)
+    assert catalogue.totals(conn, u) == (3, 10, 5, 5, 20, 1)
     drifted = conn.execute("SELECT course_unit_id FROM resync.drift").fetchall()
     assert drifted == [(u,)]
     assert notices == [
@@ -58,9 +58,9 @@ def test_writer_rolling_back_leaves_no_job_and_no_failure(conn, locked_unit):
     conn.execute("SET ue_resync.lock_timeout = '50ms'")
     with conn.transaction(force_rollback=True):
         conn.execute("UPDATE course_unit_elements SET hours_cm = 30 WHERE id = %s", (e,))
-        assert len(catalog.jobs(conn, u)) == 1  # queued inside the writer's transaction
+        assert len(catalogue.jobs(conn, u)) == 1  # queued inside the writer's transaction
         assert len(failures(conn)) == 1
-    assert catalog.jobs(conn) == []
+    assert catalogue.jobs(conn) == []
     assert failures(conn) == []
     assert (
         conn.execute("SELECT hours_cm FROM course_unit_elements WHERE id = %s", (e,)).fetchone()[0]
@@ -71,12 +71,12 @@ def test_writer_rolling_back_leaves_no_job_and_no_failure(conn, locked_unit):
 def test_one_locked_unit_defers_the_whole_statement(conn, locked_unit):
     """The statement's units are synced together: one busy unit defers all of them."""
     u, _, _ = locked_unit
-    others = [catalog.unit(conn), catalog.unit(conn)]
+    others = [catalogue.unit(conn), catalogue.unit(conn)]
     for o in others:
-        catalog.element(conn, o, credits=1)
+        catalogue.element(conn, o, credits=1)
     conn.execute("SET ue_resync.lock_timeout = '50ms'")
     conn.execute("UPDATE course_unit_elements SET credits = 2")
     units = sorted([u, *others])
-    assert [j["payload"]["course_unit_id"] for j in catalog.jobs(conn)] == units
+    assert [j["payload"]["course_unit_id"] for j in catalogue.jobs(conn)] == units
     assert [(f[0], f[3]) for f in failures(conn)] == [(x, "55P03") for x in units]
-    assert all(catalog.totals(conn, o)[0] == 1 for o in others)
+    assert all(catalogue.totals(conn, o)[0] == 1 for o in others)

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from tests import catalog
+from support import catalogue
 from tests.deferral import (
     Worker,
     failures,
@@ -43,8 +43,8 @@ def test_statement_timeout_inside_the_sync_is_caught(conn, locked_unit):
 
 
 def test_lock_timeout_of_the_session_is_restored_after_the_sync(conn):
-    u = catalog.unit(conn)
-    e = catalog.element(conn, u)
+    u = catalogue.unit(conn)
+    e = catalogue.element(conn, u)
     conn.execute("SET lock_timeout = '7s'")
     conn.execute("SET ue_resync.lock_timeout = '50ms'")
     with conn.transaction():
@@ -61,23 +61,23 @@ def test_lock_timeout_of_the_session_is_restored_after_the_sync(conn):
 
 
 def test_a_malformed_lock_timeout_is_the_writers_error(conn):
-    u = catalog.unit(conn)
-    e = catalog.element(conn, u, credits=1)
+    u = catalogue.unit(conn)
+    e = catalogue.element(conn, u, credits=1)
     conn.execute("SET ue_resync.lock_timeout = 'abc'")
     with pytest.raises(errors.InvalidParameterValue, match="lock_timeout"):
         conn.execute("UPDATE course_unit_elements SET credits = 2 WHERE id = %s", (e,))
     conn.execute("RESET ue_resync.lock_timeout")
-    assert catalog.jobs(conn) == []
-    assert catalog.totals(conn, u)[0] == 1
+    assert catalogue.jobs(conn) == []
+    assert catalogue.totals(conn, u)[0] == 1
 
 
 # -- a real deadlock -----------------------------------------------------------------------------
 
 
 def test_deadlock_between_two_writers_defers_one_sync(conn, dsn):
-    x, y = catalog.unit(conn), catalog.unit(conn)
-    ex = catalog.element(conn, x, credits=1, cm=1, td=1, tp=1)
-    ey = catalog.element(conn, y, credits=2, cm=2, td=2, tp=2)
+    x, y = catalogue.unit(conn), catalogue.unit(conn)
+    ex = catalogue.element(conn, x, credits=1, cm=1, td=1, tp=1)
+    ey = catalogue.element(conn, y, credits=2, cm=2, td=2, tp=2)
 
     with session(dsn) as s1, session(dsn) as s2:
         for s in (s1, s2):
@@ -107,7 +107,7 @@ def test_deadlock_between_two_writers_defers_one_sync(conn, dsn):
         == 2
     )
     # Exactly one sync was the deadlock victim; its unit got the deadlock job.
-    found = catalog.jobs(conn)
+    found = catalogue.jobs(conn)
     assert len(found) == 1, found
     job = found[0]
     victim = job["payload"]["course_unit_id"]
@@ -120,5 +120,5 @@ def test_deadlock_between_two_writers_defers_one_sync(conn, dsn):
     ]
     # The other unit was synced inline; the victim still drifts.
     survivor = y if victim == x else x
-    assert catalog.totals(conn, survivor)[1] == 50
+    assert catalogue.totals(conn, survivor)[1] == 50
     assert conn.execute("SELECT course_unit_id FROM resync.drift").fetchall() == [(victim,)]

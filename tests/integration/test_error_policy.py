@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from tests import catalog
+from support import catalogue
 from tests.deferral import (
     failures,
     one_job,
@@ -37,7 +37,7 @@ def test_policy_without_auto_resync_records_the_failure_only(conn, locked_unit):
     )
     conn.execute("SET ue_resync.lock_timeout = '50ms'")
     conn.execute("UPDATE course_unit_elements SET deleted_at = now() WHERE id = %s", (e,))
-    assert catalog.jobs(conn) == []
+    assert catalogue.jobs(conn) == []
     assert failures(conn) == [(u, "deleted", "object_busy_after_deleted", "55P03", None)]
 
 

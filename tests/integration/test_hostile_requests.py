@@ -15,7 +15,7 @@ import psycopg
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests import catalog
+from support import catalogue
 from tests.hostile import TRIED, fuzz
 from tests.hostile import report_inputs_tried as report_inputs_tried  # autouse
 
@@ -100,7 +100,7 @@ CLEAR_CLASSES = ("22", "23")
 
 
 def test_fuzzed_requests_are_queued_or_refused_clearly(conn: psycopg.Connection) -> None:
-    unit = catalog.unit(conn)
+    unit = catalogue.unit(conn)
     seen: Counter[str] = Counter()
 
     @fuzz(250)

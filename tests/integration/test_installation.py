@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from tests import catalog
+from support import catalogue
 from ue_resync import installation, mapping, migrate, scripts
 from ue_resync.catalogue import create_tables
 
@@ -97,7 +97,7 @@ def test_a_dbas_own_grants_and_indexes_are_left_alone(conn, login):
 def test_a_function_dropped_by_hand_is_put_back(conn):
     conn.execute("DROP FUNCTION resync.request(bigint, text, interval)")
     repaired(conn, "function resync.request(bigint,text,interval) is missing")
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     assert conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0] is not None
 
 
@@ -125,9 +125,9 @@ def test_the_tables_dropped_and_made_again_get_their_triggers_back(conn):
     )
     migrate.run(conn)
     assert installation.verify(conn) == []
-    u = catalog.unit(conn)
-    catalog.element(conn, u, credits=4)
-    assert catalog.totals(conn, u)[0] == 4
+    u = catalogue.unit(conn)
+    catalogue.element(conn, u, credits=4)
+    assert catalogue.totals(conn, u)[0] == 4
 
 
 def test_firing_modes_survive_every_reapply(conn):
@@ -157,32 +157,32 @@ def test_triggers_enabled_differently_are_reported_not_changed(conn):
 
 @pytest.mark.parametrize("mode", ["inline", "deferred"])
 def test_truncating_the_elements_leaves_every_unit_right(conn, mode):
-    units = [catalog.unit(conn) for _ in range(3)]
+    units = [catalogue.unit(conn) for _ in range(3)]
     for u in units[:2]:
-        catalog.element(conn, u, credits=2)
+        catalogue.element(conn, u, credits=2)
     conn.execute("UPDATE course_units SET auto_sync_enabled = false WHERE id = %s", (units[1],))
     with conn.transaction():
         conn.execute("SELECT set_config('ue_resync.mode', %s, true)", (mode,))
         conn.execute("TRUNCATE course_unit_elements")
     if mode == "inline":
-        assert catalog.totals(conn, units[0]) == (0, 0, 0, 0, 0, 0)
-        assert catalog.jobs(conn) == []
+        assert catalogue.totals(conn, units[0]) == (0, 0, 0, 0, 0, 0)
+        assert catalogue.jobs(conn) == []
     else:
-        [job] = catalog.jobs(conn)
+        [job] = catalogue.jobs(conn)
         assert job["headers"] == {
             "course_unit_id": str(units[0]),
             "reason": "deferred_after_truncated",
         }
     # The UE left out of automatic syncs keeps what it had.
-    assert catalog.totals(conn, units[1])[0] == 2
+    assert catalogue.totals(conn, units[1])[0] == 2
     if mode == "deferred":
         conn.execute("SELECT resync.sync_now(%s)", (units[0],))
-    assert catalog.drift_count(conn) == 0
+    assert catalogue.drift_count(conn) == 0
 
 
 def test_truncating_the_units_with_cascade_leaves_nothing_behind(conn):
-    u = catalog.unit(conn)
-    catalog.element(conn, u, credits=2)
+    u = catalogue.unit(conn)
+    catalogue.element(conn, u, credits=2)
     conn.execute("TRUNCATE course_units CASCADE")
-    assert catalog.jobs(conn) == []
+    assert catalogue.jobs(conn) == []
     assert conn.execute("SELECT count(*) FROM resync.sync_failures").fetchone() == (0,)

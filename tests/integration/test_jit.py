@@ -11,7 +11,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from tests import catalog
+from support import catalogue
 from tests.explain import nested_plans
 
 
@@ -24,8 +24,8 @@ def _jit_available(conn: psycopg.Connection) -> bool:
 def test_the_statement_path_is_not_jit_compiled(conn, mode):
     if not _jit_available(conn):
         pytest.skip("this server has no JIT provider (pg_jit_available() is false)")
-    u1, u2 = catalog.unit(conn), catalog.unit(conn)
-    elements = [catalog.element(conn, u, credits=1) for u in (u1, u1, u2)]
+    u1, u2 = catalogue.unit(conn), catalogue.unit(conn)
+    elements = [catalogue.element(conn, u, credits=1) for u in (u1, u1, u2)]
     conn.execute("SELECT set_config('ue_resync.mode', %s, false)", (mode,))
 
     plans = nested_plans(
@@ -43,6 +43,6 @@ def test_the_statement_path_is_not_jit_compiled(conn, mode):
     assert [p for p in plans if "JIT:" in p] == outer
     # And the statement did its work.
     if mode == "inline":
-        assert catalog.totals(conn, u1)[0] == 4 and catalog.totals(conn, u2)[0] == 2
+        assert catalogue.totals(conn, u1)[0] == 4 and catalogue.totals(conn, u2)[0] == 2
     else:
-        assert sorted(j["payload"]["course_unit_id"] for j in catalog.jobs(conn)) == [u1, u2]
+        assert sorted(j["payload"]["course_unit_id"] for j in catalogue.jobs(conn)) == [u1, u2]

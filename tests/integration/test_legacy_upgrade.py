@@ -9,7 +9,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from tests import catalog, schema
+from support import catalogue
+from tests import schema
 from ue_resync import ledger, migrate, scripts
 from ue_resync.queries import query
 
@@ -18,13 +19,13 @@ def _legacy_state(conn: psycopg.Connection) -> dict[str, int]:
     """Rows of every kind the old schema held: synced units, a queued job due later (a request),
     a coalesced deferred-mode job, a failed job with its runs and traceback, a failed inline
     sync, an edited threshold."""
-    a, b, c = catalog.unit(conn), catalog.unit(conn), catalog.unit(conn)
-    catalog.element(conn, a, credits=2, cm=3, td=4, tp=5)
-    catalog.element(conn, b, credits=1)
+    a, b, c = catalogue.unit(conn), catalogue.unit(conn), catalogue.unit(conn)
+    catalogue.element(conn, a, credits=2, cm=3, td=4, tp=5)
+    catalogue.element(conn, b, credits=1)
     later = conn.execute("SELECT resync.request(%s, 'nightly', interval '1 hour')", (a,))
     queued = later.fetchone()[0]
     conn.execute("SET ue_resync.mode = 'deferred'")
-    element = catalog.element(conn, b)
+    element = catalogue.element(conn, b)
     conn.execute("UPDATE course_unit_elements SET credits = 4 WHERE id = %s", (element,))
     conn.execute("RESET ue_resync.mode")
     deferred = conn.execute(
@@ -128,11 +129,11 @@ def test_a_database_migrated_before_the_baseline_upgrades_to_a_fresh_install(
         assert conn.execute("SELECT max(id) FROM resync.job_runs").fetchone()[0] == 4
 
         # The new triggers run: inline, and deferred into the UE's queued job.
-        catalog.element(conn, seeded["c"], credits=5, cm=1, td=1, tp=1)
-        assert catalog.totals(conn, seeded["c"])[0] == 5
+        catalogue.element(conn, seeded["c"], credits=5, cm=1, td=1, tp=1)
+        assert catalogue.totals(conn, seeded["c"])[0] == 5
         conn.execute("SET ue_resync.mode = 'deferred'")
-        catalog.element(conn, seeded["a"])
-        assert [(j["id"], j["status"]) for j in catalog.jobs(conn, seeded["a"])] == [
+        catalogue.element(conn, seeded["a"])
+        assert [(j["id"], j["status"]) for j in catalogue.jobs(conn, seeded["a"])] == [
             (seeded["queued"], "queued")
         ]
         assert conn.execute(

@@ -12,8 +12,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from support import postgres
-from tests import catalog
+from support import catalogue, postgres
+from support.poll import wait_for
 from tests.schema import (
     DEFINITIONS_STEPS,
     EVERYTHING,
@@ -133,7 +133,7 @@ def test_two_installers_at_once(app_dsn):
             threads = [threading.Thread(target=install, args=(n,), daemon=True) for n in ("a", "b")]
             for t in threads:
                 t.start()
-            catalog.wait_for(
+            wait_for(
                 lambda: gate.execute(
                     "SELECT count(*) = 2 FROM pg_locks WHERE locktype = 'advisory' "
                     "AND NOT granted AND database = (SELECT oid FROM pg_database "
@@ -181,9 +181,9 @@ def test_print_sql_piped_into_psql_builds_the_same_schema(app_dsn, dsn):
         assert migrate.plan(conn) == []
         assert migrate.print_sql(conn) == ""
         # And the result works.
-        u = catalog.unit(conn)
-        catalog.element(conn, u, credits=2, cm=3, td=4, tp=5)
-        assert catalog.totals(conn, u) == (2, 3, 4, 5, 12, 1)
+        u = catalogue.unit(conn)
+        catalogue.element(conn, u, credits=2, cm=3, td=4, tp=5)
+        assert catalogue.totals(conn, u) == (2, 3, 4, 5, 12, 1)
 
 
 # --- the files themselves --------------------------------------------------------------------

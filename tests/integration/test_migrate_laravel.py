@@ -9,8 +9,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from tests import catalog
-from tests.schema import DEFINITIONS_STEPS, EVERYTHING, catalogue
+from support import catalogue
+from tests.schema import DEFINITIONS_STEPS, EVERYTHING, objects
 from ue_resync import migrate
 
 LARAVEL_SCHEMA = """
@@ -92,12 +92,12 @@ def test_a_missing_counted_column_is_refused_and_nothing_changes(empty_dsn):
         conn.execute(LARAVEL_SCHEMA)
         conn.execute("ALTER TABLE course_units DROP COLUMN elements_count")
         state = "SELECT ctid, xmin::text, * FROM course_units ORDER BY id"
-        before = (conn.execute(state).fetchall(), catalogue(conn))
+        before = (conn.execute(state).fetchall(), objects(conn))
         with pytest.raises(migrate.MigrationError) as refused:
             migrate.apply(conn)
         assert "public.course_units.elements_count does not exist" in str(refused.value)
         assert "nothing was changed" in str(refused.value)
-        assert (conn.execute(state).fetchall(), catalogue(conn)) == before
+        assert (conn.execute(state).fetchall(), objects(conn)) == before
         assert conn.execute("SELECT to_regnamespace('resync')").fetchone() == (None,)
 
 
@@ -156,7 +156,7 @@ def test_triggers_work_on_laravel_column_types(empty_dsn):
         )
 
         assert conn.execute("SELECT count(*) FROM resync.sync_failures").fetchone()[0] == 0
-        assert catalog.jobs(conn) == []
+        assert catalogue.jobs(conn) == []
         with conn.cursor(row_factory=dict_row) as cur:
             rows = cur.execute(
                 "SELECT id, credits, hours_cm, hours_td, hours_tp, hours_total, "
@@ -199,7 +199,7 @@ def test_triggers_work_on_laravel_column_types(empty_dsn):
                 "synced": True,
             },
         ]
-        assert catalog.drift_count(conn) == 0
+        assert catalogue.drift_count(conn) == 0
 
         # The operator functions too.
         conn.execute("UPDATE course_units SET credits = 9 WHERE id = 1")
@@ -210,5 +210,5 @@ def test_triggers_work_on_laravel_column_types(empty_dsn):
         }
         conn.execute("UPDATE course_units SET credits = 9 WHERE id = 2")
         assert conn.execute("SELECT resync.enqueue_drifted()").fetchone()[0] == 1
-        assert [j["headers"]["course_unit_id"] for j in catalog.jobs(conn)] == ["2"]
+        assert [j["headers"]["course_unit_id"] for j in catalogue.jobs(conn)] == ["2"]
         assert conn.execute("SELECT resync.request(3)").fetchone()[0] is not None

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from tests import catalog
+from support import catalogue
 
 
 def failed_job(conn: psycopg.Connection, unit_id: int, attempts: int = 4) -> int:
@@ -30,13 +30,13 @@ def failed_job(conn: psycopg.Connection, unit_id: int, attempts: int = 4) -> int
 def job_states(conn: psycopg.Connection) -> list[tuple[int, str, str | None]]:
     return [
         (r["id"], r["status"], r["headers"]["course_unit_id"] if r["headers"] else None)
-        for r in catalog.jobs(conn)
+        for r in catalogue.jobs(conn)
     ]
 
 
 def stable_jobs(conn: psycopg.Connection) -> list[dict[str, Any]]:
     """The jobs without due_in, which moves with now()."""
-    return [{k: v for k, v in j.items() if k != "due_in"} for j in catalog.jobs(conn)]
+    return [{k: v for k, v in j.items() if k != "due_in"} for j in catalogue.jobs(conn)]
 
 
 def log_of(conn: psycopg.Connection, job_id: int) -> list[tuple[Any, ...]]:
@@ -47,7 +47,7 @@ def log_of(conn: psycopg.Connection, job_id: int) -> list[tuple[Any, ...]]:
 
 
 def job(conn: psycopg.Connection, job_id: int) -> dict[str, Any]:
-    [found] = [j for j in catalog.jobs(conn) if j["id"] == job_id]
+    [found] = [j for j in catalogue.jobs(conn) if j["id"] == job_id]
     return found
 
 
@@ -67,7 +67,7 @@ def other_job(
 
 
 def test_retry_failed_one_job(conn):
-    a, b = catalog.unit(conn), catalog.unit(conn)
+    a, b = catalogue.unit(conn), catalogue.unit(conn)
     ja, jb = failed_job(conn, a), failed_job(conn, b)
 
     assert conn.execute("SELECT resync.retry_failed(%s)", (ja,)).fetchone()[0] == 1
@@ -88,7 +88,7 @@ def test_retry_failed_one_job(conn):
 
 
 def test_retry_failed_wakes_the_workers(conn, dsn):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     j = failed_job(conn, u)
     with psycopg.connect(dsn, autocommit=True) as listener:
         listener.execute("LISTEN ue_resync")
@@ -104,7 +104,7 @@ def test_retry_failed_wakes_the_workers(conn, dsn):
 
 
 def test_retry_failed_all(conn):
-    a, b, c = catalog.unit(conn), catalog.unit(conn), catalog.unit(conn)
+    a, b, c = catalogue.unit(conn), catalogue.unit(conn), catalogue.unit(conn)
     ja, jb = failed_job(conn, a), failed_job(conn, b)
     jc = conn.execute("SELECT resync.request(%s, 'x', interval '1 hour')", (c,)).fetchone()[0]
 
@@ -120,7 +120,7 @@ def test_retry_failed_all(conn):
 
 
 def test_retry_failed_of_two_jobs_of_one_unit_keeps_one(conn):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     first = failed_job(conn, u)
     failed_job(conn, u)
     assert conn.execute("SELECT resync.retry_failed()").fetchone()[0] == 2
@@ -128,7 +128,7 @@ def test_retry_failed_of_two_jobs_of_one_unit_keeps_one(conn):
 
 
 def test_retry_failed_when_the_unit_already_has_a_queued_job(conn):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     failed = failed_job(conn, u)
     queued = conn.execute("SELECT resync.request(%s, 'later', interval '1 hour')", (u,)).fetchone()[
         0
@@ -143,9 +143,9 @@ def test_retry_failed_when_the_unit_already_has_a_queued_job(conn):
 
 @pytest.mark.parametrize("function", ["retry_failed", "forget_failed"])
 def test_unknown_or_not_failed_job_id_is_an_error(conn, function):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     queued = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
-    failed = failed_job(conn, catalog.unit(conn))
+    failed = failed_job(conn, catalogue.unit(conn))
     before = stable_jobs(conn)
     for bad in (987654, queued):
         with pytest.raises(errors.NoDataFound) as raised:
@@ -160,7 +160,7 @@ def test_unknown_or_not_failed_job_id_is_an_error(conn, function):
 
 
 def test_forget_failed_one_then_all(conn):
-    a, b, c, d = (catalog.unit(conn) for _ in range(4))
+    a, b, c, d = (catalogue.unit(conn) for _ in range(4))
     ja, jb, jc = failed_job(conn, a), failed_job(conn, b), failed_job(conn, c)
     jd = conn.execute("SELECT resync.request(%s)", (d,)).fetchone()[0]
 
@@ -181,7 +181,7 @@ def test_forget_failed_one_then_all(conn):
 
 
 def test_clear_queue_deletes_queued_resyncs_only(conn):
-    a, b, c, d = (catalog.unit(conn) for _ in range(4))
+    a, b, c, d = (catalogue.unit(conn) for _ in range(4))
     ja = conn.execute("SELECT resync.request(%s, 'first')", (a,)).fetchone()[0]
     jb = conn.execute("SELECT resync.request(%s, 'second', interval '1 hour')", (b,)).fetchone()[0]
     failed = failed_job(conn, c)
@@ -193,7 +193,7 @@ def test_clear_queue_deletes_queued_resyncs_only(conn):
     cleared = conn.execute("SELECT * FROM resync.clear_queue()").fetchall()
 
     assert cleared == [(ja, str(a), "first", due[ja]), (jb, str(b), "second", due[jb])]
-    assert sorted(j["id"] for j in catalog.jobs(conn)) == sorted([failed, picked, foreign])
+    assert sorted(j["id"] for j in catalogue.jobs(conn)) == sorted([failed, picked, foreign])
     assert log_of(conn, ja) == [("deleted", "resync_course_unit")]
     assert log_of(conn, jb) == [("deleted", "resync_course_unit")]
     assert conn.execute("SELECT count(*) FROM resync.clear_queue()").fetchone()[0] == 0
@@ -203,7 +203,7 @@ def test_clear_queue_deletes_queued_resyncs_only(conn):
 
 
 def test_fail_unknown_entrypoints(conn):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     ours = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
     stray = other_job(conn, "send_mail")
     later = other_job(conn, "send_mail", due="1 hour")
@@ -212,7 +212,7 @@ def test_fail_unknown_entrypoints(conn):
     assert conn.execute("SELECT resync.fail_unknown_entrypoints(%s)", (worker,)).fetchone()[0] == 1
     assert conn.execute("SELECT resync.fail_unknown_entrypoints(%s)", (worker,)).fetchone()[0] == 0
 
-    states = {j["id"]: j["status"] for j in catalog.jobs(conn)}
+    states = {j["id"]: j["status"] for j in catalogue.jobs(conn)}
     assert states == {ours: "queued", stray: "failed", later: "queued"}
     message = "unknown entrypoint 'send_mail': this queue only runs resync_course_unit"
     [(status, traceback)] = conn.execute(
@@ -245,7 +245,7 @@ def test_retry_failed_of_an_unknown_entrypoint_job(conn):
 
 def test_retry_failed_logs_what_it_did(conn):
     """A dropped job is logged 'deleted'; a job of another entrypoint keeps its entrypoint."""
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     dropped = failed_job(conn, u)
     conn.execute("SELECT resync.request(%s, 'later', interval '1 hour')", (u,))
     stray = other_job(conn, "send_mail", status="failed")

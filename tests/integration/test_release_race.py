@@ -10,7 +10,7 @@ import uuid
 
 import psycopg
 
-from tests import catalog
+from support import catalogue
 from tests.deferral import wait_until_blocked
 
 
@@ -29,7 +29,7 @@ def picked(conn: psycopg.Connection, unit: int, worker: uuid.UUID) -> int:
 
 
 def test_two_workers_releasing_jobs_of_one_unit_at_once_leave_one_queued(conn, dsn):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     first, second = uuid.uuid4(), uuid.uuid4()
     picked(conn, u, first)
     picked(conn, u, second)
@@ -51,4 +51,4 @@ def test_two_workers_releasing_jobs_of_one_unit_at_once_leave_one_queued(conn, d
         a.commit()
         thread.join(10)
     assert results == [(1,)]
-    assert [j["status"] for j in catalog.jobs(conn, u)] == ["queued"]
+    assert [j["status"] for j in catalogue.jobs(conn, u)] == ["queued"]

@@ -11,7 +11,7 @@ import pytest
 from psycopg import errors
 from psycopg.rows import dict_row
 
-from tests import catalog
+from support import catalogue
 
 
 def request_rows(conn: psycopg.Connection) -> list[dict[str, Any]]:
@@ -28,11 +28,11 @@ def seconds(delta: dt.timedelta) -> float:
 
 
 def test_plain_insert_uses_the_defaults_and_queues_a_job_due_now(conn):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     conn.execute("INSERT INTO resync.requests (course_unit_id) VALUES (%s)", (u,))
 
     [req] = request_rows(conn)
-    [job] = catalog.jobs(conn)
+    [job] = catalogue.jobs(conn)
     assert req["course_unit_id"] == u
     assert req["reason"] == "manual_trigger"
     assert req["run_in"] == dt.timedelta(0)
@@ -48,37 +48,37 @@ def test_plain_insert_uses_the_defaults_and_queues_a_job_due_now(conn):
 
 
 def test_insert_with_run_at_in_one_hour(conn):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     conn.execute(
         "INSERT INTO resync.requests (course_unit_id, reason, run_at) "
         "VALUES (%s, 'nightly check', now() + interval '1 hour')",
         (u,),
     )
-    [job] = catalog.jobs(conn)
+    [job] = catalogue.jobs(conn)
     assert job["payload"]["reason"] == "nightly check"
     assert 3595 < seconds(job["due_in"]) <= 3600
 
 
 def test_run_at_in_the_past_means_now(conn):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     conn.execute(
         "INSERT INTO resync.requests (course_unit_id, run_at) "
         "VALUES (%s, now() - interval '3 days')",
         (u,),
     )
-    [job] = catalog.jobs(conn)
+    [job] = catalogue.jobs(conn)
     assert -5 < seconds(job["due_in"]) <= 0
 
 
 def test_bulk_insert_select_queues_one_job_per_unit(conn):
-    units = [catalog.unit(conn) for _ in range(5)]
-    catalog.unit(conn, name="not this one")
+    units = [catalogue.unit(conn) for _ in range(5)]
+    catalogue.unit(conn, name="not this one")
     conn.execute(
         "INSERT INTO resync.requests (course_unit_id, reason) "
         "SELECT id, 'catalogue import' FROM course_units WHERE name <> 'not this one'"
     )
     reqs = request_rows(conn)
-    found = catalog.jobs(conn)
+    found = catalogue.jobs(conn)
     assert sorted(r["course_unit_id"] for r in reqs) == units
     assert [j["payload"]["course_unit_id"] for j in found] == units
     by_unit = {j["payload"]["course_unit_id"]: j["id"] for j in found}
@@ -86,18 +86,18 @@ def test_bulk_insert_select_queues_one_job_per_unit(conn):
 
 
 def test_request_coalesces_with_an_existing_job(conn):
-    u = catalog.unit(conn)
-    e = catalog.element(conn, u)
+    u = catalogue.unit(conn)
+    e = catalogue.element(conn, u)
     conn.execute("SET ue_resync.mode = 'deferred'")
     conn.execute("UPDATE course_unit_elements SET credits = 5 WHERE id = %s", (e,))
-    [queued] = catalog.jobs(conn)
+    [queued] = catalogue.jobs(conn)
 
     conn.execute(
         "INSERT INTO resync.requests (course_unit_id, reason) VALUES (%s, 'ops'), (%s, 'ops2')",
         (u, u),
     )
 
-    [job] = catalog.jobs(conn)
+    [job] = catalogue.jobs(conn)
     assert job["id"] == queued["id"]
     assert job["events"] == 3
     assert job["last_reason"] == "ops2"
@@ -105,13 +105,13 @@ def test_request_coalesces_with_an_existing_job(conn):
 
 
 def test_reason_of_exactly_100_characters_is_accepted(conn):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     reason = "a" * 50 + "Z9_.:/ -" + "b" * 42
     assert len(reason) == 100
     conn.execute(
         "INSERT INTO resync.requests (course_unit_id, reason) VALUES (%s, %s)", (u, reason)
     )
-    [job] = catalog.jobs(conn)
+    [job] = catalogue.jobs(conn)
     assert job["payload"]["reason"] == reason
 
 
@@ -172,7 +172,7 @@ def test_reason_of_exactly_100_characters_is_accepted(conn):
     ],
 )
 def test_bad_request_is_a_clear_error_and_queues_nothing(conn, unit_id, reason, error, message):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     if unit_id == "UNIT":
         unit_id = u
     with pytest.raises(error) as raised:
@@ -181,26 +181,26 @@ def test_bad_request_is_a_clear_error_and_queues_nothing(conn, unit_id, reason, 
             (unit_id, reason),
         )
     assert raised.value.diag.message_primary == message
-    assert catalog.jobs(conn) == []
+    assert catalogue.jobs(conn) == []
     assert request_rows(conn) == []
 
 
 def test_bad_row_in_a_bulk_insert_queues_nothing(conn):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     with pytest.raises(errors.ForeignKeyViolation):
         conn.execute(
             "INSERT INTO resync.requests (course_unit_id) VALUES (%s), (%s)", (u, 999999999)
         )
-    assert catalog.jobs(conn) == []
+    assert catalogue.jobs(conn) == []
     assert request_rows(conn) == []
 
 
 def test_request_function_returns_the_job_id(conn):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     job_id = conn.execute(
         "SELECT resync.request(%s, 'reason', interval '2 minutes')", (u,)
     ).fetchone()[0]
-    [job] = catalog.jobs(conn)
+    [job] = catalogue.jobs(conn)
     assert job_id == job["id"]
     assert job["payload"]["reason"] == "reason"
     assert 115 < seconds(job["due_in"]) <= 120
@@ -210,9 +210,9 @@ def test_request_function_returns_the_job_id(conn):
 
 
 def test_request_function_defaults(conn):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     job_id = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
-    [job] = catalog.jobs(conn)
+    [job] = catalogue.jobs(conn)
     assert job_id == job["id"]
     assert job["payload"]["reason"] == "manual_trigger"
     assert -5 < seconds(job["due_in"]) <= 0
@@ -224,15 +224,15 @@ def test_request_function_defaults(conn):
 def test_request_function_for_a_missing_unit_raises(conn):
     with pytest.raises(errors.ForeignKeyViolation, match="course unit 424242 does not exist"):
         conn.execute("SELECT resync.request(424242, 'reason', interval '2 minutes')")
-    assert catalog.jobs(conn) == []
+    assert catalogue.jobs(conn) == []
 
 
 def test_sync_now_returns_what_changed(conn):
-    u = catalog.unit(conn)
-    code = catalog.read_unit(conn, u)["code"]
+    u = catalogue.unit(conn)
+    code = catalogue.read_unit(conn, u)["code"]
     conn.execute("SET ue_resync.mode = 'off'")
-    catalog.element(conn, u, credits=3, cm=10, td=5, tp=5)
-    catalog.element(conn, u, credits=2, cm=5, td=5, tp=0)
+    catalogue.element(conn, u, credits=3, cm=10, td=5, tp=5)
+    catalogue.element(conn, u, credits=2, cm=5, td=5, tp=0)
     conn.execute("RESET ue_resync.mode")
 
     result = conn.execute("SELECT resync.sync_now(%s)", (u,)).fetchone()[0]
@@ -253,21 +253,21 @@ def test_sync_now_returns_what_changed(conn):
             ],
         },
     }
-    assert catalog.totals(conn, u) == (5, 15, 10, 5, 30, 2)
-    assert catalog.jobs(conn) == []
+    assert catalogue.totals(conn, u) == (5, 15, 10, 5, 30, 2)
+    assert catalogue.jobs(conn) == []
 
 
 def test_sync_now_on_a_synced_unit_reports_no_change(conn):
-    u = catalog.unit(conn)
-    catalog.element(conn, u, credits=3)
+    u = catalogue.unit(conn)
+    catalogue.element(conn, u, credits=3)
     result = conn.execute("SELECT resync.sync_now(%s)", (u,)).fetchone()[0]
     assert result["changes"] == {}
     assert result["course_unit_id"] == u
 
 
 def test_sync_now_reports_only_the_columns_that_moved(conn):
-    u = catalog.unit(conn)
-    catalog.element(conn, u, credits=3, cm=10, td=5, tp=5)
+    u = catalogue.unit(conn)
+    catalogue.element(conn, u, credits=3, cm=10, td=5, tp=5)
     conn.execute("UPDATE course_units SET credits = 4 WHERE id = %s", (u,))
     result = conn.execute("SELECT resync.sync_now(%s)", (u,)).fetchone()[0]
     assert result["changes"] == {"credits": [4, 3]}
@@ -283,29 +283,29 @@ def test_sync_now_for_a_missing_unit_is_a_clear_error(conn):
     "run_at", ["'infinity'::timestamptz", "'9999-01-01'::timestamptz", "now() + interval '2 years'"]
 )
 def test_a_request_due_never_is_refused(conn, run_at):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     with pytest.raises(errors.InvalidParameterValue, match="more than a year ahead"):
         conn.execute(
             f"INSERT INTO resync.requests (course_unit_id, run_at) VALUES (%s, {run_at})", (u,)
         )
-    assert catalog.jobs(conn) == []
+    assert catalogue.jobs(conn) == []
 
 
 @pytest.mark.parametrize(
     "reason", ["l'import du 12/09", "x'; DROP TABLE course_units; --", "<b>bold</b>", "été 2024"]
 )
 def test_a_reason_is_any_text_without_control_characters(conn, reason):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     conn.execute(
         "INSERT INTO resync.requests (course_unit_id, reason) VALUES (%s, %s)", (u, reason)
     )
-    [job] = catalog.jobs(conn)
+    [job] = catalogue.jobs(conn)
     assert job["payload"]["reason"] == reason and job["headers"]["reason"] == reason
     assert conn.execute("SELECT reason FROM resync.requests").fetchone() == (reason,)
 
 
 def test_a_negative_delay_is_refused(conn):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     with pytest.raises(errors.InvalidParameterValue, match="delay -00:05:00 is negative"):
         conn.execute("SELECT resync.request(%s, 'r', interval '-5 minutes')", (u,))
-    assert catalog.jobs(conn) == []
+    assert catalogue.jobs(conn) == []

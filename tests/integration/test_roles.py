@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from tests import catalog
+from support import catalogue
 from tests.roles import denied, scalar, seed_operator_state
 from ue_resync import scripts
 
@@ -156,8 +156,8 @@ def test_monitor_writes_nothing_and_reads_no_other_table(conn, login):
 
 
 def test_requester_queues_resyncs_both_ways(conn, login):
-    u = catalog.unit(conn)
-    v = catalog.unit(conn)
+    u = catalogue.unit(conn)
+    v = catalogue.unit(conn)
     who = login("requester", "resync_requester")
     with who.connect() as req:
         req_id, job = req.execute(
@@ -168,16 +168,16 @@ def test_requester_queues_resyncs_both_ways(conn, login):
         other = scalar(req, "SELECT resync.request(%s, 'manual_trigger', interval '0')", (v,))
         # The request log is the one thing it reads.
         assert scalar(req, "SELECT count(*) FROM resync.requests") == 2
-    assert [j["id"] for j in catalog.jobs(conn, u)] == [job]
-    assert [j["id"] for j in catalog.jobs(conn, v)] == [other]
+    assert [j["id"] for j in catalogue.jobs(conn, u)] == [job]
+    assert [j["id"] for j in catalogue.jobs(conn, v)] == [other]
     assert scalar(conn, "SELECT requested_by FROM resync.requests WHERE id = %s", (req_id,)) == (
         who.name
     )
 
 
 def test_requester_touches_neither_the_queue_nor_other_tables(conn, login):
-    u = catalog.unit(conn)
-    catalog.element(conn, u)
+    u = catalogue.unit(conn)
+    catalogue.element(conn, u)
     job = scalar(conn, "SELECT resync.request(%s)", (u,))
     with login("requester", "resync_requester").connect() as req:
         for statement in (
@@ -212,4 +212,4 @@ def test_requester_touches_neither_the_queue_nor_other_tables(conn, login):
             "SELECT resync.enqueue_drifted()",
         ):
             denied(req, statement, {"u": u, "job": job})
-    assert [j["id"] for j in catalog.jobs(conn)] == [job]
+    assert [j["id"] for j in catalogue.jobs(conn)] == [job]

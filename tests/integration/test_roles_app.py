@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import psycopg
 
-from tests import catalog
+from support import catalogue
 from tests.roles import APP_GRANTS, denied, scalar
 
 
 def test_an_application_role_without_queue_rights_syncs_inline(conn, login):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     app = login("app", *APP_GRANTS)
     assert not scalar(
         conn,
@@ -20,29 +20,29 @@ def test_an_application_role_without_queue_rights_syncs_inline(conn, login):
         (app.name, app.name),
     )
     with app.connect() as writer:
-        e = catalog.element(writer, u, credits=3, cm=10, td=5, tp=5)
-        catalog.element(writer, u, credits=2, cm=4, td=4, tp=4)
+        e = catalogue.element(writer, u, credits=3, cm=10, td=5, tp=5)
+        catalogue.element(writer, u, credits=2, cm=4, td=4, tp=4)
         writer.execute("UPDATE course_unit_elements SET credits = 4 WHERE id = %s", (e,))
         denied(writer, "SELECT * FROM resync.pgqueuer")
         denied(writer, "SELECT resync.request(%s)", (u,))
-    assert catalog.totals(conn, u) == (6, 14, 9, 9, 32, 2)
-    assert catalog.jobs(conn) == []
+    assert catalogue.totals(conn, u) == (6, 14, 9, 9, 32, 2)
+    assert catalogue.jobs(conn) == []
 
 
 def test_an_application_role_without_queue_rights_still_defers(conn, login, dsn):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     app = login("app", *APP_GRANTS)
     with app.connect() as writer:
-        e = catalog.element(writer, u, credits=3)
+        e = catalogue.element(writer, u, credits=3)
         with psycopg.connect(dsn) as holder:  # not autocommit: holds the UE row
             holder.execute("SELECT 1 FROM course_units WHERE id = %s FOR UPDATE", (u,))
             writer.execute("UPDATE course_unit_elements SET credits = 5 WHERE id = %s", (e,))
             holder.rollback()
-    [job] = catalog.jobs(conn, u)
+    [job] = catalogue.jobs(conn, u)
     assert job["status"] == "queued"
     assert job["headers"]["reason"] == "sync_error_after_updated"
     assert scalar(conn, "SELECT sqlstate FROM resync.sync_failures") == "55P03"
-    assert catalog.totals(conn, u)[0] == 3  # the deferred job will write 5
+    assert catalogue.totals(conn, u)[0] == 3  # the deferred job will write 5
 
 
 # -- a hostile search_path -----------------------------------------------------------------------
@@ -81,8 +81,8 @@ def hijacks(conn: psycopg.Connection) -> list[str]:
 
 
 def test_a_hostile_search_path_does_not_hijack_the_triggers(conn, login, dsn):
-    u = catalog.unit(conn)
-    v = catalog.unit(conn)
+    u = catalogue.unit(conn)
+    v = catalogue.unit(conn)
     app = login("app", *APP_GRANTS, "CREATE ON DATABASE " + conn.info.dbname, "resync_requester")
     with app.connect() as writer:
         writer.execute(EVIL)
@@ -107,8 +107,12 @@ def test_a_hostile_search_path_does_not_hijack_the_triggers(conn, login, dsn):
         writer.execute("INSERT INTO resync.requests (course_unit_id) VALUES (%s)", (v,))
         writer.execute("SELECT resync.request(%s, 'again', '1 minute')", (v,))
         assert hijacks(writer) == []
-    assert catalog.totals(conn, u) == (6, 14, 9, 9, 32, 2)
-    assert catalog.read_unit(conn, u)["hours_distribution"] == {"cm": 43.8, "td": 28.1, "tp": 28.1}
-    assert [j["headers"]["reason"] for j in catalog.jobs(conn, u)] == ["sync_error_after_updated"]
-    [job] = catalog.jobs(conn, v)
+    assert catalogue.totals(conn, u) == (6, 14, 9, 9, 32, 2)
+    assert catalogue.read_unit(conn, u)["hours_distribution"] == {
+        "cm": 43.8,
+        "td": 28.1,
+        "tp": 28.1,
+    }
+    assert [j["headers"]["reason"] for j in catalogue.jobs(conn, u)] == ["sync_error_after_updated"]
+    [job] = catalogue.jobs(conn, v)
     assert job["events"] == 2

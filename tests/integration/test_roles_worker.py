@@ -14,16 +14,16 @@ from pgqueuer.adapters.persistence.queries import Queries
 from pgqueuer.domain import types
 from pgqueuer.ports.repository import EntrypointExecutionParameter
 
-from tests import catalog
+from support import catalogue
 from tests.roles import denied, scalar
 from ue_resync.queue_manager import PGQ_SETTINGS
 
 
 async def test_pgqueuer_own_queries_run_as_resync_worker(conn, login):
     """What the daemon cannot show us: pgqueuer swallows a failed log aggregation."""
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     first = scalar(conn, "SELECT resync.request(%s)", (u,))
-    second = scalar(conn, "SELECT resync.request(%s)", (catalog.unit(conn),))
+    second = scalar(conn, "SELECT resync.request(%s)", (catalogue.unit(conn),))
     worker = login("worker", "resync_worker")
     async with await psycopg.AsyncConnection.connect(worker.dsn, autocommit=True) as aconn:
         queries = Queries(
@@ -61,7 +61,7 @@ async def test_pgqueuer_own_queries_run_as_resync_worker(conn, login):
 
 
 def test_worker_cannot_write_the_catalogue_or_act_as_an_operator(conn, login):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     job = scalar(conn, "SELECT resync.request(%s)", (u,))
     with login("worker", "resync_worker").connect() as w:
         for statement in (
@@ -83,4 +83,4 @@ def test_worker_cannot_write_the_catalogue_or_act_as_an_operator(conn, login):
             "SELECT * FROM resync.alerts",
         ):
             denied(w, statement, {"u": u})
-    assert [j["id"] for j in catalog.jobs(conn)] == [job]
+    assert [j["id"] for j in catalogue.jobs(conn)] == [job]

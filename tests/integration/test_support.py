@@ -9,11 +9,11 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
+from support import catalogue
 from support.catalogue import element_of, load_catalogue
 from support.env import scrubbed_env
 from support.poll import WaitTimeout, wait_for
 from support.postgres import Database, Postgres
-from tests import catalog
 
 
 def element_triggers_enabled(conn: psycopg.Connection) -> list[str]:
@@ -26,9 +26,9 @@ def element_triggers_enabled(conn: psycopg.Connection) -> list[str]:
 
 def test_a_loaded_catalogue_is_consistent_and_its_triggers_back_on(conn):
     assert load_catalogue(conn, 20, per_unit=3) == list(range(1, 21))
-    assert catalog.drift_count(conn) == 0
-    assert catalog.jobs(conn) == []
-    assert catalog.totals(conn, 2) == (4.5, 36, 24, 12, 72, 3)
+    assert catalogue.drift_count(conn) == 0
+    assert catalogue.jobs(conn) == []
+    assert catalogue.totals(conn, 2) == (4.5, 36, 24, 12, 72, 3)
     assert [element_of(2, 3, k) for k in range(3)] == [
         r[0]
         for r in conn.execute(
@@ -38,7 +38,7 @@ def test_a_loaded_catalogue_is_consistent_and_its_triggers_back_on(conn):
     assert element_triggers_enabled(conn) == ["O"]
     # The triggers fire again: a change syncs inline.
     conn.execute("UPDATE course_unit_elements SET credits = 2 WHERE id = %s", (element_of(2, 3),))
-    assert catalog.totals(conn, 2)[0] == 5
+    assert catalogue.totals(conn, 2)[0] == 5
 
 
 def test_a_catalogue_of_given_elements_honours_each_units_flags(conn):
@@ -46,11 +46,11 @@ def test_a_catalogue_of_given_elements_honours_each_units_flags(conn):
     load_catalogue(
         conn, 3, elements=rows, prefix="X", flags=[(False, True, True)] + [(True,) * 3] * 2
     )
-    assert catalog.read_unit(conn, 1)["code"] == "X1"
-    assert catalog.totals(conn, 1) == (0, 10, 5, 0, 15, 2)  # credits not synced
-    assert catalog.totals(conn, 2) == (1, 4, 4, 4, 12, 1)
-    assert catalog.totals(conn, 3) == (0, 0, 0, 0, 0, 0)
-    assert catalog.drift_count(conn) == 0
+    assert catalogue.read_unit(conn, 1)["code"] == "X1"
+    assert catalogue.totals(conn, 1) == (0, 10, 5, 0, 15, 2)  # credits not synced
+    assert catalogue.totals(conn, 2) == (1, 4, 4, 4, 12, 1)
+    assert catalogue.totals(conn, 3) == (0, 0, 0, 0, 0, 0)
+    assert catalogue.drift_count(conn) == 0
 
 
 def test_the_child_environment_is_scrubbed(monkeypatch):

@@ -9,7 +9,7 @@ import datetime as dt
 import pytest
 from psycopg import errors
 
-from tests import catalog
+from support import catalogue
 from tests.deferral import (
     UNITS,
     bulk_elements,
@@ -21,16 +21,20 @@ from tests.deferral import (
 
 
 def test_deferred_mode_queues_one_job_per_unit_due_now(conn):
-    a, b, off = catalog.unit(conn), catalog.unit(conn), catalog.unit(conn, auto_sync_enabled=False)
+    a, b, off = (
+        catalogue.unit(conn),
+        catalogue.unit(conn),
+        catalogue.unit(conn, auto_sync_enabled=False),
+    )
     for u in (a, b, off):
-        catalog.element(conn, u, credits=1)
-        catalog.element(conn, u, credits=1)
+        catalogue.element(conn, u, credits=1)
+        catalogue.element(conn, u, credits=1)
     conn.execute("SET ue_resync.mode = 'deferred'")
 
     conn.execute("UPDATE course_unit_elements SET credits = 2")
 
-    assert catalog.totals(conn, a)[0] == 2 and catalog.totals(conn, b)[0] == 2  # not synced
-    found = catalog.jobs(conn)
+    assert catalogue.totals(conn, a)[0] == 2 and catalogue.totals(conn, b)[0] == 2  # not synced
+    found = catalogue.jobs(conn)
     assert [j["payload"]["course_unit_id"] for j in found] == [a, b]
     for j in found:
         assert j["payload"]["reason"] == "deferred_after_updated"
@@ -59,8 +63,8 @@ def test_deferred_mode_queues_one_job_per_unit_due_now(conn):
     ],
 )
 def test_deferred_mode_reason_names_the_action(conn, statement, reason):
-    u = catalog.unit(conn)
-    catalog.element(conn, u)
+    u = catalogue.unit(conn)
+    catalogue.element(conn, u)
     conn.execute("SET ue_resync.mode = 'deferred'")
     conn.execute(statement, {"u": u})
     job = one_job(conn, u)
@@ -68,8 +72,8 @@ def test_deferred_mode_reason_names_the_action(conn, statement, reason):
 
 
 def test_restore_reports_restored(conn):
-    u = catalog.unit(conn)
-    e = catalog.element(conn, u, deleted_at=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
+    u = catalogue.unit(conn)
+    e = catalogue.element(conn, u, deleted_at=dt.datetime(2020, 1, 1, tzinfo=dt.UTC))
     conn.execute("SET ue_resync.mode = 'deferred'")
     conn.execute("UPDATE course_unit_elements SET deleted_at = NULL WHERE id = %s", (e,))
     assert one_job(conn, u)["payload"]["reason"] == "deferred_after_restored"
@@ -85,14 +89,14 @@ def test_deferred_mode_bulk_queues_one_job_per_unit(conn):
         "       count(*) FILTER (WHERE headers ->> 'reason' = 'deferred_after_updated') "
         "FROM resync.pgqueuer"
     ).fetchone() == (UNITS, UNITS, UNITS)
-    assert catalog.drift_count(conn) == UNITS
+    assert catalogue.drift_count(conn) == UNITS
 
 
 def test_off_mode_does_nothing_and_enqueue_drifted_catches_up(conn):
-    a, b, c = catalog.unit(conn), catalog.unit(conn), catalog.unit(conn)
-    disabled = catalog.unit(conn, auto_sync_enabled=False)
+    a, b, c = catalogue.unit(conn), catalogue.unit(conn), catalogue.unit(conn)
+    disabled = catalogue.unit(conn, auto_sync_enabled=False)
     for u in (a, b, c, disabled):
-        catalog.element(conn, u, credits=1, cm=2, td=2, tp=2)
+        catalogue.element(conn, u, credits=1, cm=2, td=2, tp=2)
     conn.execute("SET ue_resync.mode = 'off'")
 
     conn.execute(
@@ -100,27 +104,27 @@ def test_off_mode_does_nothing_and_enqueue_drifted_catches_up(conn):
         ([a, c, disabled],),
     )
 
-    assert catalog.jobs(conn) == []
-    assert catalog.totals(conn, a)[0] == 1
+    assert catalogue.jobs(conn) == []
+    assert catalogue.totals(conn, a)[0] == 1
     assert conn.execute(
         "SELECT course_unit_id, stored_credits, expected_credits FROM resync.drift ORDER BY 1"
     ).fetchall() == [(a, 1, 5), (c, 1, 5)]
 
     assert conn.execute("SELECT resync.enqueue_drifted()").fetchone()[0] == 2
-    found = catalog.jobs(conn)
+    found = catalogue.jobs(conn)
     assert [j["payload"]["course_unit_id"] for j in found] == [a, c]
     assert {j["payload"]["reason"] for j in found} == {"drift_detected"}
     assert all(-5 < seconds(j["due_in"]) <= 0 for j in found)
     # A second sweep coalesces into the queued jobs.
     assert conn.execute("SELECT resync.enqueue_drifted()").fetchone()[0] == 2
-    assert [j["events"] for j in catalog.jobs(conn)] == [2, 2]
+    assert [j["events"] for j in catalogue.jobs(conn)] == [2, 2]
 
 
 def test_enqueue_drifted_with_no_drift_queues_nothing(conn):
-    u = catalog.unit(conn)
-    catalog.element(conn, u)
+    u = catalogue.unit(conn)
+    catalogue.element(conn, u)
     assert conn.execute("SELECT resync.enqueue_drifted()").fetchone()[0] == 0
-    assert catalog.jobs(conn) == []
+    assert catalogue.jobs(conn) == []
 
 
 def test_a_sweep_that_queues_many_jobs_analyses_the_queue(conn):
@@ -154,8 +158,8 @@ def test_a_sweep_that_queues_many_jobs_analyses_the_queue(conn):
 
 
 def test_invalid_mode_is_a_clear_error(conn):
-    u = catalog.unit(conn)
-    e = catalog.element(conn, u, credits=1)
+    u = catalogue.unit(conn)
+    e = catalogue.element(conn, u, credits=1)
     conn.execute("SET ue_resync.mode = 'later'")
     with pytest.raises(errors.InvalidParameterValue) as raised:
         conn.execute("UPDATE course_unit_elements SET credits = 2 WHERE id = %s", (e,))
@@ -166,17 +170,17 @@ def test_invalid_mode_is_a_clear_error(conn):
         conn.execute("SELECT credits FROM course_unit_elements WHERE id = %s", (e,)).fetchone()[0]
         == 1
     )
-    assert catalog.jobs(conn) == []
+    assert catalogue.jobs(conn) == []
 
 
 def test_mode_set_local_applies_to_one_transaction(conn):
-    u = catalog.unit(conn)
-    e = catalog.element(conn, u, credits=1)
+    u = catalogue.unit(conn)
+    e = catalogue.element(conn, u, credits=1)
     with conn.transaction():
         conn.execute("SET LOCAL ue_resync.mode = 'deferred'")
         conn.execute("UPDATE course_unit_elements SET credits = 2 WHERE id = %s", (e,))
-    assert catalog.totals(conn, u)[0] == 1
-    assert len(catalog.jobs(conn)) == 1
+    assert catalogue.totals(conn, u)[0] == 1
+    assert len(catalogue.jobs(conn)) == 1
     conn.execute("UPDATE course_unit_elements SET credits = 3 WHERE id = %s", (e,))
-    assert catalog.totals(conn, u)[0] == 3
-    assert len(catalog.jobs(conn)) == 1
+    assert catalogue.totals(conn, u)[0] == 3
+    assert len(catalogue.jobs(conn)) == 1

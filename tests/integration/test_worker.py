@@ -11,7 +11,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests import catalog
+from support import catalogue
+from support.poll import await_for
 from tests.integration.worker_harness import fetch, fetch_one, running_worker
 
 
@@ -29,29 +30,29 @@ async def job_done(dsn: str, job_id: int) -> bool:
 
 
 async def test_notify_wakes_the_worker_long_before_the_poll(conn, dsn):
-    u = catalog.unit(conn)
-    catalog.element(conn, u, credits=4)
+    u = catalogue.unit(conn)
+    catalogue.element(conn, u, credits=4)
     conn.execute("UPDATE course_units SET credits = 0 WHERE id = %s", (u,))
     async with running_worker(dsn, sleep=30):
         start = time.monotonic()
         job = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
-        await catalog.await_for(lambda: job_done(dsn, job), 10, "the job to run")
+        await await_for(lambda: job_done(dsn, job), 10, "the job to run")
         assert time.monotonic() - start < 5  # the poll would take 30 s
-    assert catalog.totals(conn, u)[0] == 4
-    assert catalog.read_unit(conn, u)["last_job_sync"] is not None
+    assert catalogue.totals(conn, u)[0] == 4
+    assert catalogue.read_unit(conn, u)["last_job_sync"] is not None
 
 
 async def test_poll_finds_a_job_whose_notification_was_lost(conn, dsn):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     conn.execute("ALTER TABLE resync.pgqueuer DISABLE TRIGGER tg_pgqueuer_changed")
     async with running_worker(dsn, sleep=0.3):
         job = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
-        await catalog.await_for(lambda: job_done(dsn, job), 10, "polling to find the job")
+        await await_for(lambda: job_done(dsn, job), 10, "polling to find the job")
     assert await outcomes(dsn, job) == [(1, "succeeded")]
 
 
 async def test_a_deferred_job_runs_when_due_not_before(conn, dsn):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     async with running_worker(dsn, sleep=30):
         job = conn.execute(
             "SELECT resync.request(%s, 'later', interval '1 second')", (u,)
@@ -59,7 +60,7 @@ async def test_a_deferred_job_runs_when_due_not_before(conn, dsn):
         due = conn.execute(
             "SELECT execute_after FROM resync.pgqueuer WHERE id = %s", (job,)
         ).fetchone()[0]
-        await catalog.await_for(lambda: job_done(dsn, job), 10, "the deferred job")
+        await await_for(lambda: job_done(dsn, job), 10, "the deferred job")
     started = await fetch_one(dsn, "SELECT started_at FROM resync.job_runs WHERE job_id = %s", job)
     lateness = (started - due).total_seconds()
     assert 0 <= lateness < 1.0, lateness  # a timer, not the 30 s poll
@@ -67,8 +68,8 @@ async def test_a_deferred_job_runs_when_due_not_before(conn, dsn):
 
 @pytest.mark.parametrize(("tries", "delays"), [(3, [30, 60]), (4, [30, 60, 120])])
 async def test_retry_schedule_then_failed(conn, dsn, tries, delays):
-    catalog.install_poison(conn)
-    u = catalog.unit(conn, code="POISON1")
+    catalogue.install_poison(conn)
+    u = catalogue.unit(conn, code="POISON1")
     scale = 0.01  # 30 s backoff runs as 0.3 s
     async with running_worker(dsn, tries=tries, time_scale=scale):
         job = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
@@ -81,7 +82,7 @@ async def test_retry_schedule_then_failed(conn, dsn, tries, delays):
                 == 1
             )
 
-        await catalog.await_for(failed, 20, "the job to end failed")
+        await await_for(failed, 20, "the job to end failed")
     runs = await fetch(
         dsn,
         "SELECT attempt, outcome, started_at, sqlstate, error "
@@ -107,11 +108,11 @@ async def test_retry_schedule_then_failed(conn, dsn, tries, delays):
 
 
 async def test_a_unit_that_no_longer_exists_completes_without_retry(conn, dsn):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     job = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
     conn.execute("DELETE FROM course_units WHERE id = %s", (u,))
     async with running_worker(dsn):
-        await catalog.await_for(lambda: job_done(dsn, job), 10, "the job to complete")
+        await await_for(lambda: job_done(dsn, job), 10, "the job to complete")
     assert await outcomes(dsn, job) == [(1, "missing_unit")]
 
 
@@ -128,7 +129,7 @@ BAD_PAYLOADS = [
 
 
 async def test_bad_payloads_fail_with_a_clear_error_and_good_jobs_still_run(conn, dsn):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     bad = []
     for payload, _ in BAD_PAYLOADS:
         bad.append(
@@ -153,7 +154,7 @@ async def test_bad_payloads_fail_with_a_clear_error_and_good_jobs_still_run(conn
                 == 0
             )
 
-        await catalog.await_for(all_settled, 15, "every job to settle")
+        await await_for(all_settled, 15, "every job to settle")
     errors = dict(conn.execute("SELECT job_id, last_error FROM resync.failed_jobs").fetchall())
     for job_id, (_, message) in zip(bad, BAD_PAYLOADS, strict=True):
         assert message in errors[job_id], (job_id, errors.get(job_id))
@@ -162,8 +163,8 @@ async def test_bad_payloads_fail_with_a_clear_error_and_good_jobs_still_run(conn
 
 
 async def test_a_job_left_running_by_a_dead_worker_is_counted_and_rerun(conn, dsn):
-    u = catalog.unit(conn)
-    catalog.element(conn, u, credits=5)
+    u = catalogue.unit(conn)
+    catalogue.element(conn, u, credits=5)
     conn.execute("UPDATE course_units SET credits = 1 WHERE id = %s", (u,))
     job = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
     # What a SIGKILLed daemon leaves: the job picked with a stale heartbeat, its run open.
@@ -177,13 +178,13 @@ async def test_a_job_left_running_by_a_dead_worker_is_counted_and_rerun(conn, ds
         (job, u),
     )
     async with running_worker(dsn):
-        await catalog.await_for(lambda: job_done(dsn, job), 15, "recovery of the job")
+        await await_for(lambda: job_done(dsn, job), 15, "recovery of the job")
     assert await outcomes(dsn, job) == [(1, "crashed"), (2, "succeeded")]
-    assert catalog.totals(conn, u)[0] == 5
+    assert catalogue.totals(conn, u)[0] == 5
 
 
 async def test_a_job_that_keeps_killing_its_worker_ends_failed(conn, dsn):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     job = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
     conn.execute(
         "UPDATE resync.pgqueuer SET status = 'picked', queue_manager_id = gen_random_uuid(), "
@@ -202,15 +203,15 @@ async def test_a_job_that_keeps_killing_its_worker_ends_failed(conn, dsn):
                 == "failed"
             )
 
-        await catalog.await_for(failed, 15, "the poison job to fail")
+        await await_for(failed, 15, "the poison job to fail")
     assert await outcomes(dsn, job) == [(3, "crashed"), (4, "failed")]
 
 
 async def test_reconnects_after_its_connections_are_killed(conn, dsn):
-    u = catalog.unit(conn)
+    u = catalogue.unit(conn)
     async with running_worker(dsn) as worker:
         first = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
-        await catalog.await_for(lambda: job_done(dsn, first), 10, "the first job")
+        await await_for(lambda: job_done(dsn, first), 10, "the first job")
         assert worker.ready.is_set()
         killed = conn.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
@@ -222,21 +223,21 @@ async def test_reconnects_after_its_connections_are_killed(conn, dsn):
         async def not_ready() -> bool:  # for at least the 0.5 s before the first reconnect
             return not worker.ready.is_set()
 
-        await catalog.await_for(not_ready, 10, "the worker to notice the loss")
+        await await_for(not_ready, 10, "the worker to notice the loss")
         await asyncio.wait_for(worker.ready.wait(), 20)
         second = conn.execute("SELECT resync.request(%s, 'after_restart')", (u,)).fetchone()[0]
-        await catalog.await_for(lambda: job_done(dsn, second), 20, "a job after the reconnect")
+        await await_for(lambda: job_done(dsn, second), 20, "a job after the reconnect")
         assert worker.metrics.registry.get_sample_value("ue_resync_reconnects_total") >= 1
     assert await outcomes(dsn, second) == [(1, "succeeded")]
 
 
 async def test_a_batch_isolates_the_one_failing_unit(conn, dsn):
-    good = [catalog.unit(conn) for _ in range(5)]
-    bad = catalog.unit(conn, code="POISON2")
+    good = [catalogue.unit(conn) for _ in range(5)]
+    bad = catalogue.unit(conn, code="POISON2")
     for u in [*good, bad]:
-        catalog.element(conn, u, credits=2)
+        catalogue.element(conn, u, credits=2)
     conn.execute("UPDATE course_units SET credits = 0")
-    catalog.install_poison(conn)
+    catalogue.install_poison(conn)
     jobs = {u: conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0] for u in [*good, bad]}
     async with running_worker(dsn, tries=1, batch_size=10):
 
@@ -248,17 +249,17 @@ async def test_a_batch_isolates_the_one_failing_unit(conn, dsn):
                 == 0
             )
 
-        await catalog.await_for(settled, 15, "the batch to settle")
+        await await_for(settled, 15, "the batch to settle")
     for u in good:
-        assert catalog.totals(conn, u)[0] == 2
+        assert catalogue.totals(conn, u)[0] == 2
         assert await outcomes(dsn, jobs[u]) == [(1, "succeeded")]
     assert await outcomes(dsn, jobs[bad]) == [(1, "failed")]
 
 
 async def test_two_workers_never_resync_one_unit_at_the_same_time(conn, dsn):
-    units = [catalog.unit(conn) for _ in range(20)]
+    units = [catalogue.unit(conn) for _ in range(20)]
     for u in units:
-        catalog.element(conn, u)
+        catalogue.element(conn, u)
     async with running_worker(dsn, batch_size=3), running_worker(dsn, batch_size=3):
         for _round in range(5):
             for u in units:
@@ -267,7 +268,7 @@ async def test_two_workers_never_resync_one_unit_at_the_same_time(conn, dsn):
             async def drained() -> bool:
                 return await fetch_one(dsn, "SELECT count(*) FROM resync.pgqueuer") == 0
 
-            await catalog.await_for(drained, 20, "both workers to drain")
+            await await_for(drained, 20, "both workers to drain")
     workers = conn.execute("SELECT count(DISTINCT worker_id) FROM resync.job_runs").fetchone()[0]
     assert workers == 2
     overlaps = conn.execute(
@@ -278,7 +279,7 @@ async def test_two_workers_never_resync_one_unit_at_the_same_time(conn, dsn):
         " WHERE a.outcome = 'succeeded' AND b.outcome = 'succeeded'"
     ).fetchone()[0]
     assert overlaps == 0
-    assert catalog.drift_count(conn) == 0
+    assert catalogue.drift_count(conn) == 0
 
 
 async def test_refuses_to_start_on_an_old_schema(conn, dsn):
@@ -328,9 +329,9 @@ def restart_server(pg_server) -> None:
 
 
 async def test_survives_a_server_restart_and_loses_nothing(conn, dsn, pg_server):
-    units = [catalog.unit(conn) for _ in range(10)]
+    units = [catalogue.unit(conn) for _ in range(10)]
     for u in units:
-        catalog.element(conn, u, credits=1)
+        catalogue.element(conn, u, credits=1)
     conn.execute("UPDATE course_units SET credits = 0")
     # Due while the server is down: they must run after it, not vanish.
     before = [
@@ -348,7 +349,7 @@ async def test_survives_a_server_restart_and_loses_nothing(conn, dsn, pg_server)
                     dsn, "SELECT count(*) = 0 FROM resync.drift"
                 ) and await fetch_one(dsn, "SELECT count(*) = 0 FROM resync.pgqueuer")
 
-            await catalog.await_for(consistent, 60, "the queue to drain after the restart")
+            await await_for(consistent, 60, "the queue to drain after the restart")
         assert worker.metrics.registry.get_sample_value("ue_resync_reconnects_total") >= 1
     with psycopg.connect(dsn, autocommit=True) as check:
         assert {float(r[0]) for r in check.execute("SELECT credits FROM course_units")} == {2.0}
@@ -363,7 +364,7 @@ async def test_survives_a_server_restart_and_loses_nothing(conn, dsn, pg_server)
 async def test_the_gauges_that_scan_the_queue_run_only_when_metrics_are_served(conn, dsn):
     # ue_resync_deferred_jobs / ue_resync_coalesced_events read every queued job's payload;
     # a daemon without --metrics-port must not pay that every few seconds.
-    conn.execute("SELECT resync.request(%s, 'later', interval '1 hour')", (catalog.unit(conn),))
+    conn.execute("SELECT resync.request(%s, 'later', interval '1 hour')", (catalogue.unit(conn),))
     async with running_worker(dsn) as worker:
         m = worker.metrics
 
@@ -373,8 +374,8 @@ async def test_the_gauges_that_scan_the_queue_run_only_when_metrics_are_served(c
         async def delayed_counted() -> bool:
             return m.registry.get_sample_value("ue_resync_queue_depth", {"state": "delayed"}) == 1
 
-        await catalog.await_for(delayed_counted, 15, "the queue depth gauges")
+        await await_for(delayed_counted, 15, "the queue depth gauges")
         assert await samples(m.deferred) == []
         m.served = True
-        found = await catalog.await_for(lambda: samples(m.deferred), 15, "the deferred gauges")
+        found = await await_for(lambda: samples(m.deferred), 15, "the deferred gauges")
         assert [(s.labels, s.value) for s in found] == [({"reason": "later", "sqlstate": ""}, 1.0)]

@@ -1,4 +1,4 @@
-"""The executor's decisions, with a fake of ue_resync.resync standing in for the database:
+"""The executor's decisions, with a fake of ue_resync.store standing in for the database:
 batching, splitting a failing batch down to its failing UE, poison jobs, and the one record of
 each outcome (pgqueuer's answer, metrics, counts, log line)."""
 
@@ -22,14 +22,14 @@ from support.poll import await_for
 from ue_resync.executor import POISON_ERROR, Executor, JobFailed
 from ue_resync.metrics import Metrics
 from ue_resync.queue_manager import CONNECTION_LOST
-from ue_resync.resync import Failure, Run, Synced
 from ue_resync.settings import Settings
+from ue_resync.store import Failure, Run, Synced
 
 SCALE = 0.01
 
 
 class FakeStore:
-    """ue_resync.resync's four calls, in memory. `attempts` gives the attempt a job's run
+    """ue_resync.store's four calls, in memory. `attempts` gives the attempt a job's run
     opens as (1 by default); resyncing a UE in `poisoned` raises what a CHECK would."""
 
     def __init__(

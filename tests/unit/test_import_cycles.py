@@ -131,7 +131,7 @@ def _circle_from(start: str, group: set[str], edges: dict[str, set[str]]) -> lis
 def test_the_scan_sees_the_tree():
     edges = graph()
     assert {"ue_resync.worker", "bench.common", "support.postgres", "tests.conftest"} <= set(edges)
-    assert "support.env" in edges["support.daemon"]
+    assert "support.env" in edges["support.processes"]
 
 
 def test_a_circle_is_found():

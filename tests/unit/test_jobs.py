@@ -54,35 +54,6 @@ def test_retry_decision_is_laravels(attempt, tries, expected):
 
 
 @pytest.mark.parametrize(
-    ("text", "seconds"),
-    [
-        ("90", 90),
-        ("30s", 30),
-        ("2m", 120),
-        ("2min", 120),
-        ("1.5h", 5400),
-        ("250ms", 0.25),
-        ("1d", 86400),
-        (" 3 s ", 3),
-    ],
-)
-def test_parse_duration(text, seconds):
-    assert jobs.parse_duration(text) == pytest.approx(seconds)
-
-
-@pytest.mark.parametrize("text", ["", "soon", "3 weeks", "1e3"])
-def test_parse_duration_rejects(text):
-    with pytest.raises(ValueError, match="not a duration"):
-        jobs.parse_duration(text)
-
-
-@pytest.mark.parametrize("text", ["-3s", " -5m", "-0"])
-def test_parse_duration_says_a_duration_is_never_negative(text):
-    with pytest.raises(ValueError, match="a duration cannot be negative"):
-        jobs.parse_duration(text)
-
-
-@pytest.mark.parametrize(
     ("value", "unit"),
     [
         (42, 42),
@@ -100,11 +71,3 @@ def test_parse_duration_says_a_duration_is_never_negative(text):
 )
 def test_unit_id_is_the_ue_a_job_names_or_none(value, unit):
     assert jobs.unit_id(value) == unit
-
-
-@pytest.mark.parametrize(
-    ("seconds", "text"),
-    [(None, "-"), (0.0042, "4 ms"), (12.44, "12.4 s"), (185, "3 min 5 s"), (7800, "2 h 10 min")],
-)
-def test_human_duration(seconds, text):
-    assert jobs.human_duration(seconds) == text

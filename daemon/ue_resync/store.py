@@ -1,4 +1,5 @@
-"""The resync of a batch of UEs by the daemon: SQL in, results out.
+"""The executor's `Store`, in SQL: the resync of a batch of UEs by the daemon, and the record of
+each attempt; SQL in, results out.
 
 Each attempt is recorded in `resync.job_runs`: opened (and committed) before the resync, so a
 daemon that dies mid-resync leaves a 'running' row the next daemon counts; closed in the resync's
