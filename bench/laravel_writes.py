@@ -7,11 +7,14 @@
 
 each in four variants alternated round by round: no sync at all (triggers disabled, no
 observer), the old observer (PHP recomputes the UE after every event), ue-resync's triggers,
-and both (the first minutes of a cutover). Figures are writes per second; ratios against no
-sync, and ue-resync against the observer. `--floors` adds to the single saves' rounds the floor
-of an inline sync (bench/floor_triggers.sql: the least a row trigger that recomputes the UE can
-do) and that floor behind the real routing (bench/floor_routed.sql), as writer_tps --floors.
-Needs php-cli, php-pgsql, php-laravel-framework."""
+and both (the first minutes of a cutover); the single saves also with the triggers in deferred
+mode (PGOPTIONS='-c ue_resync.mode=deferred', no daemon running). Figures are writes per second;
+ratios against no sync, and ue-resync against the observer. A single save is a one-client write:
+what the triggers add to one, in µs, is reported against no sync for each mode. `--floors` adds
+to the single saves' rounds the floor of each mode (bench/floor_triggers.sql: the least a row
+trigger that recomputes the UE, or queues its job, can do), with the triggers' added µs against
+their floor's, and the inline floor behind the real routing (bench/floor_routed.sql), as
+writer_tps --floors. Needs php-cli, php-pgsql, php-laravel-framework."""
 
 from __future__ import annotations
 
@@ -44,7 +47,10 @@ VARIANTS = {  # name: (triggers enabled, observer registered)
 }
 
 
-def _php(dsn: str, observer: bool, *args: str) -> Any:
+DEFERRED = "-c ue_resync.mode=deferred"
+
+
+def _php(dsn: str, observer: bool, *args: str, options: str = "") -> Any:
     php = shutil.which("php")
     if php is None:
         raise SystemExit("laravel_writes needs php-cli, php-pgsql and php-laravel-framework")
@@ -58,6 +64,8 @@ def _php(dsn: str, observer: bool, *args: str) -> Any:
         "DB_PASSWORD": str(params.get("password") or ""),
         "RESYNC_OBSERVER": "1" if observer else "0",
     }
+    if options:
+        env["PGOPTIONS"] = options  # read by libpq, under pdo_pgsql
     done = subprocess.run(
         [php, str(ARTISAN), *args], env=env, capture_output=True, text=True, check=False
     )
@@ -83,12 +91,17 @@ def measure(b: Bench, floors: bool = False, imports: bool = True) -> None:
             conn.execute("TRUNCATE resync.pgqueuer")
             common.settle(conn, *TABLES)
 
-    def saves_run(name: str, floor: Path | None = None) -> float:
+    def saves_run(name: str, floor: Path | None = None, options: str = "") -> float:
         triggers, observer = VARIANTS[name]
         with swapped(b, floor):
             prepare(triggers)
             seconds = _php(
-                b.dsn, observer, "call", "bench_saves", json.dumps({"ids": ids, "n": saves})
+                b.dsn,
+                observer,
+                "call",
+                "bench_saves",
+                json.dumps({"ids": ids, "n": saves}),
+                options=options,
             )
         return saves / seconds
 
@@ -110,9 +123,11 @@ def measure(b: Bench, floors: bool = False, imports: bool = True) -> None:
         return imported / seconds
 
     single_variants = {n: (lambda _, n=n: saves_run(n)) for n in VARIANTS}
+    single_variants["deferred"] = lambda _: saves_run("triggers", options=DEFERRED)
     if floors:
         check_routed()
-        single_variants["floor"] = lambda _: saves_run("triggers", FLOORS)
+        single_variants["inline floor"] = lambda _: saves_run("triggers", FLOORS)
+        single_variants["deferred floor"] = lambda _: saves_run("triggers", FLOORS, DEFERRED)
         single_variants["routed floor"] = lambda _: saves_run("triggers", ROUTED)
     try:
         single = b.alternate(single_variants)
@@ -146,22 +161,40 @@ def measure(b: Bench, floors: bool = False, imports: bool = True) -> None:
         b.paired(
             f"{label}: observer + triggers (cutover)", "writes/s", runs["both"], base, "no sync"
         )
-    if floors:
-        base = single["none"]
-        b.paired("single saves: inline floor", "writes/s", single["floor"], base, "no sync")
+    one_client(b, single, floors)
+
+
+def one_client(b: Bench, single: dict[str, list[float]], floors: bool) -> None:
+    """What the triggers add to one save, in µs, against no sync, per mode; with the floors,
+    against the floor's added µs of the same round. An Eloquent save is a one-client write."""
+
+    def added(name: str) -> list[float]:
+        return [1e6 / v - 1e6 / n for v, n in zip(single[name], single["none"], strict=True)]
+
+    b.paired(
+        "single saves: deferred triggers", "writes/s", single["deferred"], single["none"], "no sync"
+    )
+    for mode, name in (("inline", "triggers"), ("deferred", "deferred")):
+        floor = f"{mode} floor"
+        if not floors:
+            b.paired(f"single saves: {mode}, added latency", "µs/save", added(name))
+            continue
+        b.paired(f"single saves: {mode} floor, added latency", "µs/save", added(floor))
         b.paired(
-            "single saves: ue-resync vs its floor",
-            "writes/s",
-            single["triggers"],
-            single["floor"],
-            "inline floor (bench/floor_triggers.sql)",
+            f"single saves: {mode}, added latency",
+            "µs/save",
+            added(name),
+            added(floor),
+            f"the {mode} floor's added latency",
+            Target("<=", 1.5),
         )
+    if floors:
         b.paired(
-            "single saves: routed floor",
-            "writes/s",
-            single["routed floor"],
-            base,
-            "no sync",
+            "single saves: inline routed floor, added latency",
+            "µs/save",
+            added("routed floor"),
+            added("inline floor"),
+            "the inline floor's added latency",
         )
 
 
@@ -170,8 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--floors",
         action="store_true",
-        help="also measure, in the single saves' rounds, the floor of an inline sync "
-        "(bench/floor_triggers.sql), alone and behind the real routing (bench/floor_routed.sql)",
+        help="also measure, in the single saves' rounds, the floor of each mode "
+        "(bench/floor_triggers.sql), and the inline one behind the real routing "
+        "(bench/floor_routed.sql)",
     )
     p.add_argument(
         "--no-import",
