@@ -21,10 +21,11 @@ from bench.breakdown import VARIANTS, element_triggers
 from bench.common import Bench
 from bench.floors import FLOORS
 from support import catalogue, replication
-from support.catalogue import load_catalogue
+from support.catalogue import load_catalogue, settle
 from support.pgbouncer import as_unprivileged
 
 NAME = "instructions"
+TABLES = ("public.course_unit_elements", "public.course_units", "resync.pgqueuer")
 TITLE = "instructions per single-row write, by variant of the triggers (callgrind, single-user)"
 
 
@@ -73,7 +74,6 @@ def measure(b: Bench) -> None:
         f"WHERE id = {1 + i * 7919 % (units * 4)};\n"
         for i in range(2 * writes)
     ]
-    real = element_triggers()
     deferred = ("-c", "ue_resync.mode=deferred")
     with replication.servers(replication.embedded_bindir(), 1) as [node]:
         with node.connect() as admin:
@@ -81,29 +81,35 @@ def measure(b: Bench) -> None:
         with node.connect("app") as conn:
             catalogue.install(conn)
             load_catalogue(conn, units)
+            conn.execute("TRUNCATE resync.pgqueuer")
+            settle(conn, *TABLES)  # no dead row left, every hint bit set
+        node.stop()
+        # Every variant starts from this copy: no variant's writes are left for the next.
+        kept = node.data.parent / "kept"
+        as_server("cp", "-a", str(node.data), str(kept))
+
+        def restored() -> None:
+            as_server("rm", "-rf", str(node.data))
+            as_server("cp", "-a", str(kept), str(node.data))
 
         def per_write(setup: str, triggers: bool, options: Sequence[str] = ()) -> float:
+            restored()
+            node.start()
             with node.connect("app") as conn:
                 common.set_triggers(conn, triggers)
                 if setup:
                     conn.execute(setup.encode())
-                conn.execute("TRUNCATE resync.pgqueuer")
                 conn.execute("CHECKPOINT")
             node.stop()
-            # Both counts from the same data: the first run's writes are undone for the second.
-            kept = node.data.parent / "kept"
-            as_server("cp", "-a", str(node.data), str(kept))
+            variant = node.data.parent / "variant"
+            as_server("cp", "-a", str(node.data), str(variant))
             try:
                 once = count(node, "".join(statements[:writes]), options)
                 as_server("rm", "-rf", str(node.data))
-                as_server("cp", "-a", str(kept), str(node.data))
+                as_server("cp", "-a", str(variant), str(node.data))
                 twice = count(node, "".join(statements), options)
             finally:
-                as_server("rm", "-rf", str(kept))
-                node.start()
-                with node.connect("app") as conn:
-                    conn.execute(real.encode())
-                    common.set_triggers(conn, True)
+                as_server("rm", "-rf", str(variant))
             return (twice - once) / writes
 
         floor = FLOORS.read_text()
@@ -114,10 +120,15 @@ def measure(b: Bench) -> None:
             "ue-resync inline": lambda _: per_write("", True),
             "ue-resync deferred": lambda _: per_write("", True, deferred),
         }
+        real = element_triggers()
         copies = {name: make(real) for name, (_, make) in VARIANTS.items()}
         for name, text in copies.items():
             variants[name] = lambda _, text=text: per_write(text, True)
-        runs = b.alternate(variants, rounds=1)
+        try:
+            runs = b.alternate(variants, rounds=1)
+        finally:
+            restored()
+            node.start()
     alone = runs["application alone"][0]
     b.paired("application alone", "instr/write", runs["application alone"])
     for mode in ("inline", "deferred"):

@@ -118,6 +118,18 @@ FROM pg_catalog.pg_trigger t
 WHERE t.tgrelid = {elements.regclass} AND t.tgname LIKE 'course\_unit\_elements\_resync\_%'
   AND t.tgname NOT LIKE 'course\_unit\_elements\_resync\_replica%'
 HAVING count(DISTINCT t.tgenabled) > 1
+UNION ALL
+-- The two for a subscriber fire in ordinary sessions once `ENABLE TRIGGER ALL` (or USER: as
+-- pg_restore --disable-triggers does after a table's data) turned them from ENABLE REPLICA to
+-- ENABLE: every single-row write then pays a second look. DISABLE is the DBA's, kept.
+SELECT 'trigger', quote_ident(t.tgname) || ' on ' || t.tgrelid::regclass::text,
+       format('trigger %s on %s fires in every session (ENABLE TRIGGER ALL or USER does that); '
+              'it is for a subscriber''s apply worker: ue-resync migrate puts it back to ENABLE '
+              'REPLICA', t.tgname, t.tgrelid::regclass::text)
+FROM pg_catalog.pg_trigger t
+WHERE t.tgrelid = {elements.regclass}
+  AND t.tgname LIKE 'course\_unit\_elements\_resync\_replica%'
+  AND t.tgenabled IN ('O', 'A')
 ORDER BY 1, 2
 
 -- name: record
@@ -144,13 +156,15 @@ ORDER BY r.name LIKE 'schema %' DESC, r.name
 -- name: save_firing_modes
 -- The firing modes a DBA gave ue-resync's triggers (ENABLE ALWAYS on a subscriber, DISABLE),
 -- kept in a transaction setting while the definitions are applied again: CREATE OR REPLACE
--- TRIGGER resets them.
+-- TRIGGER resets them. The two for a subscriber keep DISABLE only: their definitions end with
+-- ENABLE REPLICA.
 SELECT pg_catalog.set_config('ue_resync.firing_modes', coalesce(json_agg(json_build_array(
            t.tgrelid::regclass::text, t.tgname, t.tgenabled))::text, '[]'), true)
 FROM pg_catalog.pg_trigger t
 JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'resync'
 WHERE NOT t.tgisinternal AND t.tgenabled <> 'O'
+  AND (t.tgenabled = 'D' OR t.tgname NOT LIKE 'course\_unit\_elements\_resync\_replica%')
 
 -- name: restore_firing_modes
 -- And given back once the triggers are replaced.

@@ -89,33 +89,31 @@ def load_catalogue(
     """Load UEs 1…`units` (codes `prefix`1…) into an empty catalogue, and their elements: either
     `per_unit` alike per UE (ids 1…units*per_unit, those of UE u being (u-1)*per_unit+1 …
     u*per_unit, see element_of), or the `elements` rows given. `flags[i]` sets UE i+1's
-    (sync_credits_with_elements, sync_hours_with_elements, auto_sync_enabled). No trigger fires;
-    the UEs end consistent (as a sync would leave them, flags honoured). The UE ids."""
-    conn.execute("ALTER TABLE public.course_unit_elements DISABLE TRIGGER USER")
-    try:
-        with conn.transaction():
-            conn.execute(
-                "INSERT INTO public.course_units (id, code, name) "
-                "SELECT g, %s || g, 'Unit ' || g FROM generate_series(1, %s) g",
-                (prefix, units),
-            )
-            conn.execute(
-                "SELECT setval(pg_get_serial_sequence('public.course_units', 'id'), %s)", (units,)
-            )
-            if flags is not None:
-                with conn.cursor() as cur:
-                    cur.executemany(
-                        "UPDATE public.course_units SET sync_credits_with_elements = %s, "
-                        "sync_hours_with_elements = %s, auto_sync_enabled = %s WHERE id = %s",
-                        [(*f, i) for i, f in enumerate(flags, 1)],
-                    )
-            if elements is None:
-                _alike_elements(conn, units, per_unit)
-            else:
-                _given_elements(conn, elements)
-            make_consistent(conn)
-    finally:
-        conn.execute("ALTER TABLE public.course_unit_elements ENABLE TRIGGER USER")
+    (sync_credits_with_elements, sync_hours_with_elements, auto_sync_enabled). Loaded with
+    ue_resync.mode = off (the triggers' firing modes left as they are), the UEs end consistent
+    (as a sync would leave them, flags honoured). The UE ids."""
+    with conn.transaction():
+        conn.execute("SET LOCAL ue_resync.mode = 'off'")
+        conn.execute(
+            "INSERT INTO public.course_units (id, code, name) "
+            "SELECT g, %s || g, 'Unit ' || g FROM generate_series(1, %s) g",
+            (prefix, units),
+        )
+        conn.execute(
+            "SELECT setval(pg_get_serial_sequence('public.course_units', 'id'), %s)", (units,)
+        )
+        if flags is not None:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "UPDATE public.course_units SET sync_credits_with_elements = %s, "
+                    "sync_hours_with_elements = %s, auto_sync_enabled = %s WHERE id = %s",
+                    [(*f, i) for i, f in enumerate(flags, 1)],
+                )
+        if elements is None:
+            _alike_elements(conn, units, per_unit)
+        else:
+            _given_elements(conn, elements)
+        make_consistent(conn)
     settle(conn)
     return list(range(1, units + 1))
 

@@ -567,9 +567,13 @@ CREATE OR REPLACE TRIGGER course_unit_elements_resync_truncate
 -- there. These two fire for it alone (ENABLE REPLICA: never in an ordinary session), every
 -- applied row synced or queued by the row path. `ALTER TABLE … DISABLE TRIGGER` them on a
 -- subscriber that receives the UEs' own rows too (docs/operations.md, "Logical replication").
+-- The row one's WHEN keeps it idle in an ordinary session should `ENABLE TRIGGER ALL` have made
+-- it fire there (`migrate --verify` says so, and migrate puts it back).
 CREATE OR REPLACE TRIGGER course_unit_elements_resync_replica
     AFTER INSERT OR UPDATE OR DELETE ON {elements}
-    FOR EACH ROW EXECUTE FUNCTION resync.on_element_row();
+    FOR EACH ROW
+    WHEN (current_setting('session_replication_role') = 'replica')
+    EXECUTE FUNCTION resync.on_element_row();
 
 CREATE OR REPLACE TRIGGER course_unit_elements_resync_replica_truncate
     AFTER TRUNCATE ON {elements}

@@ -40,6 +40,17 @@ def repaired(conn: psycopg.Connection, *expected: str) -> None:
     assert "installation" not in alerts(conn)
 
 
+def row_function_calls(conn: psycopg.Connection) -> int:
+    """resync.on_element_row's calls so far, this session's included (flushed first)."""
+    conn.execute("SELECT pg_stat_force_next_flush()")  # flushed as the session goes idle
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    found = conn.execute(
+        "SELECT calls FROM pg_stat_user_functions "
+        "WHERE schemaname = 'resync' AND funcname = 'on_element_row'"
+    ).fetchone()
+    return found[0] if found else 0
+
+
 def modes(conn: psycopg.Connection) -> dict[str, str]:
     return dict(
         conn.execute(
@@ -150,6 +161,39 @@ def test_triggers_enabled_differently_are_reported_not_changed(conn):
     outcome = migrate.run(conn)
     assert outcome.warnings == [f"not repaired: {line}"]
     assert modes(conn)["course_unit_elements_resync_row"] == "D"
+
+
+def test_enable_trigger_all_puts_the_replica_triggers_back_to_replica(conn):
+    # pg_restore --data-only --disable-triggers ends each table with ENABLE TRIGGER ALL.
+    conn.execute("ALTER TABLE course_unit_elements DISABLE TRIGGER ALL")
+    conn.execute("ALTER TABLE course_unit_elements ENABLE TRIGGER ALL")
+    assert modes(conn)["course_unit_elements_resync_replica"] == "O"
+    u = catalogue.unit(conn)
+    e = catalogue.element(conn, u, credits=2)
+    conn.execute("SET track_functions = 'pl'")
+    before = row_function_calls(conn)
+    conn.execute("UPDATE course_unit_elements SET credits = 3 WHERE id = %s", (e,))
+    # Kept idle by its WHEN: the row function is called once, by the row trigger.
+    assert row_function_calls(conn) == before + 1
+    assert catalogue.totals(conn, u)[0] == 3
+    repaired(
+        conn,
+        "trigger course_unit_elements_resync_replica on public.course_unit_elements fires in "
+        "every session",
+        "course_unit_elements_resync_replica_truncate on public.course_unit_elements fires",
+    )
+    assert modes(conn)["course_unit_elements_resync_replica"] == "R"
+    assert modes(conn)["course_unit_elements_resync_replica_truncate"] == "R"
+
+
+def test_a_disabled_replica_trigger_is_the_dbas(conn):
+    conn.execute(
+        "ALTER TABLE course_unit_elements DISABLE TRIGGER course_unit_elements_resync_replica"
+    )
+    assert installation.verify(conn) == []
+    conn.execute("UPDATE resync.schema_definitions SET checksum = 'old'")  # an upgrade
+    migrate.run(conn)
+    assert modes(conn)["course_unit_elements_resync_replica"] == "D"
 
 
 # --- TRUNCATE ------------------------------------------------------------------------------
