@@ -55,34 +55,44 @@ def without_row_function_frame(text: str) -> str:
 def without_lock_timeout(text: str) -> str:
     text = replaced(
         text,
-        "    v_saved := current_setting('lock_timeout');\n"
-        "    v_set := set_config('lock_timeout',\n"
-        "        coalesce(nullif(current_setting('ue_resync.lock_timeout', true), ''), "
+        "        v_saved := current_setting('lock_timeout');\n"
+        "        PERFORM set_config('lock_timeout',\n"
+        "            coalesce(nullif(current_setting('ue_resync.lock_timeout', true), ''), "
         "'100ms'), true);\n",
         "",
     )
-    return replaced(text, "    v_set := set_config('lock_timeout', v_saved, true);\n", "")
+    return replaced(text, "        PERFORM set_config('lock_timeout', v_saved, true);\n", "")
 
 
 def without_subtransaction(text: str) -> str:
     start = text.index("CREATE OR REPLACE FUNCTION resync.on_element_row()")
     head, body = text[:start], text[start:]
     body = replaced(
-        body, "    BEGIN\n        -- seen is the UE row", "        -- seen is the UE row"
+        body,
+        "        BEGIN\n            -- seen is the UE row",
+        "            -- seen is the UE row",
     )
-    handler = body.index("    EXCEPTION\n", body.index("IF NOT FOUND THEN"))
-    end = body.index("    END;\n", handler) + len("    END;\n")
+    handler = body.index("        EXCEPTION\n", body.index("IF NOT FOUND THEN"))
+    end = body.index("        END;\n", handler) + len("        END;\n")
     return head + body[:handler] + body[end:]
 
 
 def without_optimistic_check(text: str) -> str:
-    text = replaced(text, "\n          AND w.xmin = x.seen;", ";")
+    text = replaced(text, "\n              AND w.xmin = x.seen;", ";")
     return replaced(
         text,
-        "        IF NOT FOUND THEN\n"
-        "            PERFORM resync.sync_units(array[v_unit], false, true);\n"
-        "        END IF;\n",
+        "            IF NOT FOUND THEN\n"
+        "                PERFORM resync.sync_units(array[v_unit], false, true);\n"
+        "            END IF;\n",
         "",
+    )
+
+
+def without_mode_setting(text: str) -> str:
+    return replaced(
+        text,
+        "IF coalesce(current_setting('ue_resync.mode', true), '') IN ('', 'inline') THEN",
+        "IF true THEN",
     )
 
 
@@ -128,6 +138,7 @@ VARIANTS: dict[str, tuple[str, Callable[[str], str]]] = {
         "the writer needs no right on the queue; a hostile search_path is harmless",
         without_row_function_frame,
     ),
+    "no mode setting": ("ue_resync.mode read (inline, deferred or off)", without_mode_setting),
     "no lock_timeout": ("a writer waits at most ue_resync.lock_timeout", without_lock_timeout),
     "no subtransaction": (
         "a failed sync never fails the writer's statement",

@@ -261,12 +261,29 @@ $$;
 
 -- Section: the row path
 
+-- resync.element_action: what a row's event did to its element, in the words of the job
+-- reasons (`<prefix>_after_<action>`): created, force_deleted, or for an UPDATE deleted
+-- (soft), restored or updated. p_was_live and p_is_live: deleted_at IS NULL before and after.
+CREATE OR REPLACE FUNCTION resync.element_action(
+    p_op text, p_was_live boolean, p_is_live boolean
+) RETURNS text
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT CASE p_op
+           WHEN 'INSERT' THEN 'created'
+           WHEN 'DELETE' THEN 'force_deleted'
+           ELSE CASE WHEN p_was_live AND NOT p_is_live THEN 'deleted'
+                     WHEN p_is_live AND NOT p_was_live THEN 'restored'
+                     ELSE 'updated' END
+           END
+$$;
+
 -- resync.on_element_row: the AFTER ROW trigger function.
 -- Called by: course_unit_elements_resync_row, at the end of the statement, for the statement's
 --   first row only (its WHEN clause).
--- Does: when the statement changed that one row only, what resync.on_element_statement would
---   do for it, and marks the statement ' done'; a moved row, or a second row, leaves the
---   statement to the statement path.
+-- Does: unless the count says the statement wrote several rows, what
+--   resync.on_element_statement would do for this one (both UEs of a move), and marks the
+--   count done.
 -- Writes: the UEs (inline), resync.pgqueuer (deferred), resync.sync_failures (on failure).
 -- Why: inline, optimistically in one statement: the UE's sums with the UE row's xmin as this
 --   statement's snapshot sees them, written only if the row is still that version. When
@@ -282,13 +299,8 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    v_mode      text;
     v_unit      bigint;
-    v_action    text;
     v_saved     text;
-    v_set       text;
-    v_state     text;
-    v_message   text;
     v_debounce  interval;
     v_max_wait  interval;
     v_reason    text;
@@ -297,177 +309,177 @@ DECLARE
     v_units     bigint[];
     v_actions   text[];
 BEGIN
+    -- (Each expression below is prepared again in every transaction: the common path, an
+    -- inline single-row UPDATE, evaluates as few as it can.)
     -- The first row of its statement. A count of 2 still there means a statement of several
     -- rows and nothing since: the statement path syncs them all. Any other count (1, or done
     -- by a statement that a trigger ran since this one's rows, which may have counted 2 in
     -- between) and this row is synced here. Either way the count is done with.
-    IF current_setting('ue_resync.statement_rows', true) = '2' THEN
-        RETURN NULL;
-    END IF;
-    v_set := set_config('ue_resync.statement_rows', 'done', true);
-
-    IF TG_OP = 'INSERT' THEN
-        v_unit := {NEW.course_unit_id};
-        v_action := 'created';
-    ELSIF TG_OP = 'DELETE' THEN
-        v_unit := {OLD.course_unit_id};
-        v_action := 'force_deleted';
-    ELSIF ({OLD.credits}, {OLD.hours_cm}, {OLD.hours_td}, {OLD.hours_tp}, {OLD.hours_total},
-           {OLD.status}, {OLD.deleted_at}, {OLD.course_unit_id})
-          IS NOT DISTINCT FROM
-          ({NEW.credits}, {NEW.hours_cm}, {NEW.hours_td}, {NEW.hours_tp}, {NEW.hours_total},
-           {NEW.status}, {NEW.deleted_at}, {NEW.course_unit_id}) THEN
-        v_unit := NULL;  -- nothing counted changed
-    ELSIF {OLD.course_unit_id} IS DISTINCT FROM {NEW.course_unit_id} THEN
-        -- A move touches two UEs: both synced (or queued) here. (The apply worker of a
-        -- logical replication subscriber fires row triggers only: this must be whole.)
-        SELECT array_agg(m.unit ORDER BY m.unit), array_agg(m.action ORDER BY m.unit)
-        INTO v_units, v_actions
-        FROM (SELECT DISTINCT unnest(array[{OLD.course_unit_id}, {NEW.course_unit_id}])::bigint
-                     AS unit,
-                     CASE WHEN {OLD.deleted_at} IS NULL AND {NEW.deleted_at} IS NOT NULL
-                          THEN 'deleted'
-                          WHEN {OLD.deleted_at} IS NOT NULL AND {NEW.deleted_at} IS NULL
-                          THEN 'restored'
-                          ELSE 'updated' END AS action) m
-        JOIN {units} u ON {u.id} = m.unit
-        WHERE {u.auto_sync_enabled};
-        PERFORM resync.sync_or_defer(v_units, v_actions);
-        RETURN NULL;
-    ELSE
-        v_unit := {NEW.course_unit_id};
-        v_action := CASE WHEN {OLD.deleted_at} IS NULL AND {NEW.deleted_at} IS NOT NULL
-                         THEN 'deleted'
-                         WHEN {OLD.deleted_at} IS NOT NULL AND {NEW.deleted_at} IS NULL
-                         THEN 'restored'
-                         ELSE 'updated' END;
-    END IF;
-    IF v_unit IS NULL THEN
+    IF set_config('ue_resync.statement_rows',
+                  CASE current_setting('ue_resync.statement_rows', true)
+                  WHEN '2' THEN '2' ELSE 'done' END, true) = '2' THEN
         RETURN NULL;
     END IF;
 
-    v_mode := coalesce(nullif(current_setting('ue_resync.mode', true), ''), 'inline');
-    IF v_mode = 'off' THEN
-        RETURN NULL;
-    ELSIF v_mode = 'deferred' THEN
-        -- resync.enqueue's statement for one UE, with its deferred-mode rule (see its header;
-        -- keep the two in step), written here: a call would cost more than the insert.
-        -- Its statements are planned with enable_seqscan off, as resync.enqueue's are, for the
-        -- same reason; restored after them (an error on the way ends the (sub)transaction,
-        -- which restores it), not by a SET clause that every statement would pay for.
-        v_saved := current_setting('enable_seqscan');
-        v_set := set_config('enable_seqscan', 'off', true);
-        v_debounce := coalesce(nullif(current_setting('ue_resync.debounce', true), ''),
-                               '2s')::interval;
-        v_max_wait := coalesce(nullif(current_setting('ue_resync.debounce_max_wait', true), ''),
-                               '60s')::interval;
-        v_reason := 'deferred_after_' || v_action;
-        INSERT INTO resync.pgqueuer AS q
-            (priority, entrypoint, status, execute_after, payload, headers, resync_unit,
-             resync_last_reason, resync_deadline)
-        SELECT 0, 'resync_course_unit', 'queued',
-               CASE WHEN v_debounce > interval '0' AND {u.last_job_sync} > now() - v_debounce
-                    THEN now() + least(v_debounce, v_max_wait)
-                    ELSE now() END,
-               convert_to('{{"course_unit_id": ' || v_unit || ', "reason": "' || v_reason
-                          || '", "sqlstate": null, "error": null}}', 'UTF8'),
-               jsonb_build_object('course_unit_id', v_unit::text, 'reason', v_reason),
-               v_unit,
-               v_reason,
-               CASE WHEN v_debounce > interval '0' THEN now() + v_max_wait END
-        FROM {units} u
-        WHERE {u.id} = v_unit AND {u.auto_sync_enabled}
-        ON CONFLICT (resync_unit) WHERE entrypoint = 'resync_course_unit' AND status = 'queued'
-        DO UPDATE SET
-            execute_after = CASE
-                WHEN excluded.resync_deadline IS NULL
-                THEN least(q.execute_after, excluded.execute_after)
-                WHEN q.execute_after <= now()
-                THEN q.execute_after
-                ELSE least(coalesce(q.resync_deadline, q.execute_after), excluded.resync_deadline,
-                           greatest(CASE WHEN q.execute_after < q.resync_deadline
-                                         THEN now() + v_debounce END,
-                                    CASE WHEN excluded.execute_after > now()
-                                           OR (SELECT true FROM resync.pgqueuer p
-                                               WHERE p.resync_unit = v_unit
-                                                 AND p.entrypoint = 'resync_course_unit'
-                                                 AND p.status = 'picked'
-                                               LIMIT 1) IS NOT NULL
-                                         THEN now() + least(v_debounce, v_max_wait)
-                                         ELSE excluded.execute_after END))
-                END,
-            resync_deadline = CASE
-                WHEN q.execute_after <= now()
-                  OR (q.resync_deadline IS NULL AND excluded.resync_deadline IS NULL)
-                THEN q.resync_deadline
-                ELSE least(coalesce(q.resync_deadline, q.execute_after),
-                           coalesce(excluded.resync_deadline, excluded.execute_after))
-                END,
-            resync_events      = q.resync_events + 1,
-            resync_last_reason = excluded.resync_last_reason
-        RETURNING q.id, q.xmax = 0 AND q.resync_deadline IS NOT NULL AND q.execute_after <= now()
-        INTO v_job, v_check;
-        IF v_check THEN
-            UPDATE resync.pgqueuer q
-            SET execute_after = now() + least(v_debounce, v_max_wait)
-            WHERE q.id = v_job
-              AND ((SELECT true FROM resync.pgqueuer p
-                    WHERE p.resync_unit = v_unit
-                      AND p.entrypoint = 'resync_course_unit'
-                      AND p.status = 'picked'
-                    LIMIT 1) IS NOT NULL
-                   OR (SELECT {c.last_job_sync} > now() - v_debounce FROM {units} c
-                       WHERE {c.id} = v_unit));
+    IF TG_OP = 'UPDATE' THEN
+        IF ({OLD.credits}, {OLD.hours_cm}, {OLD.hours_td}, {OLD.hours_tp}, {OLD.hours_total},
+            {OLD.status}, {OLD.deleted_at}, {OLD.course_unit_id})
+           IS NOT DISTINCT FROM
+           ({NEW.credits}, {NEW.hours_cm}, {NEW.hours_td}, {NEW.hours_tp}, {NEW.hours_total},
+            {NEW.status}, {NEW.deleted_at}, {NEW.course_unit_id}) THEN
+            RETURN NULL;  -- nothing counted changed
+        ELSIF {OLD.course_unit_id} IS DISTINCT FROM {NEW.course_unit_id} THEN
+            -- A move touches two UEs: both synced (or queued) here. (The apply worker of a
+            -- logical replication subscriber fires row triggers only: this must be whole.)
+            SELECT array_agg(m.unit ORDER BY m.unit), array_agg(m.action ORDER BY m.unit)
+            INTO v_units, v_actions
+            FROM (SELECT DISTINCT
+                         unnest(array[{OLD.course_unit_id}, {NEW.course_unit_id}])::bigint AS unit,
+                         resync.element_action(TG_OP, {OLD.deleted_at} IS NULL,
+                                               {NEW.deleted_at} IS NULL) AS action) m
+            JOIN {units} u ON {u.id} = m.unit
+            WHERE {u.auto_sync_enabled};
+            PERFORM resync.sync_or_defer(v_units, v_actions);
+            RETURN NULL;
         END IF;
-        v_set := set_config('enable_seqscan', v_saved, true);
+        v_unit := {NEW.course_unit_id};
+    ELSIF TG_OP = 'INSERT' THEN
+        v_unit := {NEW.course_unit_id};
+    ELSE
+        v_unit := {OLD.course_unit_id};
+    END IF;
+
+    IF coalesce(current_setting('ue_resync.mode', true), '') IN ('', 'inline') THEN
+        -- Set outside the block, so a malformed ue_resync.lock_timeout is the writer's error
+        -- ("invalid value for parameter lock_timeout") rather than a silent deferral; restored
+        -- after it either way.
+        v_saved := current_setting('lock_timeout');
+        PERFORM set_config('lock_timeout',
+            coalesce(nullif(current_setting('ue_resync.lock_timeout', true), ''), '100ms'), true);
+        BEGIN
+            -- seen is the UE row as this statement's snapshot sees it, x what it should hold; u
+            -- is the row the UPDATE locks. They are the same version unless another transaction
+            -- updated the row since: then u is that newer version (read committed re-checks the
+            -- WHERE on it) and nothing is written.
+            UPDATE {units} w
+            SET {units.last_element_sync} = greatest({w.last_element_sync}, clock_timestamp()),  -- when units.last_element_sync
+                {rule.assign}
+            FROM (SELECT x.*, {rule.distribution} AS hours_distribution
+                  FROM (SELECT u.xmin AS seen,
+                               {rule.expected}
+                        FROM {units} u
+                        CROSS JOIN LATERAL (
+                            SELECT {rule.sums}
+                            FROM {elements} e
+                            WHERE {e.course_unit_id} = {u.id}
+                              AND {rule.counted}) s
+                        WHERE {u.id} = v_unit) x) x
+            WHERE {w.id} = v_unit
+              AND {w.auto_sync_enabled}
+              AND w.xmin = x.seen;
+            -- Not written: the row moved on, or the UE is gone or not synced automatically
+            -- (resync.sync_units skips those as well).
+            IF NOT FOUND THEN
+                PERFORM resync.sync_units(array[v_unit], false, true);
+            END IF;
+        EXCEPTION
+            -- OTHERS does not include query_canceled: a statement_timeout must defer too. The
+            -- block's subtransaction is rolled back: the failure is recorded in the writer's.
+            WHEN query_canceled THEN
+                PERFORM resync.record_sync_failure(
+                    array[v_unit],
+                    array[resync.element_action(TG_OP, {OLD.deleted_at} IS NULL,
+                                                {NEW.deleted_at} IS NULL)],
+                    SQLSTATE, SQLERRM);
+            WHEN OTHERS THEN
+                PERFORM resync.record_sync_failure(
+                    array[v_unit],
+                    array[resync.element_action(TG_OP, {OLD.deleted_at} IS NULL,
+                                                {NEW.deleted_at} IS NULL)],
+                    SQLSTATE, SQLERRM);
+        END;
+        PERFORM set_config('lock_timeout', v_saved, true);
         RETURN NULL;
-    ELSIF v_mode <> 'inline' THEN
-        RAISE EXCEPTION 'invalid value for ue_resync.mode: "%"', v_mode
+    ELSIF current_setting('ue_resync.mode', true) = 'off' THEN
+        RETURN NULL;
+    ELSIF current_setting('ue_resync.mode', true) <> 'deferred' THEN
+        RAISE EXCEPTION 'invalid value for ue_resync.mode: "%"',
+            current_setting('ue_resync.mode', true)
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use inline, deferred or off.';
     END IF;
 
-    v_saved := current_setting('lock_timeout');
-    v_set := set_config('lock_timeout',
-        coalesce(nullif(current_setting('ue_resync.lock_timeout', true), ''), '100ms'), true);
-    BEGIN
-        -- seen is the UE row as this statement's snapshot sees it, x what it should hold; u is
-        -- the row the UPDATE locks. They are the same version unless another transaction
-        -- updated the row since: then u is that newer version (read committed re-checks the
-        -- WHERE on it) and nothing is written.
-        UPDATE {units} w
-        SET {units.last_element_sync} = greatest({w.last_element_sync}, clock_timestamp()),  -- when units.last_element_sync
-            {rule.assign}
-        FROM (SELECT x.*, {rule.distribution} AS hours_distribution
-              FROM (SELECT u.xmin AS seen,
-                           {rule.expected}
-                    FROM {units} u
-                    CROSS JOIN LATERAL (
-                        SELECT {rule.sums}
-                        FROM {elements} e
-                        WHERE {e.course_unit_id} = {u.id}
-                          AND {rule.counted}) s
-                    WHERE {u.id} = v_unit) x) x
-        WHERE {w.id} = v_unit
-          AND {w.auto_sync_enabled}
-          AND w.xmin = x.seen;
-        -- Not written: the row moved on, or the UE is gone or not synced automatically
-        -- (resync.sync_units skips those as well).
-        IF NOT FOUND THEN
-            PERFORM resync.sync_units(array[v_unit], false, true);
-        END IF;
-    EXCEPTION
-        -- OTHERS does not include query_canceled: a statement_timeout must defer too.
-        WHEN query_canceled THEN
-            v_state := SQLSTATE; v_message := SQLERRM;
-        WHEN OTHERS THEN
-            v_state := SQLSTATE; v_message := SQLERRM;
-    END;
-    v_set := set_config('lock_timeout', v_saved, true);
-
-    IF v_state IS NOT NULL THEN
-        PERFORM resync.record_sync_failure(array[v_unit], array[v_action], v_state, v_message);
+    -- Deferred: resync.enqueue's statement for one UE, with its deferred-mode rule (see its
+    -- header; keep the two in step), written here: a call would cost more than the insert.
+    -- Its statements are planned with enable_seqscan off, as resync.enqueue's are, for the
+    -- same reason; restored after them (an error on the way ends the (sub)transaction, which
+    -- restores it), not by a SET clause that every statement would pay for.
+    v_saved := current_setting('enable_seqscan');
+    PERFORM set_config('enable_seqscan', 'off', true);
+    v_debounce := coalesce(nullif(current_setting('ue_resync.debounce', true), ''),
+                           '2s')::interval;
+    v_max_wait := coalesce(nullif(current_setting('ue_resync.debounce_max_wait', true), ''),
+                           '60s')::interval;
+    v_reason := 'deferred_after_' || resync.element_action(TG_OP, {OLD.deleted_at} IS NULL,
+                                                           {NEW.deleted_at} IS NULL);
+    INSERT INTO resync.pgqueuer AS q
+        (priority, entrypoint, status, execute_after, payload, headers, resync_unit,
+         resync_last_reason, resync_deadline)
+    SELECT 0, 'resync_course_unit', 'queued',
+           CASE WHEN v_debounce > interval '0' AND {u.last_job_sync} > now() - v_debounce
+                THEN now() + least(v_debounce, v_max_wait)
+                ELSE now() END,
+           convert_to('{{"course_unit_id": ' || v_unit || ', "reason": "' || v_reason
+                      || '", "sqlstate": null, "error": null}}', 'UTF8'),
+           jsonb_build_object('course_unit_id', v_unit::text, 'reason', v_reason),
+           v_unit,
+           v_reason,
+           CASE WHEN v_debounce > interval '0' THEN now() + v_max_wait END
+    FROM {units} u
+    WHERE {u.id} = v_unit AND {u.auto_sync_enabled}
+    ON CONFLICT (resync_unit) WHERE entrypoint = 'resync_course_unit' AND status = 'queued'
+    DO UPDATE SET
+        execute_after = CASE
+            WHEN excluded.resync_deadline IS NULL
+            THEN least(q.execute_after, excluded.execute_after)
+            WHEN q.execute_after <= now()
+            THEN q.execute_after
+            ELSE least(coalesce(q.resync_deadline, q.execute_after), excluded.resync_deadline,
+                       greatest(CASE WHEN q.execute_after < q.resync_deadline
+                                     THEN now() + v_debounce END,
+                                CASE WHEN excluded.execute_after > now()
+                                       OR (SELECT true FROM resync.pgqueuer p
+                                           WHERE p.resync_unit = v_unit
+                                             AND p.entrypoint = 'resync_course_unit'
+                                             AND p.status = 'picked'
+                                           LIMIT 1) IS NOT NULL
+                                     THEN now() + least(v_debounce, v_max_wait)
+                                     ELSE excluded.execute_after END))
+            END,
+        resync_deadline = CASE
+            WHEN q.execute_after <= now()
+              OR (q.resync_deadline IS NULL AND excluded.resync_deadline IS NULL)
+            THEN q.resync_deadline
+            ELSE least(coalesce(q.resync_deadline, q.execute_after),
+                       coalesce(excluded.resync_deadline, excluded.execute_after))
+            END,
+        resync_events      = q.resync_events + 1,
+        resync_last_reason = excluded.resync_last_reason
+    RETURNING q.id, q.xmax = 0 AND q.resync_deadline IS NOT NULL AND q.execute_after <= now()
+    INTO v_job, v_check;
+    IF v_check THEN
+        UPDATE resync.pgqueuer q
+        SET execute_after = now() + least(v_debounce, v_max_wait)
+        WHERE q.id = v_job
+          AND ((SELECT true FROM resync.pgqueuer p
+                WHERE p.resync_unit = v_unit
+                  AND p.entrypoint = 'resync_course_unit'
+                  AND p.status = 'picked'
+                LIMIT 1) IS NOT NULL
+               OR (SELECT {c.last_job_sync} > now() - v_debounce FROM {units} c
+                   WHERE {c.id} = v_unit));
     END IF;
+    PERFORM set_config('enable_seqscan', v_saved, true);
     RETURN NULL;
 END
 $$;
@@ -503,36 +515,38 @@ $$;
 
 -- Section: the triggers
 
--- Never called (its trigger's WHEN is always false): the trigger's WHEN clause does the work.
+-- resync.on_statement_start: the BEFORE STATEMENT trigger function: the statement's count
+-- starts at 0, or at 2 when a statement of this table is still writing its rows (a function in
+-- its query runs this one): both take the statement path then. A function rather than a WHEN
+-- clause: a WHEN is read back from its stored text and prepared at every statement, which
+-- costs more than this call. Runs as the writer (no SECURITY DEFINER: it touches nothing but
+-- the setting).
 CREATE OR REPLACE FUNCTION resync.on_statement_start() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    PERFORM set_config('ue_resync.statement_rows',
+                       CASE current_setting('ue_resync.statement_rows', true)
+                       WHEN '1' THEN '2' WHEN '2' THEN '2' ELSE '0' END, true);
     RETURN NULL;
 END
 $$;
 
--- Before any row: the statement's count starts at 0, or at 2 when a statement of this table
--- is still writing its rows (a function in its query runs this one): both take the statement
--- path then.
 CREATE OR REPLACE TRIGGER course_unit_elements_resync_start
     BEFORE INSERT OR UPDATE OR DELETE ON {elements}
     FOR EACH STATEMENT
-    WHEN (set_config('ue_resync.statement_rows',
-                     CASE current_setting('ue_resync.statement_rows', true)
-                     WHEN '1' THEN '2' WHEN '2' THEN '2' ELSE '0' END, true) IS NULL)
     EXECUTE FUNCTION resync.on_statement_start();
 
 -- As each row is written (its function runs at the end of the statement): the first row of the
--- statement counts 1 and queues the event, the second counts 2; any other reads a string.
+-- statement counts 1 and queues the event; any later one, or a row written while the count
+-- reads anything but 0 (a statement in between marked it done), counts 2.
 CREATE OR REPLACE TRIGGER course_unit_elements_resync_row
     AFTER INSERT OR UPDATE OR DELETE ON {elements}
     FOR EACH ROW
-    WHEN (CASE current_setting('ue_resync.statement_rows', true)
-          WHEN '0' THEN set_config('ue_resync.statement_rows', '1', true) IS NOT NULL
-          WHEN '1' THEN set_config('ue_resync.statement_rows', '2', true) IS NULL
-          ELSE false END)
+    WHEN (set_config('ue_resync.statement_rows',
+                     CASE current_setting('ue_resync.statement_rows', true)
+                     WHEN '0' THEN '1' ELSE '2' END, true) = '1')
     EXECUTE FUNCTION resync.on_element_row();
 
 -- As the statement ends, before any row function runs: not called for a statement of one row,

@@ -14,6 +14,7 @@ from support.catalogue import element_of, load_catalogue
 from support.env import scrubbed_env
 from support.poll import WaitTimeout, wait_for
 from support.postgres import Database, Postgres
+from ue_resync import installation
 
 
 def element_triggers_enabled(conn: psycopg.Connection) -> list[str]:
@@ -24,7 +25,7 @@ def element_triggers_enabled(conn: psycopg.Connection) -> list[str]:
     return sorted({r[0] for r in rows})
 
 
-def test_a_loaded_catalogue_is_consistent_and_its_triggers_back_on(conn):
+def test_a_loaded_catalogue_is_consistent_and_its_triggers_as_installed(conn):
     assert load_catalogue(conn, 20, per_unit=3) == list(range(1, 21))
     assert catalogue.drift_count(conn) == 0
     assert catalogue.jobs(conn) == []
@@ -35,8 +36,10 @@ def test_a_loaded_catalogue_is_consistent_and_its_triggers_back_on(conn):
             "SELECT id FROM course_unit_elements WHERE course_unit_id = 2 ORDER BY id"
         )
     ]
-    assert element_triggers_enabled(conn) == ["O"]
-    # The triggers fire again: a change syncs inline.
+    # Loaded with the mode off, the firing modes untouched: the subscriber's two still REPLICA.
+    assert element_triggers_enabled(conn) == ["O", "R"]
+    assert installation.verify(conn) == []
+    # The triggers fire: a change syncs inline.
     conn.execute("UPDATE course_unit_elements SET credits = 2 WHERE id = %s", (element_of(2, 3),))
     assert catalogue.totals(conn, 2)[0] == 5
 
