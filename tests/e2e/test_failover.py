@@ -25,7 +25,7 @@ import pytest
 
 from bench.chaos.checks import overlapping_resyncs
 from support import catalogue, daemon, replication
-from tests import catalog
+from tests import catalog, tools
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -38,7 +38,10 @@ def bindir() -> Path:
     if os.environ.get("UE_RESYNC_TEST_DSN"):
         found = replication.system_bindir()
         if found is None:
-            pytest.skip("no system PostgreSQL binaries under /usr/lib/postgresql")
+            tools.unavailable(
+                "the system PostgreSQL's server binaries (/usr/lib/postgresql/*/bin/pg_ctl) are "
+                "not installed (apt-get install postgresql)"
+            )
         return found
     return replication.embedded_bindir()
 

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests import catalog
+from tests import catalog, tools
 from tests.integration.worker_harness import fetch, fetch_one, running_worker
 
 
@@ -312,14 +312,12 @@ def restart_server(pg_server) -> None:
     """Restart the PostgreSQL server under the test: the embedded one through the support layer
     (which keeps its handle current), the system one with pg_ctlcluster (CI runs as root next to
     its Debian cluster)."""
-    import shutil
     import subprocess
 
     if pg_server.can_restart:
         pg_server.restart()
         return
-    ctl = shutil.which("pg_ctlcluster")
-    assert ctl, "restarting a non-embedded server needs pg_ctlcluster"
+    ctl = tools.require("pg_ctlcluster", "Debian's postgresql-common, beside the server")
     subprocess.run(
         [ctl, "--skip-systemctl-redirect", str(pg_server.version), "main", "restart"],
         check=True,
