@@ -275,6 +275,40 @@ async def test_reconnects_after_its_connections_are_killed(conn, dsn):
     assert await outcomes(dsn, second) == [(1, "succeeded")]
 
 
+async def test_a_lost_connection_hands_the_job_in_flight_back_without_an_attempt(conn, dsn):
+    """The resync connection is cut while its job waits on the UE's row: the run is
+    'interrupted', the job is queued again, and its next run is still attempt 1."""
+    u = catalog.unit(conn)
+    catalog.element(conn, u, credits=6)
+    conn.execute("UPDATE course_units SET credits = 0 WHERE id = %s", (u,))
+    waiting = (
+        "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'ue-resync %% resync-%%' "
+        "AND datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    with psycopg.connect(dsn) as holder:
+        holder.execute("SELECT 1 FROM course_units WHERE id = %s FOR UPDATE", (u,))
+        # --timeout 60: nothing but the cut ends the wait.
+        async with running_worker(dsn, timeout=60.0):
+            job = conn.execute("SELECT resync.request(%s)", (u,)).fetchone()[0]
+            [(pid,)] = await catalog.await_for(
+                lambda: fetch(dsn, waiting), 15, "the resync to wait on the row"
+            )
+            conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+
+            async def taken_again() -> bool:
+                return len(await outcomes(dsn, job)) == 2
+
+            await catalog.await_for(taken_again, 30, "the job handed back and taken again")
+            assert await outcomes(dsn, job) == [(1, "interrupted"), (1, "running")]
+            assert conn.execute(
+                "SELECT attempts FROM resync.pgqueuer WHERE id = %s", (job,)
+            ).fetchone() == (0,)
+            holder.rollback()
+            await catalog.await_for(lambda: job_done(dsn, job), 15, "the job to finish")
+    assert await outcomes(dsn, job) == [(1, "interrupted"), (1, "succeeded")]
+    assert catalog.totals(conn, u)[0] == 6
+
+
 async def test_a_batch_isolates_the_one_failing_unit(conn, dsn):
     good = [catalog.unit(conn) for _ in range(5)]
     bad = catalog.unit(conn, code="POISON2")
