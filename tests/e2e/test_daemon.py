@@ -167,7 +167,14 @@ def test_json_logs_carry_the_job_and_the_old_tags(conn, dsn, tmp_path):
         1,
         "json_test",
     )
-    assert extra["course_unit_code"] and extra["duration"] >= 0
+    # The run's own duration, as resync.job_runs recorded it.
+    recorded = conn.execute(
+        "SELECT extract(epoch FROM finished_at - started_at)::float8 "
+        "FROM resync.job_runs WHERE job_id = %s",
+        (job,),
+    ).fetchone()[0]
+    assert extra["course_unit_code"] == catalog.read_unit(conn, u)["code"]
+    assert extra["duration"] == pytest.approx(recorded, abs=1e-6)
     assert extra["changes"]["credits"] == [1, 8]
     assert extra["tag"] == "Resynchronisation différée"
     assert extra["job_class"] == "ResyncCourseUnitJob"
