@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import shlex
 import shutil
@@ -23,7 +24,16 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import sql
 
-from bench.figures import Figure, Target, finite, median, quantile, table
+from bench.figures import (
+    Figure,
+    Target,
+    finite,
+    median,
+    paired_ratios,
+    quantile,
+    table,
+    unpaired_note,
+)
 from bench.provenance import experiment, meta
 from support import processes
 from support.catalogue import settle as settle
@@ -166,13 +176,21 @@ class Bench:
             note=note,
         )
         if baseline:
-            ratios = [a / b for a, b in zip(values, baseline, strict=True) if b]
+            ratios, unpaired = paired_ratios(values, baseline)
             fig.baseline = median(baseline)
             fig.baseline_name = baseline_name
             fig.ratio = median(ratios)
             fig.ratio_low = min(ratios, default=None)
             fig.ratio_high = max(ratios, default=None)
+            self._unpaired(fig, unpaired)
         return self.add(fig)
+
+    def _unpaired(self, fig: Figure, rounds: Sequence[int]) -> None:
+        """Rounds left out of the ratio are said, in the figure and under the table."""
+        if rounds:
+            note = unpaired_note(fig.name, rounds)
+            fig.note = f"{fig.note}; {note}" if fig.note else note
+            self.notes.append(note)
 
     def percentile(
         self,
@@ -188,7 +206,8 @@ class Bench:
         """The q-quantile of every sample of every round pooled; the spread is that quantile
         round by round, and the ratio is pooled over pooled."""
         pooled = [x for r in rounds for x in r]
-        per_round = [quantile(r, q) for r in rounds if r]
+        by_round = [quantile(r, q) for r in rounds]  # NaN for a round without samples
+        per_round = [x for x in by_round if not math.isnan(x)]
         fig = Figure(
             name,
             unit,
@@ -202,14 +221,14 @@ class Bench:
         )
         if baseline:
             base_pooled = [x for r in baseline for x in r]
-            base_rounds = [quantile(r, q) for r in baseline if r]
             fig.baseline = quantile(base_pooled, q)
             fig.baseline_name = baseline_name
             if fig.baseline and fig.value is not None:
                 fig.ratio = fig.value / fig.baseline
-                ratios = [a / b for a, b in zip(per_round, base_rounds, strict=False) if b]
-                fig.ratio_low = min(ratios, default=None)
-                fig.ratio_high = max(ratios, default=None)
+            ratios, unpaired = paired_ratios(by_round, [quantile(r, q) for r in baseline])
+            fig.ratio_low = min(ratios, default=None)
+            fig.ratio_high = max(ratios, default=None)
+            self._unpaired(fig, unpaired)
         return self.add(fig)
 
     # -- output --

@@ -208,11 +208,14 @@ def totals(conn: psycopg.Connection, unit_id: int) -> tuple[Decimal, ...]:
 
 
 def jobs(conn: psycopg.Connection, unit_id: int | None = None) -> list[dict[str, Any]]:
-    """The resync jobs in the queue table, oldest first, optionally for one unit."""
+    """The resync jobs in the queue table, oldest first, optionally for one unit. `due_in` is
+    from the reader's now(); `delay` from the now() of the transaction that queued the job
+    (`created`): exact, however late the reader comes."""
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             "SELECT id, status::text AS status, execute_after, attempts, headers, "
             "       resync.payload_json(payload) AS payload, execute_after - now() AS due_in, "
+            "       execute_after - created AS delay, "
             "       resync_events AS events, resync_last_reason AS last_reason, "
             "       resync_deadline - now() AS deadline_in "
             "FROM resync.pgqueuer "

@@ -1,12 +1,10 @@
-"""Debian's Prometheus and promtool for the tests: found on PATH, or the test is skipped, except
-under CI (`CI` set), where a missing tool fails the test (.ci/run installs them)."""
+"""Debian's Prometheus and promtool for the tests: found on PATH, or the test skips (fails under
+CI, which installs them: tests/tools.py)."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import socket
 import string
 import subprocess
@@ -16,10 +14,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
 from prometheus_client import generate_latest
 
 from support.poll import wait_for
+from tests import tools
 from ue_resync.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,14 +29,8 @@ OPERATIONS = ROOT / "docs" / "operations.md"
 
 
 def tool(name: str) -> str:
-    """The path of `name` (promtool, prometheus); skip without it, or fail under CI."""
-    path = shutil.which(name)
-    if path:
-        return path
-    message = f"{name} is not installed (apt-get install --no-install-recommends prometheus)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{message}: CI never skips this test")
-    pytest.skip(f"{message}; skipped because CI is not set")
+    """The path of `name` (promtool, prometheus), as tests/tools.py requires it."""
+    return tools.require(name, "apt-get install --no-install-recommends prometheus")
 
 
 def exported_names() -> set[str]:

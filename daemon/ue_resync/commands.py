@@ -16,6 +16,7 @@ from psycopg.rows import dict_row
 from ue_resync import (
     jobs,
     laravel_import,
+    ledger,
     output,
 )
 from ue_resync.db import connect_sync
@@ -119,6 +120,8 @@ def _check_alerts(conn: psycopg.Connection, as_json: bool) -> int:
 
 def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
     with connect(settings, "monitor") as conn:
+        # Its views belong to one schema version: another one's figures would be misread.
+        ledger.check_current(conn)
         if args.check:
             return _check_alerts(conn, args.json)
         while True:

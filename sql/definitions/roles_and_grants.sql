@@ -131,6 +131,8 @@ TO resync_monitor;
 GRANT SELECT ON resync.job_runs, resync.workers TO resync_monitor;
 -- What the installed definitions were rendered from: which columns the checks read.
 GRANT SELECT ON resync.mapping TO resync_monitor;
+-- `ue-resync monitor` checks the schema version before it reads the views.
+GRANT SELECT ON resync.schema_migrations, resync.schema_definitions TO resync_monitor;
 GRANT EXECUTE ON FUNCTION
     resync.payload_json(bytea),                       -- resync.failed_jobs
     resync.expected_units(), resync.drifted(),        -- resync.expected, resync.drift

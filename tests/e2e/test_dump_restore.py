@@ -17,6 +17,7 @@ from psycopg import sql
 from support import catalogue, replication
 from support.postgres import Postgres
 from support.processes import run as run_cli
+from tests import tools
 from ue_resync import installation, migrate
 
 pytestmark = pytest.mark.e2e
@@ -146,9 +147,10 @@ def test_pg_upgrade_to_the_newer_server(tmp_path):
     old = replication.system_bindir()
     new = replication.embedded_bindir()
     if old is None:
-        if os.environ.get("CI"):
-            pytest.fail("no system PostgreSQL binaries under /usr/lib/postgresql")
-        pytest.skip("pg_upgrade needs the system PostgreSQL's binaries, and there are none here")
+        tools.unavailable(
+            "pg_upgrade needs the system PostgreSQL's binaries (/usr/lib/postgresql/*/bin), "
+            "which are not installed (apt-get install postgresql)"
+        )
     # PostgreSQL 18's initdb turns data checksums on; the old cluster has none.
     with (
         replication.servers(old, 1) as [before],

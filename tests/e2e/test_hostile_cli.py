@@ -98,9 +98,6 @@ def test_a_schema_newer_than_the_code_is_refused_in_one_line(
     )
     out = processes.run(dsn, *command, cwd=tmp_path, timeout=30)
     lines = out.stderr.strip().splitlines()
-    if command == ["monitor"]:
-        # Reading the queue needs no particular schema version: it may answer.
-        assert "Traceback" not in out.stderr, out.stderr
-        return
     assert out.returncode != 0 and "Traceback" not in out.stderr, out.stderr
     assert len(lines) == 1 and "999" in lines[0] and "upgrade ue-resync" in lines[0], out.stderr
+    assert out.stdout == ""  # monitor: no figures read through views it may misread

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,11 @@ pytestmark = pytest.mark.e2e
 
 DEAF = "wake-ups do not arrive"
 HEARD = "wake-ups checked"
+# The daemons here poll every hour, and at least a minute apart until their wake-ups check has
+# answered: a change resynced within WITHIN seconds was found by a wake-up or by the bounded
+# poll of a deaf daemon (0.5 s), however loaded the machine.
+NO_POLL = {"UE_RESYNC_SLEEP": "3600", "UE_RESYNC_SLEEP_WITHOUT_WAKEUPS": "60"}
+WITHIN = 30.0
 
 
 @pytest.fixture(scope="module")
@@ -54,16 +58,14 @@ class Daemon:
         return self.output()
 
 
-def resync_within(conn: psycopg.Connection, app: psycopg.Connection, seconds: float) -> float:
-    """Defer one element change (through `app`), wait for its UE to be resynced: the delay."""
+def resynced(conn: psycopg.Connection, app: psycopg.Connection) -> None:
+    """Defer one element change (through `app`), wait WITHIN seconds for its UE's resync."""
     u = catalogue.unit(conn)
     e = catalogue.element(conn, u, credits=1)
     with app.transaction():
         app.execute("SET LOCAL ue_resync.mode = 'deferred'")
         app.execute("UPDATE course_unit_elements SET credits = 7 WHERE id = %s", (e,))
-    started = time.monotonic()
-    wait_for(lambda: catalogue.totals(conn, u)[0] == 7, seconds, "the deferred resync")
-    return time.monotonic() - started
+    wait_for(lambda: catalogue.totals(conn, u)[0] == 7, WITHIN, "the deferred resync")
 
 
 def assert_clean(log: str) -> None:
@@ -78,31 +80,22 @@ def app_through(bouncer: pgbouncer.Pgbouncer, dsn: str) -> psycopg.Connection:
 def test_through_a_transaction_pooler_the_daemon_says_it_is_deaf_and_polls(
     tx_bouncer, dsn, conn, tmp_path
 ):
-    # --sleep 30: only the bounded poll of a deaf daemon can find the jobs in seconds.
-    daemon = Daemon(tx_bouncer.route(dsn), tmp_path, UE_RESYNC_SLEEP="30")
+    # Only the bounded poll of a deaf daemon can find the jobs.
+    daemon = Daemon(tx_bouncer.route(dsn), tmp_path, UE_RESYNC_SLEEP="3600")
     try:
         daemon.wait_for_line(DEAF)
         with app_through(tx_bouncer, dsn) as app:
-            delays = [resync_within(conn, app, 5) for _ in range(4)]
+            for _ in range(4):
+                resynced(conn, app)
     finally:
         log = daemon.stop()
     assert_clean(log)
     [line] = [ln for ln in log.splitlines() if DEAF in ln]
     assert "UE_RESYNC_LISTEN_URL" in line and "polling every 0.5 s" in line
-    assert max(delays) < 5
 
 
 def test_the_listen_url_gives_the_wakeups_back(tx_bouncer, dsn, conn, tmp_path):
-    # Both polls at 30 s: only a wake-up can resync in well under a second.
-    assert_woken(
-        tx_bouncer,
-        dsn,
-        conn,
-        tmp_path,
-        4,
-        UE_RESYNC_SLEEP_WITHOUT_WAKEUPS="30",
-        UE_RESYNC_LISTEN_URL=dsn,
-    )
+    assert_woken(tx_bouncer, dsn, conn, tmp_path, 4, UE_RESYNC_LISTEN_URL=dsn)
 
 
 def test_through_a_session_pooler_wakeups_work(session_bouncer, dsn, conn, tmp_path):
@@ -110,20 +103,22 @@ def test_through_a_session_pooler_wakeups_work(session_bouncer, dsn, conn, tmp_p
 
 
 def assert_woken(bouncer, dsn, conn, tmp_path, changes, **env):
-    """A daemon with --sleep 30 behind `bouncer` hears its wake-ups: it says nothing of being
-    deaf, and each of `changes` deferred changes is resynced in well under its poll."""
-    daemon = Daemon(bouncer.route(dsn), tmp_path, UE_RESYNC_SLEEP="30", **env)
+    """A daemon that hardly polls (NO_POLL) behind `bouncer` hears its wake-ups: it says nothing
+    of being deaf, and each of `changes` deferred changes is resynced long before a poll."""
+    daemon = Daemon(bouncer.route(dsn), tmp_path, **NO_POLL, **env)
     try:
         daemon.wait_for_line(HEARD)
         with app_through(bouncer, dsn) as app:
-            delays = [resync_within(conn, app, 10) for _ in range(changes)]
+            for _ in range(changes):
+                resynced(conn, app)
     finally:
         log = daemon.stop()
     assert_clean(log)
     assert DEAF not in log
-    assert max(delays) < 3, delays
 
 
+# About 35 CLI processes: 17 s here, 80 s at a load of 10 on 2 cores.
+@pytest.mark.timeout(300)
 def test_every_cli_command_through_a_transaction_pooler(tx_bouncer, dsn, conn, tmp_path):
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         out = processes.run(tx_bouncer.route(dsn), *args, cwd=tmp_path)

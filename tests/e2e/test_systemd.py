@@ -3,7 +3,8 @@ directive, and the daemon's side of them: the sd_notify conversation under a fak
 NOTIFY_SOCKET, and a run under the kernel's own MemoryDenyWriteExecute.
 
 systemd-analyze comes with Debian's `systemd` package (CI: apt-get install -y systemd); it
-needs no running systemd for these two commands."""
+needs no running systemd for these two commands. Without it (or older than 250, for `security
+--offline`) the tests that need it skip, and fail under CI (tests/tools.py)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import pytest
 from support import catalogue, processes
 from support.env import ROOT
 from support.processes import spawn_daemon
+from tests import tools
 
 UNIT_DIR = ROOT / "systemd"
 UNITS = (
@@ -34,15 +36,15 @@ UNITS = (
 )
 SERVICES = ("ue-resync.service", "ue-resync@.service", "ue-resync-check.service")
 INSTALLED_PATH = "/usr/local/bin/ue-resync"
-ANALYZE = shutil.which("systemd-analyze")
-needs_analyze = pytest.mark.skipif(
-    ANALYZE is None, reason="systemd-analyze is not installed (Debian: apt-get install -y systemd)"
-)
 
 
-def systemd_version() -> int:
-    assert ANALYZE is not None
-    out = subprocess.run([ANALYZE, "--version"], capture_output=True, text=True, check=True)
+@pytest.fixture
+def analyze_exe() -> str:
+    return tools.require("systemd-analyze", "Debian: apt-get install -y systemd")
+
+
+def systemd_version(exe: str) -> int:
+    out = subprocess.run([exe, "--version"], capture_output=True, text=True, check=True)
     match = re.match(r"systemd (\d+)", out.stdout)
     assert match, out.stdout
     return int(match[1])
@@ -61,10 +63,9 @@ def units(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def analyze(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    assert ANALYZE is not None
+def analyze(exe: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [ANALYZE, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+        [exe, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
     )
 
 
@@ -141,27 +142,28 @@ def test_the_check_timer_runs_the_sweep_every_quarter_hour():
     assert service["ExecStart"] == [f"{INSTALLED_PATH} check --enqueue"]
 
 
-@needs_analyze
-def test_systemd_analyze_verify_passes(units):
-    done = analyze("verify", "--man=no", *UNITS, cwd=units)
+def test_systemd_analyze_verify_passes(analyze_exe, units):
+    done = analyze(analyze_exe, "verify", "--man=no", *UNITS, cwd=units)
     # verify exits 0 on a directive it ignores; any line it prints is a finding.
     assert (done.returncode, done.stdout + done.stderr) == (0, "")
 
 
-@needs_analyze
-def test_verify_would_catch_a_broken_unit(units):
+def test_verify_would_catch_a_broken_unit(analyze_exe, units):
     path = units / "ue-resync.service"
     path.write_text(path.read_text("utf-8").replace("WatchdogSec=30", "WatchdogSec=soon"), "utf-8")
-    done = analyze("verify", "--man=no", "ue-resync.service", cwd=units)
+    done = analyze(analyze_exe, "verify", "--man=no", "ue-resync.service", cwd=units)
     assert "WatchdogSec" in done.stdout + done.stderr or "soon" in done.stdout + done.stderr
 
 
-@needs_analyze
 @pytest.mark.parametrize("name", SERVICES)
-def test_systemd_analyze_security_scores_ok(units, name, record_property):
-    if systemd_version() < 250:
-        pytest.skip("systemd-analyze security --offline needs systemd 250 or later")
-    done = analyze("security", "--offline=yes", name, cwd=units)
+def test_systemd_analyze_security_scores_ok(analyze_exe, units, name, record_property):
+    version = systemd_version(analyze_exe)
+    if version < 250:
+        tools.unavailable(
+            f"systemd-analyze is systemd {version}: `security --offline` needs 250 or later "
+            "(Debian 12 ships 252)"
+        )
+    done = analyze(analyze_exe, "security", "--offline=yes", name, cwd=units)
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+) (\w+)", done.stdout)
     assert match, done.stdout + done.stderr
     score, level = float(match[1]), match[2]
@@ -268,7 +270,11 @@ def test_the_daemon_runs_with_memory_deny_write_execute(conn, dsn, tmp_path):
         command=(sys.executable, "-c", _MDWE_LAUNCHER),
     )
     if done.returncode == 77:
-        pytest.skip("this kernel has no PR_SET_MDWE (Linux 6.3+)")
+        # A kernel is not something .ci/run can install: a skip, under CI as well.
+        pytest.skip(
+            f"this kernel ({os.uname().release}) refuses PR_SET_MDWE, which Linux 6.3 added: "
+            "the daemon cannot run under the kernel's MemoryDenyWriteExecute here"
+        )
     assert done.returncode == 0, done.stdout + done.stderr
     assert catalogue.totals(conn, u)[0] == 5
     outcome = conn.execute(

@@ -4,7 +4,7 @@ applies and then gives the writer's own lock_timeout back."""
 
 from __future__ import annotations
 
-import time
+import datetime as dt
 
 import psycopg
 import pytest
@@ -15,7 +15,6 @@ from tests.deferral import (
     Worker,
     failures,
     one_job,
-    seconds,
     session,
     wait_until_blocked,
 )
@@ -24,13 +23,12 @@ from tests.deferral import (
 def test_statement_timeout_inside_the_sync_is_caught(conn, locked_unit):
     u, e, _ = locked_unit
     conn.execute("SET statement_timeout = '100ms'")
+    # The holder never lets go: only one of the two limits can end the wait, and the sqlstate
+    # below says which (57014 the statement's, 55P03 this one).
     conn.execute("SET ue_resync.lock_timeout = '5s'")
-    started = time.monotonic()
     conn.execute("UPDATE course_unit_elements SET hours_tp = 7 WHERE id = %s", (e,))
-    elapsed = time.monotonic() - started
     conn.execute("RESET statement_timeout")
 
-    assert elapsed < 1.0, f"the writer waited {elapsed:.3f} s"
     assert (
         conn.execute("SELECT hours_tp FROM course_unit_elements WHERE id = %s", (e,)).fetchone()[0]
         == 7
@@ -38,7 +36,7 @@ def test_statement_timeout_inside_the_sync_is_caught(conn, locked_unit):
     job = one_job(conn, u)
     assert job["payload"]["sqlstate"] == "57014"
     assert job["payload"]["reason"] == "sync_error_after_updated"
-    assert 115 < seconds(job["due_in"]) <= 120
+    assert job["delay"] == dt.timedelta(minutes=2)
     assert failures(conn) == [(u, "updated", "sync_error_after_updated", "57014", job["id"])]
 
 
@@ -87,11 +85,9 @@ def test_deadlock_between_two_writers_defers_one_sync(conn, dsn):
         s1.execute("SELECT 1 FROM course_units WHERE id = %s FOR UPDATE", (x,))
         s2.execute("SELECT 1 FROM course_units WHERE id = %s FOR UPDATE", (y,))
 
-        def write(s: psycopg.Connection, element_id: int) -> float:
-            started = time.monotonic()
+        def write(s: psycopg.Connection, element_id: int) -> None:
             s.execute("UPDATE course_unit_elements SET hours_cm = 50 WHERE id = %s", (element_id,))
             s.commit()
-            return time.monotonic() - started
 
         first = Worker(lambda: write(s1, ey))  # waits for y, held by s2
         first.start()
@@ -114,7 +110,7 @@ def test_deadlock_between_two_writers_defers_one_sync(conn, dsn):
     assert victim in (x, y)
     assert job["payload"]["reason"] == "deadlock_recovery_after_updated"
     assert job["payload"]["sqlstate"] == "40P01"
-    assert 25 < seconds(job["due_in"]) <= 30
+    assert job["delay"] == dt.timedelta(seconds=30)
     assert failures(conn) == [
         (victim, "updated", "deadlock_recovery_after_updated", "40P01", job["id"])
     ]

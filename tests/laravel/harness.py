@@ -5,8 +5,6 @@ names (DB_HOST, DB_PORT, DB_DATABASE, DB_USERNAME, DB_PASSWORD)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +14,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from support.env import scrubbed_env
+from tests import tools
 
 APP = Path(__file__).resolve().parent
 ARTISAN = APP / "artisan.php"
@@ -23,17 +22,12 @@ ILLUMINATE = Path("/usr/share/php/Illuminate/autoload.php")
 
 
 def require_php() -> str:
-    """The php binary; outside CI a test skips without it, in CI it fails (.ci/run installs it)."""
-    php = shutil.which("php")
-    if php is not None and ILLUMINATE.exists():
-        return php
-    missing = "php-cli" if php is None else "php-laravel-framework"
-    if os.environ.get("CI") or os.environ.get("UE_RESYNC_REQUIRE_PHP"):
-        pytest.fail(f"{missing} is not installed, and CI must run the Laravel tests")
-    pytest.skip(
-        f"{missing} is not installed (outside CI only; .ci/run installs "
-        "php-cli php-pgsql php-laravel-framework)"
-    )
+    """The php binary, with Debian's Laravel beside it, as tests/tools.py requires them."""
+    install = "apt-get install --no-install-recommends php-cli php-pgsql php-laravel-framework"
+    php = tools.require("php", install)
+    if not ILLUMINATE.exists():
+        tools.unavailable(f"php-laravel-framework is not installed ({install})")
+    return php
 
 
 class PhpError(AssertionError):
