@@ -28,11 +28,12 @@ def paired_ratios(
     values: Sequence[float], baseline: Sequence[float]
 ) -> tuple[list[float], list[int]]:
     """Each round's value over the same round's baseline, and the rounds (numbered from 1) that
-    have no ratio: a baseline of 0, or a round not measured on either side (NaN)."""
+    have no ratio: a baseline of 0 or less (an added latency lost in the noise has no ratio),
+    or a round not measured on either side (NaN)."""
     ratios: list[float] = []
     unpaired: list[int] = []
     for n, (a, b) in enumerate(zip(values, baseline, strict=True), 1):
-        if b and not math.isnan(a) and not math.isnan(b):
+        if not math.isnan(a) and not math.isnan(b) and b > 0:
             ratios.append(a / b)
         else:
             unpaired.append(n)
@@ -41,7 +42,7 @@ def paired_ratios(
 
 def unpaired_note(name: str, rounds: Sequence[int]) -> str:
     listed = ", ".join(map(str, rounds))
-    return f"{name}: no ratio for round(s) {listed} (baseline 0 or not measured)"
+    return f"{name}: no ratio for round(s) {listed} (baseline 0 or less, or not measured)"
 
 
 @dataclasses.dataclass(frozen=True)

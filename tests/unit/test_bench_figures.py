@@ -33,9 +33,18 @@ def test_ratios_pair_each_round_with_its_own_baseline(bench):
 def test_a_round_with_a_zero_baseline_is_reported_not_dropped_silently(bench):
     fig = bench.paired("writes", "ms", [10.0, 20.0, 30.0], [5.0, 0.0, 10.0], "no sync")
     assert (fig.ratio, fig.ratio_low, fig.ratio_high) == (2.5, 2.0, 3.0)
-    said = "writes: no ratio for round(s) 2 (baseline 0 or not measured)"
+    said = "writes: no ratio for round(s) 2 (baseline 0 or less, or not measured)"
     assert fig.note == said and bench.notes == [said]
     assert fig.as_json()["note"] == said
+
+
+def test_a_negative_baseline_has_no_ratio(bench):
+    # An added latency lost in the noise (-19 µs) is no baseline to divide by.
+    fig = bench.paired(
+        "added", "µs", [104.0, 90.0], [-19.0, 60.0], "the floor's", Target("<=", 1.5)
+    )
+    assert (fig.ratio, fig.ratio_low, fig.ratio_high) == (1.5, 1.5, 1.5)
+    assert fig.note == "added: no ratio for round(s) 1 (baseline 0 or less, or not measured)"
 
 
 def test_percentile_ratios_keep_the_rounds_aligned_past_an_empty_one(bench):
@@ -45,7 +54,9 @@ def test_percentile_ratios_keep_the_rounds_aligned_past_an_empty_one(bench):
     # Round 3's p50 (5) against round 3's baseline (2), not round 2's (1).
     assert (fig.ratio_low, fig.ratio_high) == (2.0, 2.5)
     assert fig.samples == [2.0, 5.0]
-    assert bench.notes == ["lateness p50: no ratio for round(s) 2 (baseline 0 or not measured)"]
+    assert bench.notes == [
+        "lateness p50: no ratio for round(s) 2 (baseline 0 or less, or not measured)"
+    ]
 
 
 def test_paired_ratios_refuse_rounds_that_do_not_match():
