@@ -34,6 +34,8 @@ BENCHMARKS = (
     "crash_recovery",
     "scale",
     "laravel_writes",
+    "breakdown",
+    "instructions",
 )
 FIGURES = "performance-results.md"
 HEADER = """# Latest benchmark figures

