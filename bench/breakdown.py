@@ -122,6 +122,51 @@ def rendered_without(*keys: str) -> Callable[[str], str]:
     return lambda _: element_triggers(declared)
 
 
+def without_second_look(text: str) -> str:
+    start = text.index("    IF v_check THEN\n")
+    end = text.index("\n    END IF;\n", start) + len("\n    END IF;\n")
+    return text[:start] + text[end:]
+
+
+def without_debounce(text: str) -> str:
+    text = replaced(
+        text,
+        "    v_debounce := coalesce(nullif(current_setting('ue_resync.debounce', true), ''),\n"
+        "                           '2s')::interval;\n",
+        "    v_debounce := interval '0';\n",
+    )
+    return without_second_look(text)
+
+
+def without_seqscan_setting(text: str) -> str:
+    text = replaced(
+        text,
+        "    v_saved := current_setting('enable_seqscan');\n"
+        "    PERFORM set_config('enable_seqscan', 'off', true);\n",
+        "",
+    )
+    return replaced(text, "    PERFORM set_config('enable_seqscan', v_saved, true);\n", "")
+
+
+# The deferred path's own guarantees (bench.instructions counts them in deferred mode).
+DEFERRED_VARIANTS: dict[str, tuple[str, Callable[[str], str]]] = {
+    "deferred: no second look": (
+        "a new job due now trails a resync the daemon is running (a pick that commits while "
+        "the insert runs)",
+        without_second_look,
+    ),
+    "deferred: no debounce": (
+        "events on a UE the daemon is busy with trail it (ue_resync.debounce), the second "
+        "look included",
+        without_debounce,
+    ),
+    "deferred: no enable_seqscan setting": (
+        "the queue's statements planned without a sequential scan, whatever its statistics",
+        without_seqscan_setting,
+    ),
+}
+
+
 # name: (the guarantee the variant drops, how it is made)
 VARIANTS: dict[str, tuple[str, Callable[[str], str]]] = {
     "no statement triggers": (

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from bench import common
-from bench.breakdown import VARIANTS, element_triggers
+from bench.breakdown import DEFERRED_VARIANTS, VARIANTS, element_triggers
 from bench.common import Bench
 from bench.floors import FLOORS
 from support import catalogue, replication
@@ -124,6 +124,9 @@ def measure(b: Bench) -> None:
         copies = {name: make(real) for name, (_, make) in VARIANTS.items()}
         for name, text in copies.items():
             variants[name] = lambda _, text=text: per_write(text, True)
+        for name, (_, make) in DEFERRED_VARIANTS.items():
+            text = make(real)
+            variants[name] = lambda _, text=text: per_write(text, True, deferred)
         try:
             runs = b.alternate(variants, rounds=1)
         finally:
@@ -138,6 +141,9 @@ def measure(b: Bench) -> None:
         b.paired(f"ue-resync {mode}, added", "instr/write", [added], [floor_added], "its floor")
     for name, (guarantee, _) in VARIANTS.items():
         price = runs["ue-resync inline"][0] - runs[name][0]
+        b.paired(f"price of: {name}", "instr/write", [price], note=guarantee)
+    for name, (guarantee, _) in DEFERRED_VARIANTS.items():
+        price = runs["ue-resync deferred"][0] - runs[name][0]
         b.paired(f"price of: {name}", "instr/write", [price], note=guarantee)
     b.extra["instructions_per_write"] = {n: v[0] for n, v in runs.items()}
 

@@ -467,17 +467,21 @@ BEGIN
         resync_last_reason = excluded.resync_last_reason
     RETURNING q.id, q.xmax = 0 AND q.resync_deadline IS NOT NULL AND q.execute_after <= now()
     INTO v_job, v_check;
+    -- The second look, in a statement of its own (a snapshot taken after the insert): a pick
+    -- of the UE, or a resync of it, that committed meanwhile makes the new job trail. A
+    -- question first, the job written only when the answer is yes (a write is the dearer
+    -- statement to start, and most new jobs stay due now).
     IF v_check THEN
-        UPDATE resync.pgqueuer q
-        SET execute_after = now() + least(v_debounce, v_max_wait)
-        WHERE q.id = v_job
-          AND ((SELECT true FROM resync.pgqueuer p
-                WHERE p.resync_unit = v_unit
-                  AND p.entrypoint = 'resync_course_unit'
-                  AND p.status = 'picked'
-                LIMIT 1) IS NOT NULL
-               OR (SELECT {c.last_job_sync} > now() - v_debounce FROM {units} c
-                   WHERE {c.id} = v_unit));
+        IF EXISTS (SELECT 1 FROM resync.pgqueuer p
+                   WHERE p.resync_unit = v_unit
+                     AND p.entrypoint = 'resync_course_unit'
+                     AND p.status = 'picked')
+           OR (SELECT {c.last_job_sync} > now() - v_debounce FROM {units} c
+               WHERE {c.id} = v_unit) THEN
+            UPDATE resync.pgqueuer q
+            SET execute_after = now() + least(v_debounce, v_max_wait)
+            WHERE q.id = v_job;
+        END IF;
     END IF;
     PERFORM set_config('enable_seqscan', v_saved, true);
     RETURN NULL;
