@@ -2,9 +2,9 @@
 --
 --   python -m bench.writer_tps --floors
 --
--- floor_triggers.sql's row function, behind the triggers as they are: the WHEN clauses that count
--- the statement's rows (the start trigger's, the row trigger's) and the statement triggers,
--- whose WHEN skips a statement of one row. Its work is a copy of floor_triggers.sql's (a
+-- floor_triggers.sql's row function, behind the triggers as they are: the start trigger and the
+-- row trigger's WHEN clause that count the statement's rows, and the statement triggers, whose
+-- WHEN skips a statement of one row. Its work is a copy of floor_triggers.sql's (a
 -- call to a shared function would cost what the floor must not); bench.writer_tps refuses to
 -- run if the two differ. What this adds to floor_triggers.sql is what routing single-row and
 -- bulk statements costs; what the real triggers add to this is their own work (the flags, the
@@ -13,7 +13,11 @@ CREATE OR REPLACE FUNCTION resync.on_element_row() RETURNS trigger
 LANGUAGE plpgsql
 AS $$
 BEGIN
-    PERFORM set_config('ue_resync.statement_rows', 'done', true);
+    IF set_config('ue_resync.statement_rows',
+                  CASE current_setting('ue_resync.statement_rows', true)
+                  WHEN '2' THEN '2' ELSE 'done' END, true) = '2' THEN
+        RETURN NULL;
+    END IF;
     IF current_setting('ue_resync.mode', true) = 'deferred' THEN
         INSERT INTO resync.pgqueuer AS q
             (priority, entrypoint, status, execute_after, payload, resync_unit)
