@@ -5,12 +5,12 @@ some day, and the benchmarks' generated figures stay in their own file."""
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SKIP = {".venv", ".git", "node_modules", ".ue-resync"}
 WHO_WORKED_WHEN = re.compile(
     r"\bsessions? [0-9]+\b|\b(this|last|previous|first) session's (code|machine|run|work)\b",
     re.IGNORECASE,
@@ -28,7 +28,13 @@ HISTORY = ("docs/decisions/", "docs/performance-results.md", "CHANGELOG.md")
 
 
 def documents() -> list[Path]:
-    return sorted(p for p in ROOT.rglob("*.md") if not SKIP.intersection(p.relative_to(ROOT).parts))
+    """The project's own documents: the Markdown files git tracks (not those of the virtualenvs,
+    the wheels or the servers' data directories that a run leaves in the tree)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "*.md"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout
+    return sorted(ROOT / name for name in listed.split("\0") if name and (ROOT / name).exists())
 
 
 def test_the_documents_are_found() -> None:
