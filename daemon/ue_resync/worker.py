@@ -168,7 +168,8 @@ class Worker:
 
     async def _session(self) -> None:
         """One connected life: connections, QueueManager, until it stops or the DB is lost."""
-        first = not self.ready_sent
+        # A reconnection is any session after one that connected, ready or still starting.
+        reconnecting = self.connected_once
         self.lost.clear()
         self.lost_reason = ""
         conns: list[psycopg.AsyncConnection] = []
@@ -185,7 +186,7 @@ class Worker:
             self.connected_once = True
             self.executor.use(slots)
             released = await self._release_held_jobs(main)
-            if not first:
+            if reconnecting:
                 self.log.info("reconnected to the database; {} held job(s) handed back", released)
             await self.maintenance.heartbeat(main)
 
