@@ -32,7 +32,10 @@ def documents() -> list[Path]:
     the wheels or the servers' data directories that a run leaves in the tree)."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "*.md"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return sorted(ROOT / name for name in listed.split("\0") if name and (ROOT / name).exists())
 
