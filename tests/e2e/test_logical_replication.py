@@ -56,6 +56,15 @@ def subscribe(publisher: replication.Node, subscriber: replication.Node, units: 
             f"CREATE SUBSCRIPTION catalogue CONNECTION '{publisher.dsn(DB)}' "
             "PUBLICATION elements, units"
         )
+        # Each table's initial copy is its own worker: until both are ready, the elements may
+        # arrive before the UEs they belong to.
+        wait_for(
+            lambda: sub.execute(
+                "SELECT count(*) = 2 AND bool_and(srsubstate = 'r') FROM pg_subscription_rel"
+            ).fetchone()[0],
+            30,
+            "the subscription's initial copy of both tables",
+        )
 
 
 def caught_up(publisher: replication.Node, subscriber: replication.Node) -> None:
