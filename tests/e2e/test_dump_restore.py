@@ -20,7 +20,7 @@ from support.processes import run as run_cli
 from tests import tools
 from ue_resync import installation, migrate
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.other_programs]
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from support import catalogue, processes, replication
 from support.poll import wait_for
 from tests import tools
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.e2e, pytest.mark.other_programs, pytest.mark.timeout(180)]
 
 UNITS = 24
 

@@ -18,7 +18,7 @@ from support import processes
 from tests.laravel.harness import Laravel, require_php
 from tests.schema import objects
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.other_programs]
 
 MAPPING = Path(__file__).resolve().parents[1] / "fixtures" / "mapping_fr.toml"
 TOTALS = "SELECT ects, volume_cm, volume_td, volume_tp, volume_total, nb_ecue"

@@ -11,7 +11,7 @@ import pytest
 from support import catalogue, processes
 from tests.laravel.harness import Laravel, require_php
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.other_programs]
 
 
 def drifted(conn) -> list[int]:

@@ -9,7 +9,7 @@ import pytest
 
 from support import catalogue
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.other_programs]
 
 
 def consistent(conn, *units: int) -> None:

@@ -18,7 +18,7 @@ from support import catalogue, replication
 from support.poll import wait_for
 from ue_resync import installation, migrate
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.other_programs]
 
 DB = "app"
 ROWS = "SELECT * FROM {} ORDER BY id"
