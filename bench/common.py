@@ -36,6 +36,7 @@ from bench.figures import (
 )
 from bench.provenance import experiment, meta
 from support import processes
+from support.catalogue import ELEMENT_TRIGGERS
 from support.catalogue import settle as settle
 from support.env import ROOT, pythonpath
 from support.poll import wait_for as wait_for
@@ -46,13 +47,7 @@ DOCS = ROOT / "docs"
 
 # The triggers of sql/definitions/element_triggers.sql that a write fires: disabling them all is
 # the "no ue-resync" baseline.
-TRIGGERS = (
-    "course_unit_elements_resync_start",
-    "course_unit_elements_resync_statement_insert",
-    "course_unit_elements_resync_statement_update",
-    "course_unit_elements_resync_statement_delete",
-    "course_unit_elements_resync_row",
-)
+TRIGGERS = tuple(t for t in ELEMENT_TRIGGERS if not t.endswith("_truncate"))
 T = TypeVar("T")
 
 

@@ -189,6 +189,31 @@ def element_of(unit: int, per_unit: int = 4, k: int = 0) -> int:
     return (unit - 1) * per_unit + 1 + k
 
 
+# The triggers sql/definitions/element_triggers.sql puts on the elements for every session
+# (the two replica ones aside): they work together, enabled or disabled as one.
+ELEMENT_TRIGGERS = tuple(
+    f"course_unit_elements_resync_{kind}"
+    for kind in (
+        "start",
+        "row",
+        "statement_insert",
+        "statement_update",
+        "statement_delete",
+        "truncate",
+    )
+)
+
+
+def trigger_modes(conn: psycopg.Connection) -> dict[str, str]:
+    """Each trigger on the elements and its firing mode (pg_trigger.tgenabled: O, A, R, D)."""
+    return dict(
+        conn.execute(
+            "SELECT tgname::text, tgenabled::text FROM pg_trigger "
+            "WHERE tgrelid = 'course_unit_elements'::regclass AND NOT tgisinternal"
+        ).fetchall()
+    )
+
+
 def read_unit(conn: psycopg.Connection, unit_id: int) -> dict[str, Any]:
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute("SELECT * FROM course_units WHERE id = %s", (unit_id,)).fetchone()

@@ -7,9 +7,10 @@
 --   ue_resync.debounce, ue_resync.debounce_max_wait   deferred mode (queueing.sql)
 --
 -- A statement of one row is synced by the row path, a statement of several by the statement
--- path. Which one is told by WHEN clauses only, which counts the statement's rows in the
--- transaction-local setting ue_resync.statement_rows: no function is called for it.
---   course_unit_elements_resync_start (BEFORE STATEMENT): its WHEN sets the count to 0.
+-- path. Which one is told by counting the statement's rows in the transaction-local setting
+-- ue_resync.statement_rows: a small function at the statement's start, WHEN clauses after.
+--   course_unit_elements_resync_start (BEFORE STATEMENT, resync.on_statement_start): sets the
+--       count to 0 (2 when a statement of this table is still writing its rows).
 --   course_unit_elements_resync_row (AFTER ROW, resync.on_element_row): its WHEN, evaluated as
 --       each row is written, counts 1 at the first row, which queues the event, then 2. The
 --       function syncs or queues that row's UE (both UEs of a move) unless the count reads 2,
@@ -21,9 +22,10 @@
 -- Why two paths: a single-row statement is most of what an application writes, and a row
 -- trigger reads OLD and NEW for free with plans it keeps, where every query over a transition
 -- table is planned again at each call; a bulk statement needs the set-based path to sync each
--- UE once. Why WHEN clauses of constants: a WHEN clause is read from the catalog and prepared
--- again at every statement, at a price that grows with its size, and no function call is
--- cheaper than none (docs/performance.md, "What each guarantee costs a write").
+-- UE once. Why short WHEN clauses and a function at the start: a WHEN clause is read back from
+-- its stored text and prepared again at every statement, at a price that grows with its size;
+-- past a few expressions a plain function call is cheaper (docs/performance.md, "What each
+-- guarantee costs a write").
 --
 -- Every row is synced by one of the two, whatever else writes the table meanwhile: a row the
 -- row path does not take is counted 2, or finds the count done, and its statement then ends

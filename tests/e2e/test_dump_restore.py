@@ -129,6 +129,33 @@ def test_a_data_only_reload_of_the_catalogue(
     drained(app_dsn, tmp_path)
 
 
+def test_the_two_tables_restored_over_themselves_with_clean(conn, dsn, bindir, tmp_path):
+    # What a DBA runs to put the catalogue back as a dump had it: pg_restore --clean drops the
+    # two tables (no CASCADE) and makes them again. Nothing of ue-resync depends on their
+    # columns; their triggers come back with them, from the dump.
+    jobs = seeded(conn)
+    for name in catalogue.ELEMENT_TRIGGERS:  # as on a subscriber that applies the elements' changes
+        conn.execute(f"ALTER TABLE course_unit_elements ENABLE ALWAYS TRIGGER {name}")
+    dump = tmp_path / "tables.dump"
+    tables = ["-t", "course_units", "-t", "course_unit_elements"]
+    tool(bindir, "pg_dump", "-Fc", *tables, "-f", str(dump), "-d", dsn)
+    u = catalogue.unit(conn)  # made after the dump: gone after the restore
+    catalogue.element(conn, u, credits=5)
+    tool(bindir, "pg_restore", "--clean", "--if-exists", "-d", dsn, str(dump))
+    assert conn.execute("SELECT count(*) FROM course_units WHERE id = %s", (u,)).fetchone() == (0,)
+    assert installation.verify(conn) == []
+    modes = catalogue.trigger_modes(conn)
+    assert {modes[name] for name in catalogue.ELEMENT_TRIGGERS} == {"A"}, modes
+    e = conn.execute("SELECT max(id) FROM course_unit_elements").fetchone()[0]  # the third UE
+    conn.execute("UPDATE course_unit_elements SET credits = credits + 1 WHERE id = %s", (e,))
+    assert catalogue.drift_count(conn) == 2  # the two the dump held drifted, not the edited one
+    assert [r[0] for r in conn.execute("SELECT id FROM resync.pgqueuer ORDER BY id")] == [
+        jobs["queued"],
+        jobs["failed"],
+    ]
+    drained(dsn, tmp_path)
+
+
 def test_a_restore_onto_a_cluster_without_the_roles(conn, dsn, bindir, tmp_path):
     seeded(conn)
     dump = tmp_path / "app.dump"

@@ -13,15 +13,6 @@ from support import catalogue
 from ue_resync import installation, mapping, migrate, scripts
 from ue_resync.catalogue import create_tables
 
-ELEMENT_TRIGGERS = (
-    "course_unit_elements_resync_start",
-    "course_unit_elements_resync_row",
-    "course_unit_elements_resync_statement_delete",
-    "course_unit_elements_resync_statement_insert",
-    "course_unit_elements_resync_statement_update",
-    "course_unit_elements_resync_truncate",
-)
-
 
 def alerts(conn: psycopg.Connection) -> dict[str, dict[str, str]]:
     with conn.cursor(row_factory=dict_row) as cur:
@@ -51,17 +42,8 @@ def row_function_calls(conn: psycopg.Connection) -> int:
     return found[0] if found else 0
 
 
-def modes(conn: psycopg.Connection) -> dict[str, str]:
-    return dict(
-        conn.execute(
-            "SELECT tgname::text, tgenabled::text FROM pg_trigger "
-            "WHERE tgrelid = 'course_unit_elements'::regclass AND NOT tgisinternal"
-        ).fetchall()
-    )
-
-
 def test_the_subscribers_triggers_fire_for_the_apply_worker_only(conn):
-    replica = {k: v for k, v in modes(conn).items() if "replica" in k}
+    replica = {k: v for k, v in catalogue.trigger_modes(conn).items() if "replica" in k}
     assert replica == {
         "course_unit_elements_resync_replica": "R",
         "course_unit_elements_resync_replica_truncate": "R",
@@ -131,9 +113,9 @@ def test_the_tables_dropped_and_made_again_get_their_triggers_back(conn):
     conn.execute("DROP TABLE course_unit_elements, course_units CASCADE")
     create_tables(conn)  # the application's migrations, run again
     found = installation.verify(conn)
-    assert {f"trigger {t} on public.course_unit_elements is missing" for t in ELEMENT_TRIGGERS} <= (
-        set(found)
-    )
+    assert {
+        f"trigger {t} on public.course_unit_elements is missing" for t in catalogue.ELEMENT_TRIGGERS
+    } <= (set(found))
     migrate.run(conn)
     assert installation.verify(conn) == []
     u = catalogue.unit(conn)
@@ -142,12 +124,12 @@ def test_the_tables_dropped_and_made_again_get_their_triggers_back(conn):
 
 
 def test_firing_modes_survive_every_reapply(conn):
-    for name in ELEMENT_TRIGGERS:
+    for name in catalogue.ELEMENT_TRIGGERS:
         conn.execute(f"ALTER TABLE course_unit_elements ENABLE ALWAYS TRIGGER {name}")
     conn.execute("ALTER TABLE resync.requests DISABLE TRIGGER requests_enqueue")
     conn.execute("UPDATE resync.schema_definitions SET checksum = 'old'")  # an upgrade
     assert [s.name for s in migrate.run(conn).scripts][1:-3] == list(scripts.DEFINITIONS)
-    assert {modes(conn)[name] for name in ELEMENT_TRIGGERS} == {"A"}
+    assert {catalogue.trigger_modes(conn)[name] for name in catalogue.ELEMENT_TRIGGERS} == {"A"}
     assert conn.execute(
         "SELECT tgenabled::text FROM pg_trigger WHERE tgname = 'requests_enqueue'"
     ).fetchone() == ("D",)
@@ -160,14 +142,14 @@ def test_triggers_enabled_differently_are_reported_not_changed(conn):
     assert "course_unit_elements_resync_row disabled" in line and "they work together" in line
     outcome = migrate.run(conn)
     assert outcome.warnings == [f"not repaired: {line}"]
-    assert modes(conn)["course_unit_elements_resync_row"] == "D"
+    assert catalogue.trigger_modes(conn)["course_unit_elements_resync_row"] == "D"
 
 
 def test_enable_trigger_all_puts_the_replica_triggers_back_to_replica(conn):
     # pg_restore --data-only --disable-triggers ends each table with ENABLE TRIGGER ALL.
     conn.execute("ALTER TABLE course_unit_elements DISABLE TRIGGER ALL")
     conn.execute("ALTER TABLE course_unit_elements ENABLE TRIGGER ALL")
-    assert modes(conn)["course_unit_elements_resync_replica"] == "O"
+    assert catalogue.trigger_modes(conn)["course_unit_elements_resync_replica"] == "O"
     u = catalogue.unit(conn)
     e = catalogue.element(conn, u, credits=2)
     conn.execute("SET track_functions = 'pl'")
@@ -182,8 +164,8 @@ def test_enable_trigger_all_puts_the_replica_triggers_back_to_replica(conn):
         "every session",
         "course_unit_elements_resync_replica_truncate on public.course_unit_elements fires",
     )
-    assert modes(conn)["course_unit_elements_resync_replica"] == "R"
-    assert modes(conn)["course_unit_elements_resync_replica_truncate"] == "R"
+    assert catalogue.trigger_modes(conn)["course_unit_elements_resync_replica"] == "R"
+    assert catalogue.trigger_modes(conn)["course_unit_elements_resync_replica_truncate"] == "R"
 
 
 def test_a_disabled_replica_trigger_is_the_dbas(conn):
@@ -193,7 +175,7 @@ def test_a_disabled_replica_trigger_is_the_dbas(conn):
     assert installation.verify(conn) == []
     conn.execute("UPDATE resync.schema_definitions SET checksum = 'old'")  # an upgrade
     migrate.run(conn)
-    assert modes(conn)["course_unit_elements_resync_replica"] == "D"
+    assert catalogue.trigger_modes(conn)["course_unit_elements_resync_replica"] == "D"
 
 
 # --- TRUNCATE ------------------------------------------------------------------------------
