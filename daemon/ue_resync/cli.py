@@ -13,7 +13,7 @@ from pathlib import Path
 
 import psycopg
 
-from ue_resync import __version__, laravel_import, log, migrate
+from ue_resync import __version__, installation, laravel_import, log, migrate
 from ue_resync.commands import (
     EXIT_ERROR,
     EXIT_USAGE,
@@ -263,6 +263,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
         print(
             f"ue-resync: the database is not migrated ({one_line(exc)}): run `ue-resync migrate`",
+            file=sys.stderr,
+        )
+    except psycopg.errors.InsufficientPrivilege as exc:
+        print(
+            f"ue-resync: {one_line(exc)}: the role lacks a right its command needs "
+            '(docs/operations.md, "Give each program its own login role"); '
+            "if ue-resync's roles lost theirs, "
+            f"{installation.REPAIR}",
             file=sys.stderr,
         )
     except psycopg.errors.UndefinedFunction as exc:

@@ -14,6 +14,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from ue_resync import (
+    installation,
     jobs,
     laravel_import,
     ledger,
@@ -82,22 +83,15 @@ NAGIOS = {0: "OK", 1: "WARNING", 2: "CRITICAL"}
 
 def _check_alerts(conn: psycopg.Connection, as_json: bool) -> int:
     """Nagios/Icinga plugin convention: exit 0 OK, 1 WARNING, 2 CRITICAL; first line a summary.
-    A monitor that cannot read the alerts (its grants lost in a restore, the views dropped) is
-    itself CRITICAL, with what it lacks."""
+    A monitor that cannot read the schema's version or the alerts (its rights lost in a
+    restore, the views dropped) is itself CRITICAL, with what it lacks."""
     try:
+        # The alerts belong to one schema version: another one's would be misread.
+        ledger.check_current(conn)
         with conn.cursor(row_factory=dict_row) as cur:
             alerts = cur.execute(query("alerts")).fetchall()
-    except (
-        psycopg.errors.InsufficientPrivilege,
-        psycopg.errors.UndefinedObject,
-        psycopg.errors.UndefinedTable,
-        psycopg.errors.UndefinedFunction,
-        psycopg.errors.InvalidSchemaName,
-    ) as exc:
-        detail = (
-            f"cannot read resync.alerts ({one_line(exc)}): `ue-resync migrate --verify` lists "
-            "what is missing, `ue-resync migrate` repairs it"
-        )
+    except installation.MISSING as exc:
+        detail = f"installation: cannot read resync.alerts ({one_line(exc)}): {installation.REPAIR}"
         if as_json:
             output.emit_json({"status": NAGIOS[2], "alerts": [], "error": detail})
         else:
@@ -120,10 +114,10 @@ def _check_alerts(conn: psycopg.Connection, as_json: bool) -> int:
 
 def cmd_monitor(args: argparse.Namespace, settings: Settings) -> int:
     with connect(settings, "monitor") as conn:
-        # Its views belong to one schema version: another one's figures would be misread.
-        ledger.check_current(conn)
         if args.check:
             return _check_alerts(conn, args.json)
+        # Its views belong to one schema version: another one's figures would be misread.
+        ledger.check_current(conn)
         while True:
             status = _status(conn)
             if args.json:

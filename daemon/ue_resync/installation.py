@@ -11,6 +11,17 @@ from ue_resync import mapping as mappings
 from ue_resync.mapping import Mapping
 from ue_resync.queries import query
 
+# What a damaged installation raises where it is used: rights lost in a restore, an object
+# dropped by hand, the schema gone. What to run about it, for the messages that name it.
+MISSING = (
+    psycopg.errors.InsufficientPrivilege,
+    psycopg.errors.UndefinedObject,
+    psycopg.errors.UndefinedTable,
+    psycopg.errors.UndefinedFunction,
+    psycopg.errors.InvalidSchemaName,
+)
+REPAIR = "`ue-resync migrate --verify` lists what is missing, `ue-resync migrate` repairs it"
+
 
 def differences(conn: psycopg.Connection, mapping: Mapping) -> list[tuple[str, str, str]]:
     """(kind, name, problem) for each object migrate recorded that the catalogue no longer holds

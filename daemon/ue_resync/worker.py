@@ -26,7 +26,7 @@ import psycopg
 from loguru import logger
 from pgqueuer.domain import types
 
-from ue_resync import ledger, migrate, queue_manager, wakeups
+from ue_resync import installation, ledger, migrate, queue_manager, wakeups
 from ue_resync.db import connect, connect_sync, describe, is_connection_loss
 from ue_resync.executor import ConnectionLost, Executor
 from ue_resync.log import one_line
@@ -36,13 +36,6 @@ from ue_resync.queries import query
 from ue_resync.settings import Settings
 from ue_resync.systemd import ServiceManager
 
-# What a damaged install raises (grants lost in a restore, an object dropped by hand).
-MISSING_INSTALL = (
-    psycopg.errors.InsufficientPrivilege,
-    psycopg.errors.UndefinedTable,
-    psycopg.errors.UndefinedFunction,
-    psycopg.errors.InvalidSchemaName,
-)
 CATALOGUE_SHOWN = 5  # the differences logged one by one at start
 
 # A promoted replica is found within 10 s plus one connect (docs/operations.md, "Failover").
@@ -101,12 +94,11 @@ class Worker:
                 except (migrate.MigrationError, NeverConnected):
                     raise
                 except Exception as exc:
-                    if isinstance(exc, MISSING_INSTALL):
+                    if isinstance(exc, installation.MISSING):
                         self.log.error(
-                            "the database lacks what ue-resync installs ({}): run `ue-resync "
-                            "migrate --verify` to list what is missing, `ue-resync migrate` to "
-                            "repair it",
+                            "the database lacks what ue-resync installs ({}): {}",
                             one_line(exc),
+                            installation.REPAIR,
                         )
                     elif not self.lost.is_set() and not is_connection_loss(exc):
                         self.log.opt(exception=exc).error("worker error: {}", one_line(exc))

@@ -11,7 +11,9 @@ import psycopg
 import pytest
 
 from support import catalogue, processes
+from support.poll import wait_for
 from tests.roles import scalar, seed_operator_state
+from ue_resync import migrate
 
 pytestmark = pytest.mark.e2e
 
@@ -96,3 +98,52 @@ def test_the_cli_commands_docs_give_each_role(conn, login, tmp_path):
     )
     assert request.returncode == 0, request.stdout + request.stderr
     assert len(catalogue.jobs(conn, seeded["drifted"])) == 1
+
+
+def test_grants_lost_in_a_restore_are_named_by_the_monitor_and_the_daemon(
+    conn, login, dsn, tmp_path
+):
+    """What `pg_restore --no-privileges` leaves: ue-resync's roles without their rights. The
+    monitor check is CRITICAL and says what to run; the daemon says it once per attempt, keeps
+    running, and works as soon as `migrate` gives the rights back."""
+    u = catalogue.unit(conn)
+    catalogue.element(conn, u, credits=3)
+    conn.execute("UPDATE course_units SET credits = 0 WHERE id = %s", (u,))
+    job = scalar(conn, "SELECT resync.request(%s)", (u,))
+    worker = login("worker", "resync_worker")
+    monitor = login("monitor", "resync_monitor")
+    conn.execute("REVOKE USAGE ON SCHEMA resync FROM resync_worker, resync_monitor")
+
+    as_monitor = run_cli(monitor.dsn, tmp_path, "monitor", "--check")
+    assert as_monitor.returncode == 2, as_monitor.stdout + as_monitor.stderr
+    assert as_monitor.stdout.startswith("UE-RESYNC CRITICAL - "), as_monitor.stdout
+    assert "permission denied" in as_monitor.stdout and "migrate --verify" in as_monitor.stdout
+    plain = run_cli(monitor.dsn, tmp_path, "monitor")
+    lines = plain.stderr.strip().splitlines()
+    assert plain.returncode == 1 and len(lines) == 1, plain.stderr
+    assert "permission denied for schema resync" in lines[0] and "migrate --verify" in lines[0]
+    as_owner = run_cli(dsn, tmp_path, "monitor", "--check")
+    assert as_owner.returncode == 2, as_owner.stdout + as_owner.stderr
+    assert "installation: " in as_owner.stdout, as_owner.stdout
+
+    proc = processes.spawn_daemon(
+        worker.dsn, "--sleep", "0.2", cwd=tmp_path, log=tmp_path / "daemon.log"
+    )
+    try:
+        wait_for(
+            lambda: "the database lacks what ue-resync installs" in processes.output(proc),
+            30,
+            "the daemon to say what it lacks",
+        )
+        processes.check_alive(proc)
+        line = next(x for x in processes.output(proc).splitlines() if "lacks what ue-resync" in x)
+        assert "permission denied for schema resync" in line and "migrate --verify" in line, line
+        migrate.run(conn)
+        wait_for(
+            lambda: catalogue.totals(conn, u)[0] == 3, 60, "the daemon to run the job once repaired"
+        )
+        assert scalar(conn, "SELECT outcome FROM resync.job_runs WHERE job_id = %s", (job,)) == (
+            "succeeded"
+        )
+    finally:
+        assert processes.stop(proc) == 0, processes.tail(proc)
