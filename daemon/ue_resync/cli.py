@@ -266,11 +266,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
     except psycopg.errors.InsufficientPrivilege as exc:
+        # The server's own refusal names the object; ue-resync's (a role it cannot create) says
+        # what to run itself.
+        hint = (
+            ': the role lacks a right its command needs (docs/operations.md, "Give each program '
+            "its own login role\"); if ue-resync's roles lost theirs, "
+            f"{installation.REPAIR}"
+        )
+        message = one_line(exc)
         print(
-            f"ue-resync: {one_line(exc)}: the role lacks a right its command needs "
-            '(docs/operations.md, "Give each program its own login role"); '
-            "if ue-resync's roles lost theirs, "
-            f"{installation.REPAIR}",
+            f"ue-resync: {message}{hint if message.startswith('permission denied') else ''}",
             file=sys.stderr,
         )
     except psycopg.errors.UndefinedFunction as exc:

@@ -23,16 +23,6 @@ from ue_resync import installation, migrate
 pytestmark = [pytest.mark.e2e, pytest.mark.other_programs]
 
 
-@pytest.fixture(scope="module")
-def bindir() -> Path:
-    if os.environ.get("UE_RESYNC_TEST_DSN"):
-        found = replication.system_bindir()
-        if found is None:
-            pytest.fail("no system PostgreSQL binaries under /usr/lib/postgresql")
-        return found
-    return replication.embedded_bindir()
-
-
 def tool(bindir: Path, name: str, *args: str) -> None:
     done = subprocess.run([str(bindir / name), *args], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"{name} {' '.join(args)}:\n{done.stderr}"

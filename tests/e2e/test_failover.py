@@ -14,7 +14,6 @@ promoted database is consistent all the same."""
 
 from __future__ import annotations
 
-import os
 import random
 import subprocess
 import threading
@@ -28,24 +27,10 @@ import pytest
 from bench.chaos.checks import overlapping_resyncs
 from support import catalogue, processes, replication
 from support.poll import wait_for
-from tests import tools
 
 pytestmark = [pytest.mark.e2e, pytest.mark.other_programs, pytest.mark.timeout(180)]
 
 UNITS = 24
-
-
-@pytest.fixture(scope="module")
-def bindir() -> Path:
-    if os.environ.get("UE_RESYNC_TEST_DSN"):
-        found = replication.system_bindir()
-        if found is None:
-            tools.unavailable(
-                "the system PostgreSQL's server binaries (/usr/lib/postgresql/*/bin/pg_ctl) are "
-                "not installed (apt-get install postgresql)"
-            )
-        return found
-    return replication.embedded_bindir()
 
 
 class Writer(threading.Thread):

@@ -5,7 +5,6 @@ role turns ue-resync off for its database, as cutover.md's "Going back" says."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,16 +19,6 @@ from ue_resync.catalogue import create_tables
 pytestmark = pytest.mark.e2e
 
 ROLES = ("resync_monitor", "resync_requester", "resync_worker")
-
-
-@pytest.fixture(scope="module")
-def bindir() -> Path:
-    if os.environ.get("UE_RESYNC_TEST_DSN"):
-        found = replication.system_bindir()
-        if found is None:
-            pytest.fail("no system PostgreSQL binaries under /usr/lib/postgresql")
-        return found
-    return replication.embedded_bindir()
 
 
 @pytest.fixture

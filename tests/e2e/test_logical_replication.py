@@ -7,7 +7,6 @@ ue-resync on the subscriber."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,16 +21,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.other_programs]
 
 DB = "app"
 ROWS = "SELECT * FROM {} ORDER BY id"
-
-
-@pytest.fixture(scope="module")
-def bindir() -> Path:
-    if os.environ.get("UE_RESYNC_TEST_DSN"):
-        found = replication.system_bindir()
-        if found is None:
-            pytest.fail("no system PostgreSQL binaries under /usr/lib/postgresql")
-        return found
-    return replication.embedded_bindir()
 
 
 @pytest.fixture
